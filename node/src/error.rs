@@ -1,0 +1,168 @@
+//! The node's one error type.
+//!
+//! Variants are chosen by what the caller should do about them, not by where
+//! they came from: retry elsewhere (`Unavailable`), find out what happened
+//! (`Indeterminate`), fix the request (`InvalidArgument`), or call an
+//! operator (`Storage`, `Corrupt`). The mapping to gRPC status codes lives in
+//! one place, `impl From<Error> for tonic::Status`, and the client maps back
+//! from the `x-ringkv-*` metadata it sets.
+
+use tonic::metadata::MetadataValue;
+
+/// Everything that can go wrong inside a node.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Too few replicas are alive to meet the requested level; nothing was sent.
+    #[error("unavailable: {level} needs {required} replicas but only {alive} are alive{hint}")]
+    Unavailable {
+        /// The consistency level, for the message.
+        level: String,
+        /// Replicas the level needs.
+        required: u32,
+        /// Replicas believed alive.
+        alive: u32,
+        /// Extra advice for the user, starting with "; " or empty.
+        hint: String,
+    },
+    /// The request stopped after some replicas stored the write: it may or may
+    /// not become visible. Never report this as a plain failure.
+    #[error("indeterminate: the write reached {acked} of {required} required replicas before {reason}; it may or may not become visible")]
+    Indeterminate {
+        /// Replicas that acknowledged.
+        acked: u32,
+        /// Replicas the level needs.
+        required: u32,
+        /// Why it stopped (deadline, replica errors).
+        reason: String,
+    },
+    /// A read or scan could not gather enough answers before its deadline.
+    #[error("timeout: {what} got {answered} of {required} required answers before the {timeout_ms} ms deadline")]
+    Timeout {
+        /// What was waiting.
+        what: String,
+        /// Answers gathered.
+        answered: u32,
+        /// Answers the level needs.
+        required: u32,
+        /// The deadline.
+        timeout_ms: u64,
+    },
+    /// The request is malformed or over a limit.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// A remote timestamp is further ahead of the local clock than allowed.
+    #[error("clock skew: timestamp from {node} is {ahead_ms} ms ahead of the local clock (max_clock_skew is {max_ms} ms); check NTP on that node")]
+    ClockSkew {
+        /// The node whose timestamp it is.
+        node: String,
+        /// How far ahead it is.
+        ahead_ms: u64,
+        /// The configured limit.
+        max_ms: u64,
+    },
+    /// A stored record failed its checksum or could not be decoded.
+    #[error("corrupt record for key {key:?}: {reason}")]
+    Corrupt {
+        /// The key, lossily printed.
+        key: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The storage engine failed.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// A peer could not be reached or answered with an error.
+    #[error("peer {peer}: {reason}")]
+    Peer {
+        /// The peer's node id.
+        peer: String,
+        /// What happened.
+        reason: String,
+    },
+    /// Configuration is invalid.
+    #[error("config: {0}")]
+    Config(String),
+}
+
+impl Error {
+    /// True when the same request may succeed if retried, possibly elsewhere.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Unavailable { .. } | Error::Timeout { .. } | Error::Peer { .. })
+    }
+
+    /// The short kind name carried in `x-ringkv-kind`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Unavailable { .. } => "unavailable",
+            Error::Indeterminate { .. } => "indeterminate",
+            Error::Timeout { .. } => "timeout",
+            Error::InvalidArgument(_) => "invalid_argument",
+            Error::ClockSkew { .. } => "clock_skew",
+            Error::Corrupt { .. } => "corrupt",
+            Error::Storage(_) => "storage",
+            Error::Peer { .. } => "peer",
+            Error::Config(_) => "config",
+        }
+    }
+}
+
+/// Shorthand used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        use tonic::Code;
+        let code = match &e {
+            Error::Unavailable { .. } | Error::Peer { .. } => Code::Unavailable,
+            Error::Indeterminate { .. } | Error::Timeout { .. } => Code::DeadlineExceeded,
+            Error::InvalidArgument(_) | Error::Config(_) => Code::InvalidArgument,
+            Error::ClockSkew { .. } => Code::FailedPrecondition,
+            Error::Corrupt { .. } => Code::DataLoss,
+            Error::Storage(_) => Code::Internal,
+        };
+        let mut status = tonic::Status::new(code, e.to_string());
+        let md = status.metadata_mut();
+        md.insert("x-ringkv-kind", MetadataValue::from_static(e.kind()));
+        let counts = match &e {
+            Error::Unavailable { required, alive, .. } => Some((*required, *alive)),
+            Error::Indeterminate { acked, required, .. } => Some((*required, *acked)),
+            _ => None,
+        };
+        if let Some((required, got)) = counts {
+            md.insert("x-ringkv-required", required.into());
+            md.insert("x-ringkv-got", got.into());
+        }
+        status
+    }
+}
+
+impl From<sled::Error> for Error {
+    fn from(e: sled::Error) -> Self {
+        Error::Storage(format!("sled: {e}"))
+    }
+}
+
+macro_rules! redb_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                Error::Storage(format!("redb: {e}"))
+            }
+        }
+    )*};
+}
+redb_errors!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Storage(format!("io: {e}"))
+    }
+}

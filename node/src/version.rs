@@ -1,0 +1,463 @@
+//! Versions: dotted version vector sets (DVVSet) with HLC-stamped siblings and
+//! a per-key last-writer-wins floor.
+//!
+//! This is DESIGN §3, and it follows Riak's `dvvset` (Almeida et al.,
+//! "Scalable and Accurate Causality Tracking for Eventually Consistent
+//! Stores", 2014). A stored value is a map from node id to an entry
+//! `(counter, siblings newest-first)`. The entry says that node coordinated
+//! writes `1..=counter`, and that the last `siblings.len()` of them are still
+//! live values. Older dots are *covered*: seen, superseded, never coming back.
+//!
+//! Three operations, all pure:
+//!
+//! - [`DvvSet::context`]: the causal context a client gets with a read.
+//! - [`DvvSet::update`]: a write coordinated by `node`. It drops what the
+//!   context has seen, then adds the new sibling as dot `counter + 1`.
+//! - [`DvvSet::merge`]: the join used by replication, read repair, hint
+//!   replay and anti-entropy alike.
+//!
+//! # Blind writes and the floor
+//!
+//! A write without a context is *blind* and resolved last-writer-wins by HLC.
+//! Each key keeps a floor: the highest HLC of any blind write it has seen,
+//! merged by max. Every sibling older than the floor is dropped, but its dot
+//! stays covered. The floor is a max-register, so the merge stays a join.
+//! `shared/models/dvv_floor.py` shows that the two simpler rules are not a
+//! join, or are not LWW; the proptests below mirror that model.
+//!
+//! Dropping by floor keeps the dot alignment of an entry intact. HLC is
+//! monotonic per node, because a coordinator observes the key's stored
+//! timestamps before stamping. So within an entry the siblings below the
+//! floor are always a suffix, and entry `(n, l)` still means `l[i]` is dot
+//! `n - i`.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// A hybrid logical clock timestamp. The derived order (wall, logical,
+/// node) is total, so LWW between any two writes is decided.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Hlc {
+    /// Physical time in milliseconds since the Unix epoch.
+    pub wall_ms: u64,
+    /// Orders events within one millisecond.
+    pub logical: u32,
+    /// The node that issued the timestamp, the final tie-breaker.
+    pub node: String,
+}
+
+/// One value of a key, live or deleted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sibling {
+    /// When it was written.
+    pub hlc: Hlc,
+    /// The bytes; empty for a tombstone.
+    pub value: Vec<u8>,
+    /// A delete.
+    pub tombstone: bool,
+}
+
+/// What a reader has seen: one counter per coordinating node.
+pub type Context = BTreeMap<String, u64>;
+
+/// One node's entry: it coordinated dots `1..=counter`; `siblings[i]` is dot
+/// `counter - i` and still live.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The highest dot this node has issued for the key.
+    pub counter: u64,
+    /// Live siblings, newest first.
+    pub siblings: Vec<Sibling>,
+}
+
+/// The stored version of one key.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DvvSet {
+    /// Per coordinating node, ordered so that encoding is canonical.
+    pub entries: BTreeMap<String, Entry>,
+    /// The highest HLC of any blind write seen (LWW floor).
+    pub floor: Option<Hlc>,
+}
+
+impl DvvSet {
+    /// The causal context a read returns.
+    pub fn context(&self) -> Context {
+        self.entries.iter().map(|(id, e)| (id.clone(), e.counter)).collect()
+    }
+
+    /// Every sibling, tombstones included, newest HLC first.
+    pub fn siblings(&self) -> Vec<&Sibling> {
+        let mut all: Vec<&Sibling> = self.entries.values().flat_map(|e| &e.siblings).collect();
+        all.sort_by(|a, b| b.hlc.cmp(&a.hlc));
+        all
+    }
+
+    /// The live (non-tombstone) siblings, newest HLC first.
+    pub fn live(&self) -> Vec<&Sibling> {
+        self.siblings().into_iter().filter(|s| !s.tombstone).collect()
+    }
+
+    /// The highest timestamp stored for this key, floor included.
+    pub fn max_hlc(&self) -> Option<&Hlc> {
+        self.entries
+            .values()
+            .flat_map(|e| e.siblings.iter().map(|s| &s.hlc))
+            .chain(self.floor.as_ref())
+            .max()
+    }
+
+    /// A write coordinated by `node`: drop what `ctx` has seen, then add
+    /// `sibling` as the node's next dot. A blind write (`blind`) also raises
+    /// the floor to its timestamp.
+    pub fn update(&mut self, ctx: &Context, node: &str, sibling: Sibling, blind: bool) {
+        for (id, &seen) in ctx {
+            let entry = self.entries.remove(id).unwrap_or_default();
+            let covered = Entry { counter: seen, siblings: Vec::new() };
+            self.entries.insert(id.clone(), merge_entry(entry, covered));
+        }
+        if blind {
+            self.raise_floor(Some(&sibling.hlc));
+        }
+        let entry = self.entries.entry(node.to_string()).or_default();
+        entry.counter += 1;
+        entry.siblings.insert(0, sibling);
+        self.apply_floor();
+    }
+
+    /// The join: DVVSet sync per entry, max of the floors, then drop what is
+    /// below the floor. Commutative, associative and idempotent.
+    pub fn merge(&mut self, other: &DvvSet) {
+        for (id, theirs) in &other.entries {
+            let merged = match self.entries.remove(id) {
+                Some(ours) => merge_entry(ours, theirs.clone()),
+                None => theirs.clone(),
+            };
+            self.entries.insert(id.clone(), merged);
+        }
+        self.raise_floor(other.floor.as_ref());
+        self.apply_floor();
+    }
+
+    /// `self` merged with `other`, leaving both untouched.
+    pub fn merged(&self, other: &DvvSet) -> DvvSet {
+        let mut out = self.clone();
+        out.merge(other);
+        out
+    }
+
+    /// True when merging `other` into `self` changes nothing.
+    pub fn dominates(&self, other: &DvvSet) -> bool {
+        &self.merged(other) == self
+    }
+
+    fn raise_floor(&mut self, ts: Option<&Hlc>) {
+        if ts > self.floor.as_ref() {
+            self.floor = ts.cloned();
+        }
+    }
+
+    fn apply_floor(&mut self) {
+        if let Some(floor) = &self.floor {
+            for e in self.entries.values_mut() {
+                e.siblings.retain(|s| &s.hlc >= floor);
+            }
+        }
+    }
+}
+
+/// Riak's `merge`: keep the longer causal history, and of its siblings only
+/// those the other side has not already covered.
+fn merge_entry(a: Entry, b: Entry) -> Entry {
+    let (hi, lo) = if a.counter >= b.counter { (a, b) } else { (b, a) };
+    // Dots above these bounds are live on each side.
+    let hi_base = hi.counter - hi.siblings.len() as u64;
+    let lo_base = lo.counter - lo.siblings.len() as u64;
+    if hi_base >= lo_base {
+        hi
+    } else {
+        // `lo` has covered dots up to lo_base, so `hi` keeps only the dots above it.
+        let keep = (hi.counter - lo_base) as usize;
+        let mut siblings = hi.siblings;
+        siblings.truncate(keep);
+        Entry { counter: hi.counter, siblings }
+    }
+}
+
+/// A hybrid logical clock (Kulkarni et al., 2014) for one node. Pure: the
+/// wall time comes in as an argument, from the injected `Clock`.
+#[derive(Debug)]
+pub struct HlcClock {
+    node: String,
+    max_skew_ms: u64,
+    last: Mutex<(u64, u32)>,
+}
+
+impl HlcClock {
+    /// A clock for `node` that rejects remote timestamps more than
+    /// `max_skew_ms` ahead of local wall time.
+    pub fn new(node: impl Into<String>, max_skew_ms: u64) -> Self {
+        Self { node: node.into(), max_skew_ms, last: Mutex::new((0, 0)) }
+    }
+
+    /// A fresh timestamp, greater than every one issued or observed before.
+    pub fn now(&self, wall_ms: u64) -> Hlc {
+        let mut last = self.last.lock().expect("hlc lock poisoned");
+        *last = if wall_ms > last.0 { (wall_ms, 0) } else { (last.0, last.1 + 1) };
+        Hlc { wall_ms: last.0, logical: last.1, node: self.node.clone() }
+    }
+
+    /// Moves the clock past `seen`, so the next `now` is greater. Used for
+    /// timestamps this node already stores, which are never rejected.
+    pub fn observe(&self, seen: &Hlc) {
+        let mut last = self.last.lock().expect("hlc lock poisoned");
+        if (seen.wall_ms, seen.logical) > *last {
+            *last = (seen.wall_ms, seen.logical);
+        }
+    }
+
+    /// Checks a timestamp that came from another node, then observes it. A
+    /// timestamp too far ahead is rejected: accepting it would let a skewed
+    /// clock shadow every later write.
+    pub fn receive(&self, remote: &Hlc, wall_ms: u64) -> Result<()> {
+        let limit = wall_ms.saturating_add(self.max_skew_ms);
+        if remote.wall_ms > limit {
+            return Err(Error::ClockSkew {
+                node: remote.node.clone(),
+                ahead_ms: remote.wall_ms - wall_ms,
+                max_ms: self.max_skew_ms,
+            });
+        }
+        self.observe(remote);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sib(wall: u64, node: &str, v: &str) -> Sibling {
+        Sibling { hlc: Hlc { wall_ms: wall, logical: 0, node: node.into() }, value: v.into(), tombstone: false }
+    }
+
+    fn values(d: &DvvSet) -> Vec<String> {
+        let mut v: Vec<String> = d.live().iter().map(|s| String::from_utf8(s.value.clone()).unwrap()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn causal_write_supersedes_what_its_context_saw() {
+        let mut d = DvvSet::default();
+        d.update(&Context::new(), "a", sib(1, "a", "v1"), false);
+        let ctx = d.context();
+        d.update(&ctx, "a", sib(2, "a", "v2"), false);
+        assert_eq!(values(&d), ["v2"]);
+    }
+
+    #[test]
+    fn concurrent_causal_writes_stay_siblings() {
+        let mut a = DvvSet::default();
+        a.update(&Context::new(), "a", sib(1, "a", "base"), false);
+        let ctx = a.context();
+        let mut b = a.clone();
+        a.update(&ctx, "a", sib(2, "a", "left"), false);
+        b.update(&ctx, "b", sib(3, "b", "right"), false);
+        a.merge(&b);
+        assert_eq!(values(&a), ["left", "right"]);
+        // A write-back with the merged context collapses them.
+        let ctx = a.context();
+        a.update(&ctx, "a", sib(4, "a", "resolved"), false);
+        assert_eq!(values(&a), ["resolved"]);
+    }
+
+    #[test]
+    fn blind_write_drops_older_siblings_on_every_replica() {
+        let mut a = DvvSet::default();
+        a.update(&Context::new(), "a", sib(1, "a", "old-a"), false);
+        let mut b = DvvSet::default();
+        b.update(&Context::new(), "b", sib(2, "b", "old-b"), false);
+        a.update(&Context::new(), "a", sib(5, "a", "blind"), true);
+        b.merge(&a);
+        assert_eq!(values(&b), ["blind"]);
+        // A newer concurrent sibling survives the floor.
+        let mut c = DvvSet::default();
+        c.update(&Context::new(), "c", sib(9, "c", "newer"), false);
+        b.merge(&c);
+        assert_eq!(values(&b), ["blind", "newer"]);
+    }
+
+    #[test]
+    fn dropped_sibling_never_comes_back() {
+        let mut a = DvvSet::default();
+        a.update(&Context::new(), "a", sib(1, "a", "x"), false);
+        let stale = a.clone();
+        let ctx = a.context();
+        a.update(&ctx, "a", sib(2, "a", "y"), false);
+        a.merge(&stale);
+        assert_eq!(values(&a), ["y"]);
+    }
+
+    #[test]
+    fn tombstone_hides_value_but_keeps_context() {
+        let mut a = DvvSet::default();
+        a.update(&Context::new(), "a", sib(1, "a", "x"), false);
+        let ctx = a.context();
+        let tomb = Sibling { hlc: Hlc { wall_ms: 2, logical: 0, node: "a".into() }, value: vec![], tombstone: true };
+        a.update(&ctx, "a", tomb, false);
+        assert!(a.live().is_empty());
+        assert_eq!(a.siblings().len(), 1);
+        assert_eq!(a.context()["a"], 2);
+    }
+
+    #[test]
+    fn hlc_is_monotonic_and_rejects_far_future() {
+        let c = HlcClock::new("n1", 500);
+        let t1 = c.now(100);
+        let t2 = c.now(100);
+        let t3 = c.now(50);
+        assert!(t1 < t2 && t2 < t3);
+        let remote = Hlc { wall_ms: 400, logical: 7, node: "n2".into() };
+        c.receive(&remote, 100).unwrap();
+        assert!(c.now(100) > remote);
+        let far = Hlc { wall_ms: 700, logical: 0, node: "n3".into() };
+        let err = c.receive(&far, 100).unwrap_err();
+        assert!(matches!(err, Error::ClockSkew { ahead_ms: 600, max_ms: 500, .. }), "{err}");
+    }
+
+    // ---- property tests: mirror shared/models/dvv_floor.py ----
+
+    const NODES: [&str; 3] = ["a", "b", "c"];
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// Replica `r` coordinates a write. It uses the context of replica
+        /// `ctx_from` (None: no context), is blind or not, and is a
+        /// tombstone or not. `dt` advances time; `jitter` skews r's clock.
+        Write { r: usize, ctx_from: Option<usize>, blind: bool, tomb: bool, dt: u64, jitter: i64 },
+        /// Replica `r` merges replica `o`'s state.
+        Sync { r: usize, o: usize },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0..3usize, proptest::option::weighted(0.8, 0..3usize), proptest::bool::weighted(0.35),
+             proptest::bool::weighted(0.15), 0..4u64, -2..3i64)
+                .prop_map(|(r, ctx_from, blind, tomb, dt, jitter)| Op::Write { r, ctx_from, blind, tomb, dt, jitter }),
+            (0..3usize, 0..3usize).prop_map(|(r, o)| Op::Sync { r, o }),
+        ]
+    }
+
+    /// One acknowledged write, for the loss check.
+    struct Written {
+        node: String,
+        dot: u64,
+        hlc: Hlc,
+        value: Vec<u8>,
+    }
+
+    /// Runs a history; returns every state seen, the final replicas, the
+    /// writes, and the contexts and blind timestamps that may supersede them.
+    fn run(ops: &[Op]) -> (Vec<DvvSet>, Vec<DvvSet>, Vec<Written>, Vec<Context>, Vec<Hlc>) {
+        let mut reps = vec![DvvSet::default(); 3];
+        let clocks: Vec<HlcClock> = NODES.iter().map(|n| HlcClock::new(*n, u64::MAX / 2)).collect();
+        let (mut seen, mut writes, mut ctxs, mut blinds) = (vec![], vec![], vec![], vec![]);
+        let mut t: u64 = 10;
+        for (i, op) in ops.iter().enumerate() {
+            match *op {
+                Op::Write { r, ctx_from, blind, tomb, dt, jitter } => {
+                    t += dt;
+                    // The coordinator observes what it stores before stamping.
+                    if let Some(h) = reps[r].max_hlc() {
+                        clocks[r].observe(h);
+                    }
+                    let hlc = clocks[r].now(t.saturating_add_signed(jitter));
+                    let value = format!("w{i}").into_bytes();
+                    let s = Sibling { hlc: hlc.clone(), value: if tomb { vec![] } else { value.clone() }, tombstone: tomb };
+                    // A blind write carries no context, as in the API.
+                    let ctx = match (blind, ctx_from) {
+                        (false, Some(src)) => reps[src].context(),
+                        _ => Context::new(),
+                    };
+                    reps[r].update(&ctx, NODES[r], s, blind);
+                    ctxs.push(ctx);
+                    if blind {
+                        blinds.push(hlc.clone());
+                    }
+                    if !tomb {
+                        writes.push(Written { node: NODES[r].into(), dot: reps[r].entries[NODES[r]].counter, hlc, value });
+                    }
+                }
+                Op::Sync { r, o } => {
+                    let other = reps[o].clone();
+                    reps[r].merge(&other);
+                }
+            }
+            seen.push(reps[op_replica(op)].clone());
+        }
+        (seen, reps, writes, ctxs, blinds)
+    }
+
+    fn op_replica(op: &Op) -> usize {
+        match op {
+            Op::Write { r, .. } | Op::Sync { r, .. } => *r,
+        }
+    }
+
+    fn converge(reps: &mut [DvvSet]) {
+        for _ in 0..2 {
+            for p in 0..reps.len() {
+                for q in 0..reps.len() {
+                    let other = reps[q].clone();
+                    reps[p].merge(&other);
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn merge_is_a_join(ops in proptest::collection::vec(op(), 1..40), picks in proptest::collection::vec(any::<proptest::sample::Index>(), 3)) {
+            let (seen, _, _, _, _) = run(&ops);
+            let x = &seen[picks[0].index(seen.len())];
+            let y = &seen[picks[1].index(seen.len())];
+            let z = &seen[picks[2].index(seen.len())];
+            prop_assert_eq!(x.merged(y), y.merged(x), "commutative");
+            prop_assert_eq!(&x.merged(x), x, "idempotent");
+            prop_assert_eq!(x.merged(y).merged(z), x.merged(&y.merged(z)), "associative");
+        }
+
+        #[test]
+        fn replicas_converge_after_pairwise_sync(ops in proptest::collection::vec(op(), 1..40)) {
+            let (_, mut reps, _, _, _) = run(&ops);
+            converge(&mut reps);
+            prop_assert_eq!(&reps[0], &reps[1]);
+            prop_assert_eq!(&reps[1], &reps[2]);
+        }
+
+        #[test]
+        fn acknowledged_write_lost_only_when_superseded(ops in proptest::collection::vec(op(), 1..40)) {
+            let (_, mut reps, writes, ctxs, blinds) = run(&ops);
+            converge(&mut reps);
+            let live: Vec<&Sibling> = reps[0].live();
+            for w in &writes {
+                let present = live.iter().any(|s| s.value == w.value);
+                let covered = ctxs.iter().any(|c| c.get(&w.node).is_some_and(|&n| n >= w.dot));
+                let outvoted = blinds.iter().any(|b| b > &w.hlc);
+                prop_assert!(present || covered || outvoted,
+                    "write {:?} vanished without a covering context or a newer blind write", String::from_utf8_lossy(&w.value));
+                // Conversely, a surviving write is never one a context covered.
+                if present {
+                    prop_assert!(!blinds.iter().any(|b| b > &w.hlc), "a sibling below the floor survived");
+                }
+            }
+        }
+    }
+}
