@@ -79,6 +79,17 @@ pub enum Error {
         /// What happened.
         reason: String,
     },
+    /// A peer did not answer in time; a write sent to it may have landed.
+    #[error("peer {peer}: no answer within {ms} ms")]
+    PeerTimeout {
+        /// The peer's node id.
+        peer: String,
+        /// The deadline that passed.
+        ms: u64,
+    },
+    /// An error a peer's node raised, passed through to the client unchanged.
+    #[error("{}", .0.message())]
+    Forwarded(tonic::Status),
     /// Configuration is invalid.
     #[error("config: {0}")]
     Config(String),
@@ -87,7 +98,7 @@ pub enum Error {
 impl Error {
     /// True when the same request may succeed if retried, possibly elsewhere.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Unavailable { .. } | Error::Timeout { .. } | Error::Peer { .. })
+        matches!(self, Error::Unavailable { .. } | Error::Timeout { .. } | Error::Peer { .. } | Error::PeerTimeout { .. })
     }
 
     /// The short kind name carried in `x-ringkv-kind`.
@@ -100,8 +111,9 @@ impl Error {
             Error::ClockSkew { .. } => "clock_skew",
             Error::Corrupt { .. } => "corrupt",
             Error::Storage(_) => "storage",
-            Error::Peer { .. } => "peer",
+            Error::Peer { .. } | Error::PeerTimeout { .. } => "peer",
             Error::Config(_) => "config",
+            Error::Forwarded(s) => s.metadata().get(KIND_HEADER).and_then(|v| v.to_str().ok()).map_or("peer", kind_static),
         }
     }
 }
@@ -109,9 +121,22 @@ impl Error {
 /// Shorthand used across the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The metadata key that carries [`Error::kind`].
+pub const KIND_HEADER: &str = "x-ringkv-kind";
+
+fn kind_static(k: &str) -> &'static str {
+    ["unavailable", "indeterminate", "timeout", "invalid_argument", "clock_skew", "corrupt", "storage", "config"]
+        .into_iter()
+        .find(|s| *s == k)
+        .unwrap_or("peer")
+}
+
 impl From<Error> for tonic::Status {
     fn from(e: Error) -> Self {
         use tonic::Code;
+        if let Error::Forwarded(status) = e {
+            return status;
+        }
         let code = match &e {
             Error::Unavailable { .. } | Error::Peer { .. } => Code::Unavailable,
             Error::Indeterminate { .. } | Error::Timeout { .. } => Code::DeadlineExceeded,
@@ -119,10 +144,12 @@ impl From<Error> for tonic::Status {
             Error::ClockSkew { .. } => Code::FailedPrecondition,
             Error::Corrupt { .. } => Code::DataLoss,
             Error::Storage(_) => Code::Internal,
+            Error::PeerTimeout { .. } => Code::DeadlineExceeded,
+            Error::Forwarded(_) => unreachable!("returned above"),
         };
         let mut status = tonic::Status::new(code, e.to_string());
         let md = status.metadata_mut();
-        md.insert("x-ringkv-kind", MetadataValue::from_static(e.kind()));
+        md.insert(KIND_HEADER, MetadataValue::from_static(e.kind()));
         let counts = match &e {
             Error::Unavailable { required, alive, .. } => Some((*required, *alive)),
             Error::Indeterminate { acked, required, .. } => Some((*required, *acked)),

@@ -1,9 +1,33 @@
 //! The ringkv node: a leaderless, Dynamo-style replica.
+//!
+//! Bottom-up: `storage` engines hold bytes; `record` frames them; `version`
+//! is the DVVSet + HLC merge; `store` is the replica's versioned store with
+//! durability waits; `ring` places keys; `membership` gossips the member
+//! list; `peer_client` and `fault` carry node-to-node traffic; `quorum` and
+//! `coordinator` run requests; `service` exposes gRPC; `node` wires it all
+//! and [`run`]s it. `ARCHITECTURE.md` tells the same story with links.
 #![warn(missing_docs)]
 
+pub mod clock;
+pub mod config;
+pub mod coordinator;
 pub mod error;
+pub mod fault;
+pub mod membership;
+pub mod node;
+pub mod peer_client;
+pub mod quorum;
 pub mod record;
+pub mod ring;
+pub mod service;
 pub mod storage;
+pub mod store;
+pub mod transport;
 pub mod version;
 
+pub use clock::{Clock, SystemClock};
+pub use config::{Config, Durability};
 pub use error::{Error, Result};
+pub use node::{run, Env};
+pub use storage::Storage;
+pub use transport::{Conn, Transport};

@@ -361,9 +361,12 @@ mod tests {
         value: Vec<u8>,
     }
 
+    /// What a history left behind.
+    type History = (Vec<DvvSet>, Vec<DvvSet>, Vec<Written>, Vec<Context>, Vec<Hlc>);
+
     /// Runs a history; returns every state seen, the final replicas, the
     /// writes, and the contexts and blind timestamps that may supersede them.
-    fn run(ops: &[Op]) -> (Vec<DvvSet>, Vec<DvvSet>, Vec<Written>, Vec<Context>, Vec<Hlc>) {
+    fn run(ops: &[Op]) -> History {
         let mut reps = vec![DvvSet::default(); 3];
         let clocks: Vec<HlcClock> = NODES.iter().map(|n| HlcClock::new(*n, u64::MAX / 2)).collect();
         let (mut seen, mut writes, mut ctxs, mut blinds) = (vec![], vec![], vec![], vec![]);

@@ -1,0 +1,132 @@
+//! Node configuration. Only the binary reads files and flags; this crate
+//! takes the finished struct. Every field has a default, documented here and
+//! in `config/node.example.toml`.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::storage::ENGINES;
+
+/// When a write counts as stored on this replica.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// fdatasync before acknowledging each write.
+    Fsync,
+    /// fdatasync every `group_commit_ms`; acknowledge after the sync that
+    /// covers the write. One sync serves many writes.
+    #[default]
+    Group,
+    /// Acknowledge once the engine has the write in memory.
+    None,
+}
+
+impl std::fmt::Display for Durability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Durability::Fsync => "fsync",
+            Durability::Group => "group",
+            Durability::None => "none",
+        })
+    }
+}
+
+/// Everything a node needs to run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Unique node id, e.g. `n1`. Stored in the data dir; a mismatch refuses to start.
+    pub id: String,
+    /// Address the gRPC server binds, e.g. `127.0.0.1:7101`.
+    pub listen: String,
+    /// Address other nodes and clients use; defaults to `listen`.
+    pub advertise: Option<String>,
+    /// Directory for the storage engine.
+    pub data_dir: PathBuf,
+    /// Addresses of nodes to join through; empty starts a new cluster.
+    pub seeds: Vec<String>,
+    /// Zone (rack or data centre) of this node.
+    pub zone: String,
+    /// Replicas per key (N).
+    pub replication_factor: usize,
+    /// Tokens this node owns on the ring.
+    pub vnodes: usize,
+    /// Storage engine: `redb`, `sled` or `memory`.
+    pub storage: String,
+    /// When a write counts as stored: `fsync`, `group` or `none`.
+    pub durability: Durability,
+    /// Group commit window in milliseconds.
+    pub group_commit_ms: u64,
+    /// Remote timestamps further ahead of the local clock are rejected.
+    pub max_clock_skew_ms: u64,
+    /// Largest key accepted, in bytes.
+    pub max_key_bytes: usize,
+    /// Largest value accepted, in bytes.
+    pub max_value_bytes: usize,
+    /// Default deadline for a client request, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// Deadline for one message to a peer, in milliseconds.
+    pub peer_timeout_ms: u64,
+    /// Gossip and liveness probe period, in milliseconds.
+    pub gossip_interval_ms: u64,
+    /// Seed for the node's RNG (peer choice, fault drops); random when unset.
+    pub rng_seed: Option<u64>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            id: "n1".into(),
+            listen: "127.0.0.1:7101".into(),
+            advertise: None,
+            data_dir: PathBuf::from("ringkv-data"),
+            seeds: Vec::new(),
+            zone: "default".into(),
+            replication_factor: 3,
+            vnodes: 16,
+            storage: "redb".into(),
+            durability: Durability::Group,
+            group_commit_ms: 1,
+            max_clock_skew_ms: 500,
+            max_key_bytes: 64 * 1024,
+            max_value_bytes: 4 * 1024 * 1024,
+            request_timeout_ms: 2000,
+            peer_timeout_ms: 1000,
+            gossip_interval_ms: 1000,
+            rng_seed: None,
+        }
+    }
+}
+
+impl Config {
+    /// The address peers and clients should use.
+    pub fn advertised(&self) -> &str {
+        self.advertise.as_deref().unwrap_or(&self.listen)
+    }
+
+    /// Rejects settings the node cannot run with, saying which and why.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.id.is_empty() || self.id.chars().any(|c| c.is_whitespace() || c == ',') {
+            return bad(format!("id {:?} must be non-empty, without spaces or commas", self.id));
+        }
+        if self.replication_factor == 0 {
+            return bad("replication_factor must be at least 1".into());
+        }
+        if self.vnodes == 0 || self.vnodes > 1024 {
+            return bad(format!("vnodes is {}; it must be between 1 and 1024", self.vnodes));
+        }
+        if !ENGINES.contains(&self.storage.as_str()) {
+            return bad(format!("storage {:?} is not one of {}", self.storage, ENGINES.join(", ")));
+        }
+        if self.max_key_bytes == 0 || self.max_value_bytes == 0 {
+            return bad("max_key_bytes and max_value_bytes must be positive".into());
+        }
+        if self.request_timeout_ms == 0 || self.peer_timeout_ms == 0 || self.gossip_interval_ms == 0 {
+            return bad("request_timeout_ms, peer_timeout_ms and gossip_interval_ms must be positive".into());
+        }
+        Ok(())
+    }
+}

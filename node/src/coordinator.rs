@@ -1,0 +1,524 @@
+//! The coordinator: turns one client request into messages to the key's
+//! replicas, waits for as many answers as the consistency level needs, and
+//! writes the receipt of what that cost.
+//!
+//! Writes (DESIGN §2). A write must be coordinated by a replica, because
+//! the new sibling's dot names the coordinator. A non-replica forwards it.
+//! The coordinator:
+//! 1. checks that enough replicas are alive, failing with `Unavailable`
+//!    before anything is stored;
+//! 2. applies the write to its own version (`DvvSet::update`);
+//! 3. sends the result to the other live replicas, which merge it;
+//! 4. answers once W have made it durable.
+//!
+//! Replicas still outstanding finish in the background. A write that misses
+//! W after storing it anywhere is `Indeterminate`, never a plain failure.
+//!
+//! Reads ask every live replica and return once R have answered. They merge
+//! the answers, mark the stale ones, and repair them: before answering
+//! (`blocking`), after (`async`), or not at all (`off`). Replicas that
+//! answer late are compared and repaired in the background too.
+//!
+//! Replica calls go through `PeerClient` (`peer_client.rs`), or straight to
+//! the local store when the replica is this node.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
+use ringkv_proto::v1 as pb;
+use ringkv_proto::v1::ReadRepair;
+use tokio::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::node::Shared;
+use crate::quorum::{Level, Outcome, QuorumTracker};
+use crate::record;
+use crate::ring::Ring;
+use crate::version::{Context, DvvSet, Sibling};
+
+/// A write as the coordinator sees it.
+#[derive(Clone, Debug)]
+pub struct Write {
+    /// The key.
+    pub key: Vec<u8>,
+    /// The value; empty for a delete.
+    pub value: Vec<u8>,
+    /// What the writer read; `None` makes a blind (LWW) write.
+    pub context: Option<Context>,
+    /// A delete.
+    pub tombstone: bool,
+    /// Replicas that must acknowledge.
+    pub level: Level,
+    /// Deadline for the whole request.
+    pub timeout: Duration,
+}
+
+/// A read as the coordinator sees it.
+#[derive(Clone, Debug)]
+pub struct Read {
+    /// The key.
+    pub key: Vec<u8>,
+    /// Replicas that must answer.
+    pub level: Level,
+    /// What to do with stale replicas.
+    pub read_repair: ReadRepair,
+    /// Deadline for the whole request.
+    pub timeout: Duration,
+}
+
+/// A finished read.
+pub struct ReadResult {
+    /// The merged version; `None` when no replica had the key.
+    pub version: Option<DvvSet>,
+    /// What it cost.
+    pub receipt: pb::Receipt,
+}
+
+/// One page of a scan: keys with their merged versions.
+pub struct ScanResult {
+    /// Keys in order, with merged versions.
+    pub entries: Vec<(Vec<u8>, DvvSet)>,
+    /// More keys follow.
+    pub more: bool,
+    /// Which nodes answered.
+    pub receipt: pb::Receipt,
+}
+
+/// Encodes a causal context for the client (framed, so garbage is caught).
+pub fn encode_context(ctx: &Context) -> Vec<u8> {
+    record::encode(ctx)
+}
+
+/// Decodes a client-supplied context.
+pub fn decode_context(bytes: &[u8]) -> Result<Context> {
+    record::decode::<Context>(b"<context>", bytes)
+        .map_err(|e| Error::InvalidArgument(format!("malformed context ({e}); pass the context returned by a get, unchanged")))
+}
+
+/// Coordinates requests for one node.
+#[derive(Clone)]
+pub struct Coordinator {
+    s: Arc<Shared>,
+}
+
+type ReplicaFuture<T> = BoxFuture<'static, (String, Result<T>, Duration)>;
+
+impl Coordinator {
+    /// A coordinator over the node's shared state.
+    pub fn new(s: Arc<Shared>) -> Self {
+        Self { s }
+    }
+
+    fn me(&self) -> &str {
+        &self.s.config.id
+    }
+
+    /// Checks a key against the configured limits.
+    pub fn check_key(&self, key: &[u8]) -> Result<()> {
+        let max = self.s.config.max_key_bytes;
+        if key.is_empty() {
+            return Err(Error::InvalidArgument("key must not be empty".into()));
+        }
+        if key.len() > max {
+            return Err(Error::InvalidArgument(format!("key is {} bytes; the limit is {max} bytes (max_key_bytes)", key.len())));
+        }
+        Ok(())
+    }
+
+    fn check_value(&self, value: &[u8]) -> Result<()> {
+        let max = self.s.config.max_value_bytes;
+        if value.len() > max {
+            return Err(Error::InvalidArgument(format!("value is {} bytes; the limit is {max} bytes (max_value_bytes)", value.len())));
+        }
+        Ok(())
+    }
+
+    /// The key's preference list and the live replicas in it, or
+    /// `Unavailable` when fewer than the level needs are alive.
+    fn replicas(&self, ring: &Ring, key: &[u8], level: Level) -> Result<(Vec<String>, Vec<String>, usize)> {
+        let n = self.s.config.replication_factor;
+        let prefs = ring.preference_list(key, n);
+        let required = level.required(n);
+        let alive: Vec<String> = prefs.iter().filter(|id| self.s.membership.is_up(id)).cloned().collect();
+        if alive.len() < required {
+            let hint = if prefs.len() < n {
+                format!("; the ring has {} node(s) but replication_factor is {n}", prefs.len())
+            } else {
+                let down: Vec<&String> = prefs.iter().filter(|p| !alive.contains(p)).collect();
+                format!("; down: {}", down.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))
+            };
+            return Err(Error::Unavailable { level: level.as_str().into(), required: required as u32, alive: alive.len() as u32, hint });
+        }
+        Ok((prefs, alive, required))
+    }
+
+    fn receipt(&self, level: Level, required: usize, prefs: &[String]) -> pb::Receipt {
+        pb::Receipt {
+            coordinator: self.me().to_string(),
+            consistency: level.to_proto() as i32,
+            required: required as u32,
+            replicas: prefs
+                .iter()
+                .map(|id| pb::ReplicaReport {
+                    node: id.clone(),
+                    error: if self.s.membership.is_up(id) { String::new() } else { "down: not asked".into() },
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    /// Coordinates a write (put or delete). Returns the new context.
+    pub async fn write(&self, w: Write, forwarded_from: Option<String>) -> Result<(Context, pb::Receipt)> {
+        self.check_key(&w.key)?;
+        self.check_value(&w.value)?;
+        let start = Instant::now();
+        let ring = self.s.membership.ring();
+        let (prefs, alive, required) = self.replicas(&ring, &w.key, w.level)?;
+        if !prefs.iter().any(|p| p == self.me()) {
+            if forwarded_from.is_some() {
+                return Err(Error::Unavailable {
+                    level: w.level.as_str().into(),
+                    required: required as u32,
+                    alive: 0,
+                    hint: "; the forwarding node and this one disagree about the ring; retry once gossip settles".into(),
+                });
+            }
+            return self.forward(w, &alive, start).await;
+        }
+
+        let me = self.me().to_string();
+        let blind = w.context.is_none();
+        let ctx = w.context.unwrap_or_default();
+        let (hlc, clock) = (&self.s.hlc, &self.s.clock);
+        let (dvv, ticket, ()) = self.s.store.update(&w.key, |d| {
+            if let Some(seen) = d.max_hlc() {
+                hlc.observe(seen);
+            }
+            let sibling = Sibling { hlc: hlc.now(clock.wall_ms()), value: w.value, tombstone: w.tombstone };
+            d.update(&ctx, &me, sibling, blind);
+        })?;
+        let encoded = record::encode(&dvv);
+
+        let mut pending: FuturesUnordered<ReplicaFuture<()>> = FuturesUnordered::new();
+        for id in alive.iter().cloned() {
+            let s = self.s.clone();
+            let (key, version, me) = (w.key.clone(), encoded.clone(), me.clone());
+            pending.push(
+                async move {
+                    let t0 = Instant::now();
+                    let r = if id == me {
+                        s.store.durable(ticket).await
+                    } else {
+                        s.peers.replicate(&id, &key, version, &me, w.timeout).await
+                    };
+                    (id, r, t0.elapsed())
+                }
+                .boxed(),
+            );
+        }
+
+        let mut receipt = self.receipt(w.level, required, &prefs);
+        let mut tracker = QuorumTracker::new(required, alive.len());
+        let mut errors = Vec::new();
+        let deadline = start + w.timeout;
+        let mut timed_out = false;
+        while tracker.outcome() == Outcome::Pending {
+            match tokio::time::timeout_at(deadline, pending.next()).await {
+                Ok(Some((id, result, latency))) => {
+                    let report = report_for(&mut receipt, &id);
+                    report.latency_us = latency.as_micros() as u64;
+                    match result {
+                        Ok(()) => {
+                            report.answered = true;
+                            tracker.ack();
+                        }
+                        Err(e) => {
+                            report.error = e.to_string();
+                            errors.push(format!("{id}: {e}"));
+                            tracker.fail();
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    timed_out = true;
+                    break;
+                }
+            }
+        }
+        // Every live replica still gets the write, after the client has its answer.
+        if !pending.is_empty() {
+            tokio::spawn(async move { while pending.next().await.is_some() {} });
+        }
+        receipt.acked = tracker.acks() as u32;
+        receipt.latency_us = start.elapsed().as_micros() as u64;
+        receipt.forwarded_from = forwarded_from.unwrap_or_default();
+        if tracker.outcome() != Outcome::Met {
+            let reason = if timed_out {
+                format!("the {} ms deadline", w.timeout.as_millis())
+            } else {
+                format!("replicas failed ({})", errors.join("; "))
+            };
+            tracing::warn!(node = %me, acks = tracker.acks(), required, cl = w.level.as_str(), "write quorum not met");
+            return Err(Error::Indeterminate { acked: tracker.acks() as u32, required: required as u32, reason });
+        }
+        Ok((dvv.context(), receipt))
+    }
+
+    /// Hands a write to the first live replica that takes it.
+    async fn forward(&self, w: Write, alive: &[String], start: Instant) -> Result<(Context, pb::Receipt)> {
+        let req = pb::ForwardWriteRequest {
+            key: w.key.clone(),
+            value: w.value.clone(),
+            context: w.context.as_ref().map(encode_context),
+            tombstone: w.tombstone,
+            options: Some(pb::RequestOptions { consistency: w.level.to_proto() as i32, timeout_ms: w.timeout.as_millis() as u32, ..Default::default() }),
+            from: self.me().to_string(),
+        };
+        let mut last = None;
+        for target in alive {
+            let remaining = w.timeout.saturating_sub(start.elapsed());
+            match self.s.peers.forward_write(target, req.clone(), remaining).await {
+                Ok(resp) => {
+                    let mut receipt = resp.receipt.unwrap_or_default();
+                    receipt.forwarded_from = self.me().to_string();
+                    receipt.latency_us = start.elapsed().as_micros() as u64;
+                    return Ok((decode_context(&resp.context)?, receipt));
+                }
+                // The replica answered: its verdict (unavailable, indeterminate…) stands.
+                Err(e @ Error::Forwarded(_)) => return Err(e),
+                // It may have applied the write; trying another could apply it twice.
+                Err(Error::PeerTimeout { peer, ms }) => {
+                    return Err(Error::Indeterminate {
+                        acked: 0,
+                        required: w.level.required(self.s.config.replication_factor) as u32,
+                        reason: format!("the write was forwarded to {peer}, which did not answer within {ms} ms"),
+                    })
+                }
+                // Not delivered: try the next replica.
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Unavailable {
+            level: w.level.as_str().into(),
+            required: 1,
+            alive: 0,
+            hint: "; no replica of this key could be reached to coordinate the write".into(),
+        }))
+    }
+
+    fn read_from(&self, id: String, key: Vec<u8>, timeout: Duration) -> ReplicaFuture<Option<DvvSet>> {
+        let s = self.s.clone();
+        async move {
+            let t0 = Instant::now();
+            let r = if id == s.config.id { s.store.read(&key) } else { s.peers.read(&id, &key, timeout).await };
+            (id, r, t0.elapsed())
+        }
+        .boxed()
+    }
+
+    /// Pushes `version` of `key` to replica `id` and waits until it is durable there.
+    async fn repair(s: Arc<Shared>, id: String, key: Vec<u8>, version: DvvSet, timeout: Duration) -> Result<()> {
+        if id == s.config.id {
+            let (_, ticket) = s.store.merge(&key, &version)?;
+            s.store.durable(ticket).await
+        } else {
+            let me = s.config.id.clone();
+            s.peers.replicate(&id, &key, record::encode(&version), &me, timeout).await
+        }
+    }
+
+    /// Coordinates a read.
+    pub async fn read(&self, r: Read) -> Result<ReadResult> {
+        self.check_key(&r.key)?;
+        let start = Instant::now();
+        let ring = self.s.membership.ring();
+        let (prefs, alive, required) = self.replicas(&ring, &r.key, r.level)?;
+        let mut pending: FuturesUnordered<_> = alive.iter().map(|id| self.read_from(id.clone(), r.key.clone(), r.timeout)).collect();
+
+        let mut receipt = self.receipt(r.level, required, &prefs);
+        let mut tracker = QuorumTracker::new(required, alive.len());
+        let mut answers: Vec<(String, Option<DvvSet>)> = Vec::new();
+        let mut errors = Vec::new();
+        let deadline = start + r.timeout;
+        while tracker.outcome() == Outcome::Pending {
+            match tokio::time::timeout_at(deadline, pending.next()).await {
+                Ok(Some((id, result, latency))) => {
+                    let report = report_for(&mut receipt, &id);
+                    report.latency_us = latency.as_micros() as u64;
+                    match result {
+                        Ok(v) => {
+                            report.answered = true;
+                            answers.push((id, v));
+                            tracker.ack();
+                        }
+                        Err(e) => {
+                            report.error = e.to_string();
+                            errors.push(format!("{id}: {e}"));
+                            tracker.fail();
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        what: format!("read at {}", r.level.as_str()),
+                        answered: tracker.acks() as u32,
+                        required: required as u32,
+                        timeout_ms: r.timeout.as_millis() as u64,
+                    })
+                }
+            }
+        }
+        if tracker.outcome() != Outcome::Met {
+            return Err(Error::Unavailable {
+                level: r.level.as_str().into(),
+                required: required as u32,
+                alive: tracker.acks() as u32,
+                hint: format!("; replicas failed during the read ({})", errors.join("; ")),
+            });
+        }
+
+        let merged = answers.iter().filter_map(|(_, v)| v.as_ref()).fold(None::<DvvSet>, |acc, v| match acc {
+            None => Some(v.clone()),
+            Some(a) => Some(a.merged(v)),
+        });
+        let stale: Vec<String> = match &merged {
+            None => Vec::new(),
+            Some(m) => answers.iter().filter(|(_, v)| v.as_ref().is_none_or(|v| !v.dominates(m))).map(|(id, _)| id.clone()).collect(),
+        };
+        for id in &stale {
+            report_for(&mut receipt, id).stale = true;
+        }
+        if let Some(m) = &merged {
+            let repairs = stale.iter().map(|id| {
+                let s = self.s.clone();
+                let (id, key, m) = (id.clone(), r.key.clone(), m.clone());
+                let remaining = r.timeout.saturating_sub(start.elapsed());
+                async move { (id.clone(), Self::repair(s, id, key, m, remaining).await) }
+            });
+            match r.read_repair {
+                ReadRepair::Off => {}
+                ReadRepair::Async => {
+                    let all = futures::future::join_all(repairs);
+                    tokio::spawn(all);
+                }
+                ReadRepair::Blocking | ReadRepair::Unspecified => {
+                    for (id, result) in futures::future::join_all(repairs).await {
+                        match result {
+                            Ok(()) => report_for(&mut receipt, &id).repaired = true,
+                            Err(e) => tracing::warn!(node = %self.me(), peer = %id, error = %e, "read repair failed"),
+                        }
+                    }
+                }
+            }
+        }
+        // Late answers: compare and repair them in the background.
+        if !pending.is_empty() && r.read_repair != ReadRepair::Off {
+            if let Some(m) = merged.clone() {
+                let (s, key, timeout) = (self.s.clone(), r.key.clone(), r.timeout);
+                tokio::spawn(async move {
+                    while let Some((id, result, _)) = pending.next().await {
+                        if let Ok(v) = result {
+                            if v.as_ref().is_none_or(|v| !v.dominates(&m)) {
+                                let _ = Self::repair(s.clone(), id, key.clone(), m.clone(), timeout).await;
+                            }
+                        }
+                    }
+                });
+            }
+        }
+        receipt.acked = tracker.acks() as u32;
+        receipt.latency_us = start.elapsed().as_micros() as u64;
+        Ok(ReadResult { version: merged, receipt })
+    }
+
+    /// One page of keys under `prefix`, merged across replicas. Every token
+    /// range must have `level` of its replicas answering.
+    pub async fn scan(&self, prefix: Vec<u8>, start_after: Vec<u8>, limit: usize, level: Level, timeout: Duration) -> Result<ScanResult> {
+        let start = Instant::now();
+        let ring = self.s.membership.ring();
+        let nodes = ring.nodes();
+        let n = self.s.config.replication_factor;
+        let required = level.required(n);
+        let req = pb::ScanLocalRequest { prefix: prefix.clone(), start_after: start_after.clone(), limit: limit as u32 };
+        let asks = nodes.iter().filter(|id| self.s.membership.is_up(id)).map(|id| {
+            let (s, id, req) = (self.s.clone(), id.clone(), req.clone());
+            async move {
+                let t0 = Instant::now();
+                let r = if id == s.config.id {
+                    s.store.scan_prefix(&req.prefix, &req.start_after, req.limit as usize).map(|(rows, more)| pb::KeyVersions {
+                        entries: rows.into_iter().map(|(key, version)| pb::KeyVersion { key, version }).collect(),
+                        more,
+                    })
+                } else {
+                    s.peers.scan_local(&id, req, timeout).await
+                };
+                (id, r, t0.elapsed())
+            }
+        });
+        let results = tokio::time::timeout(timeout, futures::future::join_all(asks)).await.map_err(|_| Error::Timeout {
+            what: "scan".into(),
+            answered: 0,
+            required: required as u32,
+            timeout_ms: timeout.as_millis() as u64,
+        })?;
+
+        let mut receipt = self.receipt(level, required, &nodes);
+        let mut answered = Vec::new();
+        let mut merged: std::collections::BTreeMap<Vec<u8>, DvvSet> = Default::default();
+        let mut more = false;
+        for (id, result, latency) in results {
+            let report = report_for(&mut receipt, &id);
+            report.latency_us = latency.as_micros() as u64;
+            match result {
+                Ok(kv) => {
+                    report.answered = true;
+                    answered.push(id);
+                    more |= kv.more;
+                    for e in kv.entries {
+                        let v: DvvSet = record::decode(&e.key, &e.version)?;
+                        merged.entry(e.key).and_modify(|m| m.merge(&v)).or_insert(v);
+                    }
+                }
+                Err(e) => report.error = e.to_string(),
+            }
+        }
+        for (_, end, _) in ring.ranges() {
+            let replicas = ring.replicas_of(end, n);
+            let got = replicas.iter().filter(|r| answered.contains(r)).count();
+            if got < required.min(replicas.len().max(1)) || replicas.len() < required {
+                return Err(Error::Unavailable {
+                    level: level.as_str().into(),
+                    required: required as u32,
+                    alive: got as u32,
+                    hint: format!("; a token range replicated on {} has too few answering replicas for the scan", replicas.join(", ")),
+                });
+            }
+        }
+        more |= merged.len() > limit;
+        let entries: Vec<(Vec<u8>, DvvSet)> = merged.into_iter().take(limit).collect();
+        receipt.acked = answered.len() as u32;
+        receipt.latency_us = start.elapsed().as_micros() as u64;
+        Ok(ScanResult { entries, more, receipt })
+    }
+
+    /// Each replica's stored version of `key`, side by side. Reads only; never repairs.
+    pub async fn inspect(&self, key: &[u8]) -> Result<Vec<(String, Result<Option<DvvSet>>)>> {
+        self.check_key(key)?;
+        let prefs = self.s.membership.ring().preference_list(key, self.s.config.replication_factor);
+        let timeout = self.s.peers.timeout();
+        let reads = prefs.into_iter().map(|id| self.read_from(id, key.to_vec(), timeout));
+        Ok(futures::future::join_all(reads).await.into_iter().map(|(id, r, _)| (id, r)).collect())
+    }
+}
+
+fn report_for<'a>(receipt: &'a mut pb::Receipt, id: &str) -> &'a mut pb::ReplicaReport {
+    let i = receipt.replicas.iter().position(|r| r.node == id).expect("every asked replica has a report");
+    &mut receipt.replicas[i]
+}

@@ -1,0 +1,238 @@
+//! Wires a node together and runs it until shutdown.
+//!
+//! [`run`] opens storage, establishes the node's identity and tokens, serves
+//! `Kv`, `Peer`, `Admin` and `grpc.health.v1` on one port, and runs the
+//! background tasks (gossip, group commit, joining). All of it hangs off one
+//! `CancellationToken`. Cancel it and the server stops accepting, in-flight
+//! work drains, and a last sync runs.
+//!
+//! Everything that differs between real sockets and a simulation comes in
+//! through [`Env`]: the transport, the clock and (optionally) a storage
+//! engine that outlives the node.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use ringkv_proto::v1::{admin_server::AdminServer, kv_server::KvServer, peer_server::PeerServer};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::fault::Faults;
+use crate::membership::{self, Member, Membership, NodeState};
+use crate::peer_client::{Peers, MAX_MESSAGE_BYTES};
+use crate::ring::{choose_tokens, Token};
+use crate::service::{AdminService, KvService, PeerService};
+use crate::storage::{self, Storage};
+use crate::store::Store;
+use crate::transport::{TcpTransport, Transport};
+use crate::version::HlcClock;
+
+/// How long shutdown waits for in-flight requests.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The world a node runs in.
+pub struct Env {
+    /// How it listens and dials.
+    pub transport: Arc<dyn Transport>,
+    /// Its wall clock.
+    pub clock: Arc<dyn Clock>,
+    /// A storage engine to use instead of opening `config.storage` (for
+    /// simulations, where the engine must survive a simulated crash).
+    pub storage: Option<Arc<dyn Storage>>,
+}
+
+impl Env {
+    /// Real sockets, with outgoing connections bound to the listen IP, and
+    /// the system clock.
+    pub fn real(config: &Config) -> Self {
+        let local_ip = config.listen.parse::<std::net::SocketAddr>().ok().map(|a| a.ip());
+        Self { transport: Arc::new(TcpTransport { local_ip }), clock: Arc::new(SystemClock::default()), storage: None }
+    }
+}
+
+/// State shared by every service and task of one node.
+pub struct Shared {
+    /// The configuration it started with.
+    pub config: Config,
+    /// Its replica store.
+    pub store: Arc<Store>,
+    /// Its view of the cluster.
+    pub membership: Arc<Membership>,
+    /// Its connections to peers.
+    pub peers: Peers,
+    /// Its hybrid logical clock.
+    pub hlc: HlcClock,
+    /// Its wall clock.
+    pub clock: Arc<dyn Clock>,
+    /// Its fault-injection rules.
+    pub faults: Arc<Faults>,
+    /// Its seeded RNG.
+    pub rng: Arc<Mutex<StdRng>>,
+}
+
+impl Shared {
+    /// Persists the member list, so a restart knows its peers before gossip.
+    fn save_members(&self) {
+        if let Err(e) = self.store.meta_put("members", &self.membership.members()) {
+            tracing::warn!(error = %e, "could not persist the member list");
+        }
+    }
+}
+
+/// Runs a node until `shutdown` is cancelled.
+pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Result<()> {
+    config.validate()?;
+    let engine = match env.storage {
+        Some(s) => s,
+        None => storage::open(&config.storage, &config.data_dir)?,
+    };
+    let store = Arc::new(Store::new(engine.clone(), config.durability, config.group_commit_ms));
+
+    match store.meta_get::<String>("node_id")? {
+        Some(id) if id != config.id => {
+            return Err(Error::Config(format!(
+                "data dir {} belongs to node {id:?}, not {:?}; use its own id or a fresh --data-dir",
+                config.data_dir.display(),
+                config.id
+            )))
+        }
+        Some(_) => {}
+        None => store.meta_put("node_id", &config.id)?,
+    }
+    let tokens: Option<Vec<Token>> = store.meta_get("tokens")?;
+    let last_generation: u64 = store.meta_get("generation")?.unwrap_or(0);
+    let generation = env.clock.wall_ms().max(last_generation + 1);
+    store.meta_put("generation", &generation)?;
+
+    let me = Member {
+        id: config.id.clone(),
+        address: config.advertised().to_string(),
+        tokens: tokens.clone().unwrap_or_default(),
+        zone: config.zone.clone(),
+        generation,
+        version: 1,
+        state: if tokens.is_some() { NodeState::Normal } else { NodeState::Joining },
+    };
+    let membership = Arc::new(Membership::new(me));
+    if let Some(known) = store.meta_get::<Vec<Member>>("members")? {
+        membership.merge(known);
+    }
+    let seed = config.rng_seed.unwrap_or_else(|| env.clock.wall_ms() ^ u64::from(crc32fast::hash(config.id.as_bytes())));
+    let rng = Arc::new(Mutex::new(StdRng::seed_from_u64(seed)));
+    let faults = Arc::new(Faults::new(rng.clone()));
+    let peers = Peers::new(
+        env.transport.clone(),
+        faults.clone(),
+        membership.clone(),
+        Duration::from_millis(config.peer_timeout_ms),
+    );
+    let shared = Arc::new(Shared {
+        hlc: HlcClock::new(config.id.clone(), config.max_clock_skew_ms),
+        config,
+        store,
+        membership,
+        peers,
+        clock: env.clock,
+        faults,
+        rng,
+    });
+    let c = &shared.config;
+    tracing::info!(
+        node = %c.id, listen = %c.listen, storage = engine.name(), durability = %c.durability,
+        replication_factor = c.replication_factor, note = engine.durability_note(), "starting"
+    );
+
+    let incoming = env
+        .transport
+        .listen(&shared.config.listen)
+        .await
+        .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", shared.config.listen)))?;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<KvServer<KvService>>().await;
+
+    let limit = MAX_MESSAGE_BYTES;
+    let server = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(KvServer::new(KvService::new(shared.clone())).max_decoding_message_size(limit).max_encoding_message_size(limit))
+        .add_service(PeerServer::new(PeerService::new(shared.clone())).max_decoding_message_size(limit).max_encoding_message_size(limit))
+        .add_service(AdminServer::new(AdminService::new(shared.clone())).max_decoding_message_size(limit).max_encoding_message_size(limit))
+        .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
+
+    let mut tasks = JoinSet::new();
+    tasks.spawn(shared.store.clone().run_group_commit(shutdown.clone()));
+    tasks.spawn(join(shared.clone(), shutdown.clone()));
+    tasks.spawn(gossip(shared.clone(), shutdown.clone()));
+    tracing::info!(node = %shared.config.id, listen = %shared.config.listen, "serving");
+
+    let served = server.await;
+    shutdown.cancel();
+    if tokio::time::timeout(DRAIN_DEADLINE, async { while tasks.join_next().await.is_some() {} }).await.is_err() {
+        tracing::warn!("background tasks did not stop within the drain deadline");
+        tasks.abort_all();
+    }
+    shared.store.engine().sync()?;
+    tracing::info!(node = %shared.config.id, "stopped");
+    served.map_err(|e| Error::Config(format!("server failed: {e}")))
+}
+
+/// Gossip, persisting the member list whenever it changes.
+async fn gossip(s: Arc<Shared>, shutdown: CancellationToken) {
+    let mut seen = s.membership.members();
+    let watcher = async {
+        let mut tick = tokio::time::interval(Duration::from_millis(s.config.gossip_interval_ms));
+        loop {
+            tick.tick().await;
+            let now = s.membership.members();
+            if now != seen {
+                s.save_members();
+                seen = now;
+            }
+        }
+    };
+    tokio::select! {
+        _ = membership::run_gossip(s.clone(), shutdown.clone()) => {}
+        _ = watcher => {}
+        _ = shutdown.cancelled() => {}
+    }
+}
+
+/// Until this node owns tokens: learn the ring from the seeds, choose tokens
+/// that minimise skew, persist them, and become `normal`.
+async fn join(s: Arc<Shared>, shutdown: CancellationToken) {
+    if !s.membership.member(&s.config.id).is_some_and(|m| m.tokens.is_empty()) {
+        return;
+    }
+    let seeds: Vec<&String> = s.config.seeds.iter().filter(|a| a.as_str() != s.config.advertised()).collect();
+    let mut attempts = 0u32;
+    loop {
+        let ring = s.membership.ring();
+        if seeds.is_empty() || !ring.is_empty() {
+            let tokens = choose_tokens(&ring, s.config.vnodes);
+            if let Err(e) = s.store.meta_put("tokens", &tokens) {
+                tracing::error!(error = %e, "cannot persist tokens; not joining");
+                return;
+            }
+            s.membership.update_me(|m| {
+                m.tokens = tokens;
+                m.state = NodeState::Normal;
+            });
+            s.save_members();
+            tracing::info!(node = %s.config.id, nodes = s.membership.ring().nodes().len(), "joined the ring");
+            return;
+        }
+        membership::run_round(&s).await;
+        attempts += 1;
+        if attempts.is_multiple_of(10) {
+            tracing::warn!(node = %s.config.id, seeds = ?seeds, attempts, "still waiting to reach a seed");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+}

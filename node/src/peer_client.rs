@@ -1,0 +1,158 @@
+//! Talking to peers: one [`PeerClient`] per peer address, behind [`Peers`].
+//!
+//! The coordinator never touches a channel. It asks `Peers` to replicate,
+//! read or forward, so batching can later go in here without changing it
+//! (DESIGN §2). Every call passes through the fault layer, runs under a
+//! deadline, and reports its outcome to the membership's up/down view.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ringkv_proto::v1 as pb;
+use ringkv_proto::v1::peer_client::PeerClient as PbPeerClient;
+use tonic::transport::Channel;
+use tonic::Code;
+
+use crate::error::{Error, Result, KIND_HEADER};
+use crate::fault::{Faults, Verdict};
+use crate::membership::{Member, Membership};
+use crate::record;
+use crate::transport::{channel, Transport};
+use crate::version::DvvSet;
+
+/// Largest message a peer channel decodes. Siblings of a maximal value can
+/// make a read response several times `max_value_bytes`.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+
+/// The connection to one peer.
+#[derive(Clone)]
+pub struct PeerClient {
+    rpc: PbPeerClient<Channel>,
+}
+
+/// Every peer this node talks to.
+pub struct Peers {
+    transport: Arc<dyn Transport>,
+    faults: Arc<Faults>,
+    membership: Arc<Membership>,
+    timeout: Duration,
+    clients: Mutex<HashMap<String, PeerClient>>,
+}
+
+impl Peers {
+    /// A registry dialing through `transport`, with `timeout` per message.
+    pub fn new(transport: Arc<dyn Transport>, faults: Arc<Faults>, membership: Arc<Membership>, timeout: Duration) -> Self {
+        Self { transport, faults, membership, timeout, clients: Mutex::new(HashMap::new()) }
+    }
+
+    /// The per-message deadline.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    fn client(&self, addr: &str) -> Result<PeerClient> {
+        let mut clients = self.clients.lock().expect("lock");
+        if let Some(c) = clients.get(addr) {
+            return Ok(c.clone());
+        }
+        let ch = channel(self.transport.clone(), addr, self.timeout)
+            .map_err(|reason| Error::Peer { peer: addr.to_string(), reason })?;
+        let rpc = PbPeerClient::new(ch).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let c = PeerClient { rpc };
+        clients.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// Sends one message to peer `id` through the fault layer, within
+    /// `timeout`, and records whether the peer answered.
+    async fn call<T, F, Fut>(&self, id: &str, timeout: Duration, f: F) -> Result<T>
+    where
+        F: FnOnce(PbPeerClient<Channel>) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let peer_err = |reason: String| Error::Peer { peer: id.to_string(), reason };
+        let addr = self.membership.member(id).map(|m| m.address).ok_or_else(|| peer_err("not a known member".into()))?;
+        match self.faults.check(id) {
+            Verdict::Fail(reason) => {
+                self.membership.set_up(id, false);
+                return Err(peer_err(reason.into()));
+            }
+            Verdict::Send(delay) if !delay.is_zero() => tokio::time::sleep(delay).await,
+            Verdict::Send(_) => {}
+        }
+        let client = self.client(&addr)?;
+        let result = tokio::time::timeout(timeout.min(self.timeout), f(client.rpc)).await;
+        match result {
+            Ok(Ok(resp)) => {
+                self.membership.set_up(id, true);
+                Ok(resp.into_inner())
+            }
+            Ok(Err(status)) => {
+                // An error the peer's own code raised means the peer is alive.
+                let from_node = status.metadata().contains_key(KIND_HEADER);
+                let unreachable = !from_node && matches!(status.code(), Code::Unavailable | Code::Cancelled | Code::Unknown);
+                self.membership.set_up(id, !unreachable);
+                Err(if from_node { Error::Forwarded(status) } else { status_to_error(id, status) })
+            }
+            Err(_) => {
+                self.membership.set_up(id, false);
+                Err(Error::PeerTimeout { peer: id.to_string(), ms: timeout.min(self.timeout).as_millis() as u64 })
+            }
+        }
+    }
+
+    /// Sends a version of `key` for the peer to merge and make durable.
+    pub async fn replicate(&self, id: &str, key: &[u8], version: Vec<u8>, from: &str, timeout: Duration) -> Result<()> {
+        let req = pb::ReplicateRequest { key: key.to_vec(), version, from: from.to_string() };
+        self.call(id, timeout, |mut c| async move { c.replicate(req).await }).await.map(|_| ())
+    }
+
+    /// Reads the peer's stored version of `key`.
+    pub async fn read(&self, id: &str, key: &[u8], timeout: Duration) -> Result<Option<DvvSet>> {
+        let req = pb::ReadRequest { key: key.to_vec() };
+        let resp = self.call(id, timeout, |mut c| async move { c.read(req).await }).await?;
+        resp.version.map(|b| record::decode(key, &b)).transpose()
+    }
+
+    /// Hands a write to a replica to coordinate.
+    pub async fn forward_write(&self, id: &str, req: pb::ForwardWriteRequest, timeout: Duration) -> Result<pb::ForwardWriteResponse> {
+        self.call(id, timeout, |mut c| async move { c.forward_write(req).await }).await
+    }
+
+    /// Asks the peer for its stored keys under a prefix.
+    pub async fn scan_local(&self, id: &str, req: pb::ScanLocalRequest, timeout: Duration) -> Result<pb::KeyVersions> {
+        self.call(id, timeout, |mut c| async move { c.scan_local(req).await }).await
+    }
+
+    /// A liveness probe.
+    pub async fn ping(&self, id: &str) -> Result<()> {
+        self.call(id, self.timeout, |mut c| async move { c.ping(pb::PingRequest {}).await }).await.map(|_| ())
+    }
+
+    /// Push-pull gossip with the node at `addr` (which may be a seed whose id
+    /// is unknown, so this bypasses the per-id fault rules).
+    pub async fn gossip(&self, addr: &str, members: &[Member]) -> Result<Vec<Member>> {
+        let mut client = self.client(addr)?;
+        let target = self.membership.members().into_iter().find(|m| m.address == addr).map(|m| m.id);
+        if let Some(id) = &target {
+            if let Verdict::Fail(reason) = self.faults.check(id) {
+                return Err(Error::Peer { peer: id.clone(), reason: reason.into() });
+            }
+        }
+        let req = pb::GossipRequest { from: self.membership.me().to_string(), members: members.iter().map(Into::into).collect() };
+        let resp = tokio::time::timeout(self.timeout, client.rpc.gossip(req))
+            .await
+            .map_err(|_| Error::Peer { peer: addr.to_string(), reason: "gossip timed out".into() })?
+            .map_err(|s| status_to_error(addr, s))?;
+        Ok(resp.into_inner().members.into_iter().map(Member::from).collect())
+    }
+}
+
+fn status_to_error(peer: &str, status: tonic::Status) -> Error {
+    match status.code() {
+        Code::InvalidArgument => Error::InvalidArgument(status.message().to_string()),
+        _ => Error::Peer { peer: peer.to_string(), reason: format!("{:?}: {}", status.code(), status.message()) },
+    }
+}

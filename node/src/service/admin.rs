@@ -1,0 +1,107 @@
+//! The operator-facing `Admin` service: status, ring, inspect, faults.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ringkv_proto::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use crate::coordinator::Coordinator;
+use crate::error::Error;
+use crate::fault::FaultRule;
+use crate::node::Shared;
+
+/// Serves `ringkv.v1.Admin`.
+pub struct AdminService {
+    s: Arc<Shared>,
+    coordinator: Coordinator,
+}
+
+impl AdminService {
+    /// A service over the node's shared state.
+    pub fn new(s: Arc<Shared>) -> Self {
+        Self { coordinator: Coordinator::new(s.clone()), s }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::admin_server::Admin for AdminService {
+    async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        let ownership = self.s.membership.ring().ownership();
+        let nodes = self
+            .s
+            .membership
+            .members()
+            .into_iter()
+            .map(|m| pb::NodeStatus {
+                liveness: if self.s.membership.is_up(&m.id) { "up" } else { "down" }.into(),
+                ownership: ownership.get(&m.id).copied().unwrap_or(0.0),
+                tokens: m.tokens.len() as u32,
+                state: m.state.as_str().into(),
+                id: m.id,
+                address: m.address,
+                zone: m.zone,
+            })
+            .collect();
+        let c = &self.s.config;
+        Ok(Response::new(pb::StatusResponse {
+            node: c.id.clone(),
+            storage: self.s.store.engine().name().into(),
+            durability: c.durability.to_string(),
+            replication_factor: c.replication_factor as u32,
+            nodes,
+            local_keys: self.s.store.len()?,
+        }))
+    }
+
+    async fn ring(&self, _req: Request<pb::RingRequest>) -> Result<Response<pb::RingResponse>, Status> {
+        let ring = self.s.membership.ring();
+        Ok(Response::new(pb::RingResponse {
+            tokens: ring.tokens().iter().map(|(t, n)| pb::RingToken { token: *t, node: n.clone() }).collect(),
+            owners: ring.ownership().into_iter().map(|(node, ownership)| pb::RingOwnership { node, ownership }).collect(),
+            skew: ring.skew(),
+        }))
+    }
+
+    async fn inspect(&self, req: Request<pb::InspectRequest>) -> Result<Response<pb::InspectResponse>, Status> {
+        let replicas = self
+            .coordinator
+            .inspect(&req.into_inner().key)
+            .await?
+            .into_iter()
+            .map(|(node, result)| match result {
+                Ok(v) => pb::ReplicaVersion {
+                    node,
+                    reachable: true,
+                    present: v.is_some(),
+                    clock: v.iter().flat_map(|v| v.context()).map(|(node, counter)| pb::Dot { node, counter }).collect(),
+                    siblings: v.iter().flat_map(|v| v.siblings()).map(Into::into).collect(),
+                    floor: v.as_ref().and_then(|v| v.floor.as_ref()).map(Into::into),
+                    error: String::new(),
+                },
+                Err(e) => pb::ReplicaVersion { node, error: e.to_string(), ..Default::default() },
+            })
+            .collect();
+        Ok(Response::new(pb::InspectResponse { replicas }))
+    }
+
+    async fn set_fault(&self, req: Request<pb::SetFaultRequest>) -> Result<Response<pb::SetFaultResponse>, Status> {
+        let mut rules = Vec::new();
+        for r in req.into_inner().rules {
+            if !(0.0..=1.0).contains(&r.drop) {
+                return Err(Error::InvalidArgument(format!("drop fraction {} for peer {} must be between 0 and 1", r.drop, r.peer)).into());
+            }
+            rules.push(FaultRule { peer: r.peer, block: r.block, delay: Duration::from_millis(r.delay_ms.into()), drop: r.drop });
+        }
+        tracing::info!(node = %self.s.config.id, rules = rules.len(), "fault rules set");
+        self.s.faults.set(rules);
+        let rules = self
+            .s
+            .faults
+            .rules()
+            .into_iter()
+            .map(|r| pb::FaultRule { peer: r.peer, block: r.block, delay_ms: r.delay.as_millis() as u32, drop: r.drop })
+            .collect();
+        Ok(Response::new(pb::SetFaultResponse { rules }))
+    }
+}

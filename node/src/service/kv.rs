@@ -1,0 +1,103 @@
+//! The client-facing `Kv` service.
+
+use std::sync::Arc;
+
+use ringkv_proto::v1 as pb;
+use ringkv_proto::v1::ReadRepair;
+use tonic::{Request, Response, Status};
+
+use super::timeout;
+use crate::coordinator::{decode_context, encode_context, Coordinator, Read, Write};
+use crate::error::Error;
+use crate::node::Shared;
+use crate::quorum::Level;
+
+/// Default and largest page for `Scan`.
+const SCAN_DEFAULT_LIMIT: usize = 1000;
+const SCAN_MAX_LIMIT: usize = 10_000;
+
+/// Serves `ringkv.v1.Kv`.
+pub struct KvService {
+    s: Arc<Shared>,
+    coordinator: Coordinator,
+}
+
+impl KvService {
+    /// A service over the node's shared state.
+    pub fn new(s: Arc<Shared>) -> Self {
+        Self { coordinator: Coordinator::new(s.clone()), s }
+    }
+
+    fn write(&self, key: Vec<u8>, value: Vec<u8>, context: Option<Vec<u8>>, tombstone: bool, options: Option<&pb::RequestOptions>) -> Result<Write, Error> {
+        Ok(Write {
+            key,
+            value,
+            context: context.as_deref().map(decode_context).transpose()?,
+            tombstone,
+            level: Level::from_proto(options.map_or(0, |o| o.consistency))?,
+            timeout: timeout(options, &self.s.config),
+        })
+    }
+}
+
+fn read_repair(options: Option<&pb::RequestOptions>) -> Result<ReadRepair, Error> {
+    let raw = options.map_or(0, |o| o.read_repair);
+    ReadRepair::try_from(raw).map_err(|_| Error::InvalidArgument(format!("unknown read_repair mode {raw}; expected blocking, async or off")))
+}
+
+#[tonic::async_trait]
+impl pb::kv_server::Kv for KvService {
+    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        let req = req.into_inner();
+        let options = req.options.as_ref();
+        let read = Read {
+            key: req.key,
+            level: Level::from_proto(options.map_or(0, |o| o.consistency))?,
+            read_repair: read_repair(options)?,
+            timeout: timeout(options, &self.s.config),
+        };
+        let result = self.coordinator.read(read).await?;
+        let (siblings, context) = match &result.version {
+            Some(v) => (v.live().into_iter().map(Into::into).collect(), encode_context(&v.context())),
+            None => (Vec::new(), Vec::new()),
+        };
+        Ok(Response::new(pb::GetResponse { siblings, context, receipt: Some(result.receipt) }))
+    }
+
+    async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        let req = req.into_inner();
+        let write = self.write(req.key, req.value, req.context, false, req.options.as_ref())?;
+        let (ctx, receipt) = self.coordinator.write(write, None).await?;
+        Ok(Response::new(pb::PutResponse { context: encode_context(&ctx), receipt: Some(receipt) }))
+    }
+
+    async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+        let req = req.into_inner();
+        let write = self.write(req.key, Vec::new(), req.context, true, req.options.as_ref())?;
+        let (_, receipt) = self.coordinator.write(write, None).await?;
+        Ok(Response::new(pb::DeleteResponse { receipt: Some(receipt) }))
+    }
+
+    async fn scan(&self, req: Request<pb::ScanRequest>) -> Result<Response<pb::ScanResponse>, Status> {
+        let req = req.into_inner();
+        let options = req.options.as_ref();
+        let limit = match req.limit as usize {
+            0 => SCAN_DEFAULT_LIMIT,
+            n if n > SCAN_MAX_LIMIT => {
+                return Err(Error::InvalidArgument(format!("scan limit {n} is over the maximum of {SCAN_MAX_LIMIT}")).into())
+            }
+            n => n,
+        };
+        let level = Level::from_proto(options.map_or(0, |o| o.consistency))?;
+        let page = self.coordinator.scan(req.prefix, req.start_after, limit, level, timeout(options, &self.s.config)).await?;
+        let entries = page
+            .entries
+            .into_iter()
+            .filter_map(|(key, v)| {
+                let live: Vec<pb::Sibling> = v.live().into_iter().map(Into::into).collect();
+                (!live.is_empty()).then(|| pb::ScanEntry { key, siblings: live, context: encode_context(&v.context()) })
+            })
+            .collect();
+        Ok(Response::new(pb::ScanResponse { entries, more: page.more, receipt: Some(page.receipt) }))
+    }
+}

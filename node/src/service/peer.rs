@@ -1,0 +1,144 @@
+//! The node-to-node `Peer` service.
+
+use std::sync::Arc;
+
+use ringkv_proto::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use super::timeout;
+use crate::coordinator::{decode_context, encode_context, Coordinator, Write};
+use crate::error::Error;
+use crate::membership::Member;
+use crate::node::Shared;
+use crate::quorum::Level;
+use crate::record;
+use crate::ring::{token_of, Token};
+use crate::version::DvvSet;
+
+/// Largest page for `FetchRange` and `ScanLocal`.
+const MAX_PAGE: usize = 10_000;
+
+/// Serves `ringkv.v1.Peer`.
+pub struct PeerService {
+    s: Arc<Shared>,
+    coordinator: Coordinator,
+}
+
+impl PeerService {
+    /// A service over the node's shared state.
+    pub fn new(s: Arc<Shared>) -> Self {
+        Self { coordinator: Coordinator::new(s.clone()), s }
+    }
+}
+
+/// Whether `t` lies in the ring range `(start, end]`, which may wrap.
+fn in_range(t: Token, start: Token, end: Token) -> bool {
+    if start < end {
+        t > start && t <= end
+    } else {
+        t > start || t <= end
+    }
+}
+
+fn page(limit: u32) -> usize {
+    match limit as usize {
+        0 => MAX_PAGE,
+        n => n.min(MAX_PAGE),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::peer_server::Peer for PeerService {
+    async fn replicate(&self, req: Request<pb::ReplicateRequest>) -> Result<Response<pb::ReplicateResponse>, Status> {
+        let req = req.into_inner();
+        let incoming: DvvSet = record::decode(&req.key, &req.version)
+            .map_err(|e| Error::InvalidArgument(format!("replica from {} did not decode: {e}", req.from)))?;
+        if let Some(ts) = incoming.max_hlc() {
+            self.s.hlc.receive(ts, self.s.clock.wall_ms()).inspect_err(|e| {
+                tracing::warn!(node = %self.s.config.id, peer = %req.from, error = %e, "rejected a write from a skewed clock");
+            })?;
+        }
+        let (_, ticket) = self.s.store.merge(&req.key, &incoming)?;
+        self.s.store.durable(ticket).await?;
+        Ok(Response::new(pb::ReplicateResponse {}))
+    }
+
+    async fn read(&self, req: Request<pb::ReadRequest>) -> Result<Response<pb::ReadResponse>, Status> {
+        let version = self.s.store.read_raw(&req.into_inner().key)?;
+        Ok(Response::new(pb::ReadResponse { version }))
+    }
+
+    async fn forward_write(&self, req: Request<pb::ForwardWriteRequest>) -> Result<Response<pb::ForwardWriteResponse>, Status> {
+        let req = req.into_inner();
+        let options = req.options.as_ref();
+        let write = Write {
+            key: req.key,
+            value: req.value,
+            context: req.context.as_deref().map(decode_context).transpose()?,
+            tombstone: req.tombstone,
+            level: Level::from_proto(options.map_or(0, |o| o.consistency))?,
+            timeout: timeout(options, &self.s.config),
+        };
+        let (ctx, receipt) = self.coordinator.write(write, Some(req.from)).await?;
+        Ok(Response::new(pb::ForwardWriteResponse { context: encode_context(&ctx), receipt: Some(receipt) }))
+    }
+
+    async fn gossip(&self, req: Request<pb::GossipRequest>) -> Result<Response<pb::GossipResponse>, Status> {
+        let req = req.into_inner();
+        self.s.membership.merge(req.members.into_iter().map(Member::from));
+        if let Some(m) = self.s.membership.members().into_iter().find(|m| m.id == req.from) {
+            self.s.membership.set_up(&m.id, true);
+        }
+        let members = self.s.membership.members().iter().map(Into::into).collect();
+        Ok(Response::new(pb::GossipResponse { members }))
+    }
+
+    async fn fetch_range(&self, req: Request<pb::FetchRangeRequest>) -> Result<Response<pb::KeyVersions>, Status> {
+        let req = req.into_inner();
+        let limit = page(req.limit);
+        let mut entries = Vec::new();
+        let mut cursor = req.start_after.clone();
+        let mut inclusive = cursor.is_empty();
+        // Keys are ordered by key, not token, so walk the data tree in chunks.
+        loop {
+            let rows = self.s.store.scan_raw(&cursor, inclusive, 1024)?;
+            let Some(last) = rows.last().map(|(k, _)| k.clone()) else { break };
+            for (key, version) in rows {
+                if in_range(token_of(&key), req.start_token, req.end_token) {
+                    entries.push(pb::KeyVersion { key, version });
+                    if entries.len() == limit {
+                        return Ok(Response::new(pb::KeyVersions { entries, more: true }));
+                    }
+                }
+            }
+            cursor = last;
+            inclusive = false;
+        }
+        Ok(Response::new(pb::KeyVersions { entries, more: false }))
+    }
+
+    async fn scan_local(&self, req: Request<pb::ScanLocalRequest>) -> Result<Response<pb::KeyVersions>, Status> {
+        let req = req.into_inner();
+        let (rows, more) = self.s.store.scan_prefix(&req.prefix, &req.start_after, page(req.limit))?;
+        let entries = rows.into_iter().map(|(key, version)| pb::KeyVersion { key, version }).collect();
+        Ok(Response::new(pb::KeyVersions { entries, more }))
+    }
+
+    async fn ping(&self, _req: Request<pb::PingRequest>) -> Result<Response<pb::PingResponse>, Status> {
+        Ok(Response::new(pb::PingResponse { node: self.s.config.id.clone() }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_range;
+
+    #[test]
+    fn ranges_include_end_and_wrap() {
+        assert!(in_range(10, 5, 10));
+        assert!(!in_range(5, 5, 10));
+        assert!(in_range(2, 100, 5), "wrapping range");
+        assert!(in_range(200, 100, 5));
+        assert!(!in_range(50, 100, 5));
+    }
+}
