@@ -1,1 +1,33 @@
-fn main(){}
+//! `ringkv`: the one binary. Parses flags and dispatches; each command lives
+//! in its own module. Exit codes: 0 success (a missing key included), 1 an
+//! operational error (one `error: ...` line on stderr), 2 a usage error.
+
+mod args;
+mod commands;
+mod demo;
+mod local_cluster;
+mod output;
+mod serve;
+
+use clap::Parser;
+
+use args::{Cli, Command};
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(a) => serve::run(*a).await,
+            Command::Cluster(a) => serve::cluster(a).await,
+            Command::Demo(a) => demo::run(a, cli.json).await,
+            other => commands::run(other, &cli.endpoints, cli.json).await,
+        }
+    });
+    if let Err(e) = result {
+        let msg = format!("{e:#}").replace('\n', " ");
+        let msg = msg.strip_prefix("error: ").unwrap_or(&msg);
+        eprintln!("error: {msg}");
+        std::process::exit(1);
+    }
+}

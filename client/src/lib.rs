@@ -1,1 +1,210 @@
-//! placeholder
+//! The ringkv Rust client.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), ringkv_client::Error> {
+//! use ringkv_client::{Client, Level, Options};
+//! let client = Client::connect(["127.0.0.1:7101"]).await?;
+//! let put = client.put(b"user:1", b"ada", None, Options::level(Level::Quorum)).await?;
+//! let got = client.get(b"user:1", Options::level(Level::One)).await?;
+//! assert_eq!(got.siblings[0].value, b"ada");
+//! println!("read answered by {} replicas", put.receipt.unwrap().acked);
+//! # Ok(()) }
+//! ```
+//!
+//! Each request carries [`Options`]: a consistency level, a read-repair
+//! mode and a deadline. Each response carries a receipt (`pb::Receipt`)
+//! saying what that choice cost. Errors come back typed: `Unavailable`
+//! means nothing was written; `Indeterminate` means the write may have
+//! landed.
+//!
+//! Routing here is simple: endpoints are tried in order, and one is skipped
+//! only when it cannot be reached. The load-balancing policies come with the
+//! client-library issue.
+#![warn(missing_docs)]
+
+mod error;
+
+pub use error::Error;
+pub use ringkv_proto::v1 as pb;
+
+use std::time::Duration;
+
+use pb::admin_client::AdminClient;
+use pb::kv_client::KvClient;
+use tonic::transport::{Channel, Endpoint};
+
+/// A consistency level, as the CLI and API name it.
+pub use pb::Consistency as Level;
+/// A read-repair mode.
+pub use pb::ReadRepair;
+
+/// Largest response the client decodes (siblings of large values add up).
+const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+
+/// Per-request options.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Consistency level; unspecified means the node default (QUORUM).
+    pub level: Level,
+    /// Read repair for reads; unspecified means blocking.
+    pub read_repair: ReadRepair,
+    /// Deadline; `None` means the node default.
+    pub timeout: Option<Duration>,
+}
+
+impl Options {
+    /// Options with just a level.
+    pub fn level(level: Level) -> Self {
+        Self { level, ..Default::default() }
+    }
+
+    fn to_proto(self) -> pb::RequestOptions {
+        pb::RequestOptions {
+            consistency: self.level as i32,
+            read_repair: self.read_repair as i32,
+            sloppy: false,
+            timeout_ms: self.timeout.map_or(0, |t| t.as_millis().min(u32::MAX as u128) as u32),
+        }
+    }
+}
+
+/// A connection to a ringkv cluster.
+#[derive(Clone)]
+pub struct Client {
+    endpoints: Vec<(String, Channel)>,
+}
+
+impl Client {
+    /// Prepares connections to `endpoints` (`host:port`). Connections open
+    /// lazily, so this fails only on malformed addresses.
+    pub async fn connect<S: AsRef<str>>(endpoints: impl IntoIterator<Item = S>) -> Result<Self, Error> {
+        let mut out = Vec::new();
+        for e in endpoints {
+            let addr = e.as_ref().trim().to_string();
+            if addr.is_empty() {
+                continue;
+            }
+            let uri = if addr.contains("://") { addr.clone() } else { format!("http://{addr}") };
+            let ch = Endpoint::from_shared(uri)
+                .map_err(|err| Error::InvalidArgument { message: format!("bad endpoint {addr:?}: {err}") })?
+                .connect_timeout(Duration::from_secs(2))
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_timeout(Duration::from_secs(5))
+                .tcp_nodelay(true)
+                .connect_lazy();
+            out.push((addr, ch));
+        }
+        if out.is_empty() {
+            return Err(Error::InvalidArgument { message: "no endpoints given; pass --endpoints host:port[,host:port...]".into() });
+        }
+        Ok(Self { endpoints: out })
+    }
+
+    /// The endpoints, in the order they are tried.
+    pub fn endpoints(&self) -> Vec<&str> {
+        self.endpoints.iter().map(|(a, _)| a.as_str()).collect()
+    }
+
+    fn kv(ch: &Channel) -> KvClient<Channel> {
+        KvClient::new(ch.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// An admin client for one endpoint.
+    pub fn admin(&self, endpoint: &str) -> Result<AdminClient<Channel>, Error> {
+        let ch = match self.endpoints.iter().find(|(a, _)| a == endpoint) {
+            Some((_, ch)) => ch.clone(),
+            None => Endpoint::from_shared(format!("http://{endpoint}"))
+                .map_err(|err| Error::InvalidArgument { message: format!("bad endpoint {endpoint:?}: {err}") })?
+                .connect_timeout(Duration::from_secs(2))
+                .connect_lazy(),
+        };
+        Ok(AdminClient::new(ch).max_decoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    /// Runs `f` on the first endpoint that can be reached.
+    async fn first<T, F, Fut>(&self, f: F) -> Result<T, Error>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut last = None;
+        for (_, ch) in &self.endpoints {
+            match f(ch.clone()).await {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(s) if Error::is_transport(&s) => last = Some(s),
+                Err(s) => return Err(s.into()),
+            }
+        }
+        let message = last.map(|s| s.message().to_string()).unwrap_or_default();
+        Err(Error::Connect { endpoints: self.endpoints().join(","), message })
+    }
+
+    /// Reads a key: its live siblings, causal context and receipt.
+    pub async fn get(&self, key: &[u8], opts: Options) -> Result<pb::GetResponse, Error> {
+        let req = pb::GetRequest { key: key.to_vec(), options: Some(opts.to_proto()) };
+        self.first(|ch| {
+            let req = req.clone();
+            async move { Self::kv(&ch).get(req).await }
+        })
+        .await
+    }
+
+    /// Writes a value. With `context` (from a get) it supersedes exactly
+    /// what that read saw; without, it is a blind last-writer-wins write.
+    pub async fn put(&self, key: &[u8], value: &[u8], context: Option<Vec<u8>>, opts: Options) -> Result<pb::PutResponse, Error> {
+        let req = pb::PutRequest { key: key.to_vec(), value: value.to_vec(), context, options: Some(opts.to_proto()) };
+        self.first(|ch| {
+            let req = req.clone();
+            async move { Self::kv(&ch).put(req).await }
+        })
+        .await
+    }
+
+    /// Deletes a key (writes a tombstone).
+    pub async fn delete(&self, key: &[u8], context: Option<Vec<u8>>, opts: Options) -> Result<pb::DeleteResponse, Error> {
+        let req = pb::DeleteRequest { key: key.to_vec(), context, options: Some(opts.to_proto()) };
+        self.first(|ch| {
+            let req = req.clone();
+            async move { Self::kv(&ch).delete(req).await }
+        })
+        .await
+    }
+
+    /// One page of keys under `prefix`, after `start_after`.
+    pub async fn scan(&self, prefix: &[u8], start_after: &[u8], limit: u32, opts: Options) -> Result<pb::ScanResponse, Error> {
+        let req = pb::ScanRequest { prefix: prefix.to_vec(), start_after: start_after.to_vec(), limit, options: Some(opts.to_proto()) };
+        self.first(|ch| {
+            let req = req.clone();
+            async move { Self::kv(&ch).scan(req).await }
+        })
+        .await
+    }
+
+    /// Cluster status as the first reachable endpoint sees it.
+    pub async fn status(&self) -> Result<pb::StatusResponse, Error> {
+        self.first(|ch| async move { AdminClient::new(ch).status(pb::StatusRequest {}).await }).await
+    }
+
+    /// The ring as the first reachable endpoint sees it.
+    pub async fn ring(&self) -> Result<pb::RingResponse, Error> {
+        self.first(|ch| async move { AdminClient::new(ch).ring(pb::RingRequest {}).await }).await
+    }
+
+    /// Every replica's stored version of a key, side by side.
+    pub async fn inspect(&self, key: &[u8]) -> Result<pb::InspectResponse, Error> {
+        let req = pb::InspectRequest { key: key.to_vec() };
+        self.first(|ch| {
+            let req = req.clone();
+            async move { AdminClient::new(ch).inspect(req).await }
+        })
+        .await
+    }
+}
+
+/// The newest live sibling by HLC: last-writer-wins resolution.
+pub fn lww(siblings: &[pb::Sibling]) -> Option<&pb::Sibling> {
+    siblings.iter().max_by(|a, b| {
+        let key = |s: &pb::Sibling| s.hlc.as_ref().map(|h| (h.wall_ms, h.logical, h.node.clone()));
+        key(a).cmp(&key(b))
+    })
+}

@@ -251,6 +251,21 @@ impl Coordinator {
                 }
             }
         }
+        // Failed: let the other replicas report, so the receipt and the
+        // error count every replica that stored the write.
+        if tracker.outcome() == Outcome::Impossible {
+            while let Ok(Some((id, result, latency))) = tokio::time::timeout_at(deadline, pending.next()).await {
+                let report = report_for(&mut receipt, &id);
+                report.latency_us = latency.as_micros() as u64;
+                match result {
+                    Ok(()) => {
+                        report.answered = true;
+                        tracker.ack();
+                    }
+                    Err(e) => errors.push(format!("{id}: {e}")),
+                }
+            }
+        }
         // Every live replica still gets the write, after the client has its answer.
         if !pending.is_empty() {
             tokio::spawn(async move { while pending.next().await.is_some() {} });

@@ -48,9 +48,20 @@ impl Faults {
         Self { rules: RwLock::new(BTreeMap::new()), rng }
     }
 
-    /// Replaces every rule.
-    pub fn set(&self, rules: Vec<FaultRule>) {
-        *self.rules.write().expect("lock") = rules.into_iter().map(|r| (r.peer.clone(), r)).collect();
+    /// Sets `rules`, each replacing the earlier rule for its peer; a rule
+    /// that does nothing removes it. `clear` removes every rule first.
+    pub fn apply(&self, clear: bool, rules: Vec<FaultRule>) {
+        let mut current = self.rules.write().expect("lock");
+        if clear {
+            current.clear();
+        }
+        for r in rules {
+            if r.block || !r.delay.is_zero() || r.drop > 0.0 {
+                current.insert(r.peer.clone(), r);
+            } else {
+                current.remove(&r.peer);
+            }
+        }
     }
 
     /// The rules in force.
@@ -85,20 +96,26 @@ mod tests {
     fn block_delay_and_clear() {
         let f = faults();
         assert_eq!(f.check("n2"), Verdict::Send(Duration::ZERO));
-        f.set(vec![
-            FaultRule { peer: "n2".into(), block: true, ..Default::default() },
-            FaultRule { peer: "n3".into(), delay: Duration::from_millis(20), ..Default::default() },
-        ]);
+        f.apply(
+            false,
+            vec![
+                FaultRule { peer: "n2".into(), block: true, ..Default::default() },
+                FaultRule { peer: "n3".into(), delay: Duration::from_millis(20), ..Default::default() },
+            ],
+        );
         assert!(matches!(f.check("n2"), Verdict::Fail(_)));
         assert_eq!(f.check("n3"), Verdict::Send(Duration::from_millis(20)));
-        f.set(vec![]);
+        f.apply(false, vec![FaultRule { peer: "n3".into(), ..Default::default() }]);
+        assert_eq!(f.check("n3"), Verdict::Send(Duration::ZERO), "an empty rule removes");
+        assert!(matches!(f.check("n2"), Verdict::Fail(_)), "other rules stay");
+        f.apply(true, vec![]);
         assert_eq!(f.check("n2"), Verdict::Send(Duration::ZERO));
     }
 
     #[test]
     fn drop_fraction_is_roughly_honoured() {
         let f = faults();
-        f.set(vec![FaultRule { peer: "n2".into(), drop: 0.3, ..Default::default() }]);
+        f.apply(false, vec![FaultRule { peer: "n2".into(), drop: 0.3, ..Default::default() }]);
         let failed = (0..10_000).filter(|_| matches!(f.check("n2"), Verdict::Fail(_))).count();
         assert!((2_500..3_500).contains(&failed), "{failed} of 10000 dropped at 0.3");
     }

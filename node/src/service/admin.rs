@@ -86,15 +86,16 @@ impl pb::admin_server::Admin for AdminService {
     }
 
     async fn set_fault(&self, req: Request<pb::SetFaultRequest>) -> Result<Response<pb::SetFaultResponse>, Status> {
+        let req = req.into_inner();
         let mut rules = Vec::new();
-        for r in req.into_inner().rules {
+        for r in req.rules {
             if !(0.0..=1.0).contains(&r.drop) {
                 return Err(Error::InvalidArgument(format!("drop fraction {} for peer {} must be between 0 and 1", r.drop, r.peer)).into());
             }
             rules.push(FaultRule { peer: r.peer, block: r.block, delay: Duration::from_millis(r.delay_ms.into()), drop: r.drop });
         }
         tracing::info!(node = %self.s.config.id, rules = rules.len(), "fault rules set");
-        self.s.faults.set(rules);
+        self.s.faults.apply(req.clear, rules);
         let rules = self
             .s
             .faults

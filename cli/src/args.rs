@@ -1,0 +1,228 @@
+//! Command-line flags (clap derive). Every command takes `--json` and
+//! `--endpoints`; `serve` takes one flag per config field.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// ringkv: a Dynamo-style replicated key-value store with per-request consistency.
+#[derive(Parser, Debug)]
+#[command(name = "ringkv", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Comma-separated node addresses to talk to.
+    #[arg(long, global = true, env = "RINGKV_ENDPOINTS", default_value = "127.0.0.1:7101", value_delimiter = ',')]
+    pub endpoints: Vec<String>,
+    /// Print one JSON object on stdout instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// A consistency level.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+#[value(rename_all = "lower")]
+pub enum LevelArg {
+    One,
+    Two,
+    Quorum,
+    All,
+}
+
+/// A read-repair mode.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+#[value(rename_all = "lower")]
+pub enum RepairArg {
+    Blocking,
+    Async,
+    Off,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RequestArgs {
+    /// Consistency level.
+    #[arg(short = 'c', long = "consistency", value_enum, default_value = "quorum")]
+    pub level: LevelArg,
+    /// Deadline for the request, in milliseconds (default: the node's).
+    #[arg(long)]
+    pub timeout_ms: Option<u64>,
+    /// Print the receipt: replicas asked and answered, latencies, stale replicas, repairs.
+    #[arg(long)]
+    pub explain: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run one node in the foreground.
+    Serve(Box<ServeArgs>),
+    /// Run a local cluster of N nodes as child processes; Ctrl-C stops them all.
+    Cluster(ClusterArgs),
+    /// Start a throwaway 3-node cluster and walk through the PACELC trade-offs.
+    Demo(DemoArgs),
+    /// Write a value (read from stdin when VALUE is omitted).
+    Put {
+        key: String,
+        value: Option<String>,
+        /// Causal context from a previous `get --json` (base64); omit for a blind LWW write.
+        #[arg(long)]
+        context: Option<String>,
+        #[command(flatten)]
+        req: RequestArgs,
+    },
+    /// Read a key: every live sibling.
+    Get {
+        key: String,
+        /// Read repair: blocking, async or off.
+        #[arg(long, value_enum, default_value = "blocking")]
+        read_repair: RepairArg,
+        #[command(flatten)]
+        req: RequestArgs,
+    },
+    /// Delete a key (writes a tombstone).
+    Delete {
+        key: String,
+        /// Causal context from a previous `get --json` (base64).
+        #[arg(long)]
+        context: Option<String>,
+        #[command(flatten)]
+        req: RequestArgs,
+    },
+    /// List keys and values under a prefix.
+    Scan {
+        /// Only keys starting with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Resume after this key.
+        #[arg(long, default_value = "")]
+        start_after: String,
+        /// At most this many keys per page.
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+        #[command(flatten)]
+        req: RequestArgs,
+    },
+    /// Nodes, state, zone, liveness and ownership as one node sees them.
+    Status,
+    /// Tokens and ownership per node, and skew (max / mean).
+    Ring,
+    /// Each replica's stored siblings and HLC timestamps, side by side. Never repairs.
+    Inspect { key: String },
+    /// Inject or clear faults on peer links (block, delay, drop).
+    Fault {
+        #[command(subcommand)]
+        action: FaultAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FaultAction {
+    /// Cut a node off: no peer traffic to or from it (or only one way with --from/--to).
+    Block(FaultTarget),
+    /// Delay peer traffic to and from a node.
+    Delay {
+        #[command(flatten)]
+        target: FaultTarget,
+        /// Added delay per message, in milliseconds.
+        #[arg(long)]
+        ms: u32,
+    },
+    /// Drop a fraction of peer messages to and from a node.
+    Drop {
+        #[command(flatten)]
+        target: FaultTarget,
+        /// Fraction dropped, 0..1.
+        #[arg(long)]
+        fraction: f64,
+    },
+    /// Remove every fault rule on every node.
+    Clear,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct FaultTarget {
+    /// The node to cut off, slow or make lossy (both directions).
+    #[arg(long, conflicts_with_all = ["from", "to"], required_unless_present_all = ["from", "to"])]
+    pub node: Option<String>,
+    /// One-way: traffic from this node...
+    #[arg(long, requires = "to")]
+    pub from: Option<String>,
+    /// ...to this node.
+    #[arg(long, requires = "from")]
+    pub to: Option<String>,
+}
+
+/// `ringkv serve`: every config field is also a flag; flags override the file.
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    /// TOML config file (see config/node.example.toml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long)]
+    pub id: Option<String>,
+    #[arg(long)]
+    pub listen: Option<String>,
+    #[arg(long)]
+    pub advertise: Option<String>,
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Comma-separated seed addresses.
+    #[arg(long, value_delimiter = ',')]
+    pub seeds: Option<Vec<String>>,
+    #[arg(long)]
+    pub zone: Option<String>,
+    #[arg(long)]
+    pub replication_factor: Option<usize>,
+    #[arg(long)]
+    pub vnodes: Option<usize>,
+    /// redb, sled or memory.
+    #[arg(long)]
+    pub storage: Option<String>,
+    /// fsync, group or none.
+    #[arg(long)]
+    pub durability: Option<String>,
+    #[arg(long)]
+    pub group_commit_ms: Option<u64>,
+    #[arg(long)]
+    pub max_clock_skew_ms: Option<u64>,
+    #[arg(long)]
+    pub max_key_bytes: Option<usize>,
+    #[arg(long)]
+    pub max_value_bytes: Option<usize>,
+    #[arg(long)]
+    pub request_timeout_ms: Option<u64>,
+    #[arg(long)]
+    pub peer_timeout_ms: Option<u64>,
+    #[arg(long)]
+    pub gossip_interval_ms: Option<u64>,
+    #[arg(long)]
+    pub rng_seed: Option<u64>,
+    /// Log filter (also RUST_LOG), e.g. info or ringkv_node=debug.
+    #[arg(long, default_value = "info")]
+    pub log: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ClusterArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// Port of the first node; the others follow.
+    #[arg(long, default_value_t = 7101)]
+    pub base_port: u16,
+    /// Parent directory for each node's data and log.
+    #[arg(long, default_value = "ringkv-cluster")]
+    pub data_dir: PathBuf,
+    /// Extra flags passed to every `serve`, e.g. --serve-arg=--durability=fsync.
+    #[arg(long = "serve-arg", allow_hyphen_values = true)]
+    pub serve_args: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Operations per level in the latency chapter.
+    #[arg(long, default_value_t = 200)]
+    pub ops: usize,
+    /// Delay injected on the slow replica's links, in milliseconds.
+    #[arg(long, default_value_t = 20)]
+    pub delay_ms: u32,
+}

@@ -1,0 +1,259 @@
+//! The data and admin commands: put, get, delete, scan, status, ring,
+//! inspect, fault. Each prints text, or one JSON object with `--json`.
+
+use std::io::Read;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use ringkv_client::{pb, Client, Level, Options, ReadRepair};
+use serde_json::{json, Value};
+
+use crate::args::{Command, FaultAction, FaultTarget, LevelArg, RepairArg, RequestArgs};
+use crate::output::{b64, hlc_json, hlc_text, receipt_json, receipt_text, unb64, value_json, value_text};
+
+impl From<LevelArg> for Level {
+    fn from(l: LevelArg) -> Self {
+        match l {
+            LevelArg::One => Level::One,
+            LevelArg::Two => Level::Two,
+            LevelArg::Quorum => Level::Quorum,
+            LevelArg::All => Level::All,
+        }
+    }
+}
+
+fn options(req: &RequestArgs, repair: Option<RepairArg>) -> Options {
+    Options {
+        level: req.level.into(),
+        read_repair: match repair {
+            None | Some(RepairArg::Blocking) => ReadRepair::Blocking,
+            Some(RepairArg::Async) => ReadRepair::Async,
+            Some(RepairArg::Off) => ReadRepair::Off,
+        },
+        timeout: req.timeout_ms.map(Duration::from_millis),
+    }
+}
+
+fn print(json_mode: bool, value: Value, text: impl FnOnce() -> String) {
+    if json_mode {
+        println!("{value}");
+    } else {
+        let t = text();
+        if !t.is_empty() {
+            println!("{t}");
+        }
+    }
+}
+
+/// Runs one data or admin command.
+pub async fn run(cmd: Command, endpoints: &[String], json_mode: bool) -> Result<()> {
+    let client = Client::connect(endpoints).await?;
+    match cmd {
+        Command::Put { key, value, context, req } => {
+            let value = match value {
+                Some(v) => v.into_bytes(),
+                None => {
+                    let mut buf = Vec::new();
+                    std::io::stdin().read_to_end(&mut buf).context("cannot read the value from stdin")?;
+                    buf
+                }
+            };
+            let ctx = context.as_deref().map(unb64).transpose()?;
+            let resp = client.put(key.as_bytes(), &value, ctx, options(&req, None)).await?;
+            print(json_mode, json!({ "ok": true, "key": key, "context": b64(&resp.context), "receipt": receipt_json(resp.receipt.as_ref()) }), || {
+                if req.explain { receipt_text(resp.receipt.as_ref()) } else { "OK".into() }
+            });
+        }
+        Command::Get { key, read_repair, req } => {
+            let resp = client.get(key.as_bytes(), options(&req, Some(read_repair))).await?;
+            let siblings: Vec<Value> = resp.siblings.iter().map(|s| json!({ "value": value_json(&s.value), "hlc": hlc_json(s.hlc.as_ref()) })).collect();
+            let values: Vec<Value> = resp.siblings.iter().map(|s| value_json(&s.value)).collect();
+            print(
+                json_mode,
+                json!({ "key": key, "values": values, "siblings": siblings, "context": b64(&resp.context), "receipt": receipt_json(resp.receipt.as_ref()) }),
+                || {
+                    let mut out: Vec<String> = resp.siblings.iter().map(|s| value_text(&s.value)).collect();
+                    if resp.siblings.is_empty() {
+                        eprintln!("(not found)");
+                    } else if resp.siblings.len() > 1 {
+                        eprintln!("({} concurrent siblings; write back with --context to resolve)", resp.siblings.len());
+                    }
+                    if req.explain {
+                        out.push(receipt_text(resp.receipt.as_ref()));
+                    }
+                    out.join("\n")
+                },
+            );
+        }
+        Command::Delete { key, context, req } => {
+            let ctx = context.as_deref().map(unb64).transpose()?;
+            let resp = client.delete(key.as_bytes(), ctx, options(&req, None)).await?;
+            print(json_mode, json!({ "ok": true, "key": key, "receipt": receipt_json(resp.receipt.as_ref()) }), || {
+                if req.explain { receipt_text(resp.receipt.as_ref()) } else { "OK".into() }
+            });
+        }
+        Command::Scan { prefix, start_after, limit, req } => {
+            let resp = client.scan(prefix.as_bytes(), start_after.as_bytes(), limit, options(&req, None)).await?;
+            let entries: Vec<Value> = resp
+                .entries
+                .iter()
+                .map(|e| json!({ "key": String::from_utf8_lossy(&e.key), "values": e.siblings.iter().map(|s| value_json(&s.value)).collect::<Vec<_>>() }))
+                .collect();
+            print(json_mode, json!({ "entries": entries, "more": resp.more, "receipt": receipt_json(resp.receipt.as_ref()) }), || {
+                let mut out: Vec<String> = resp
+                    .entries
+                    .iter()
+                    .map(|e| format!("{}\t{}", String::from_utf8_lossy(&e.key), e.siblings.iter().map(|s| value_text(&s.value)).collect::<Vec<_>>().join(" | ")))
+                    .collect();
+                if resp.more {
+                    let last = resp.entries.last().map(|e| String::from_utf8_lossy(&e.key).into_owned()).unwrap_or_default();
+                    out.push(format!("(more: resume with --start-after {last:?})"));
+                }
+                out.join("\n")
+            });
+        }
+        Command::Status => {
+            let s = client.status().await?;
+            let nodes: Vec<Value> = s
+                .nodes
+                .iter()
+                .map(|n| json!({ "id": n.id, "address": n.address, "zone": n.zone, "state": n.state, "liveness": n.liveness, "tokens": n.tokens, "ownership": n.ownership }))
+                .collect();
+            print(
+                json_mode,
+                json!({ "node": s.node, "storage": s.storage, "durability": s.durability, "replication_factor": s.replication_factor, "local_keys": s.local_keys, "nodes": nodes }),
+                || {
+                    let mut out = vec![format!(
+                        "as seen by {} · storage {} · durability {} · replication factor {} · {} keys stored locally",
+                        s.node, s.storage, s.durability, s.replication_factor, s.local_keys
+                    )];
+                    out.push(format!("{:<6} {:<22} {:<10} {:<8} {:<6} {:>6} {:>9}", "ID", "ADDRESS", "ZONE", "STATE", "LIVE", "TOKENS", "OWNS"));
+                    for n in &s.nodes {
+                        out.push(format!("{:<6} {:<22} {:<10} {:<8} {:<6} {:>6} {:>8.1}%", n.id, n.address, n.zone, n.state, n.liveness, n.tokens, n.ownership * 100.0));
+                    }
+                    out.join("\n")
+                },
+            );
+        }
+        Command::Ring => {
+            let r = client.ring().await?;
+            let owners: Vec<Value> = r.owners.iter().map(|o| json!({ "node": o.node, "ownership": o.ownership })).collect();
+            let tokens: Vec<Value> = r.tokens.iter().map(|t| json!({ "token": t.token, "node": t.node })).collect();
+            print(json_mode, json!({ "skew": r.skew, "nodes": owners, "tokens": tokens }), || {
+                let mut out: Vec<String> = r.owners.iter().map(|o| format!("{:<6} {:>6.2}%", o.node, o.ownership * 100.0)).collect();
+                out.push(format!("{} tokens · skew (max/mean) {:.3}", r.tokens.len(), r.skew));
+                out.join("\n")
+            });
+        }
+        Command::Inspect { key } => {
+            let r = client.inspect(key.as_bytes()).await?;
+            let replicas: Vec<Value> = r
+                .replicas
+                .iter()
+                .map(|v| {
+                    json!({
+                        "node": v.node, "reachable": v.reachable, "error": v.error, "present": v.present,
+                        "clock": v.clock.iter().map(|d| json!({ "node": d.node, "counter": d.counter })).collect::<Vec<_>>(),
+                        "siblings": v.siblings.iter().map(|s| json!({ "value": value_json(&s.value), "tombstone": s.tombstone, "hlc": hlc_json(s.hlc.as_ref()) })).collect::<Vec<_>>(),
+                        "floor": hlc_json(v.floor.as_ref()),
+                    })
+                })
+                .collect();
+            print(json_mode, json!({ "key": key, "replicas": replicas }), || {
+                let mut out = Vec::new();
+                for v in &r.replicas {
+                    if !v.reachable {
+                        out.push(format!("{:<6} unreachable: {}", v.node, v.error));
+                        continue;
+                    }
+                    if !v.present {
+                        out.push(format!("{:<6} (nothing stored)", v.node));
+                        continue;
+                    }
+                    let clock: Vec<String> = v.clock.iter().map(|d| format!("{}:{}", d.node, d.counter)).collect();
+                    out.push(format!("{:<6} clock [{}] floor {}", v.node, clock.join(" "), hlc_text(v.floor.as_ref())));
+                    for s in &v.siblings {
+                        let what = if s.tombstone { "(tombstone)".to_string() } else { value_text(&s.value) };
+                        out.push(format!("         {} {}", hlc_text(s.hlc.as_ref()), what));
+                    }
+                }
+                out.join("\n")
+            });
+        }
+        Command::Fault { action } => fault(&client, action, json_mode).await?,
+        Command::Serve(_) | Command::Cluster(_) | Command::Demo(_) => unreachable!("dispatched in main"),
+    }
+    Ok(())
+}
+
+/// Applies a fault to every node's outgoing rules, as the action needs.
+pub async fn fault(client: &Client, action: FaultAction, json_mode: bool) -> Result<()> {
+    let status = client.status().await?;
+    let ids: Vec<String> = status.nodes.iter().map(|n| n.id.clone()).collect();
+    let rule = |peer: &str, a: &FaultAction| {
+        let mut r = pb::FaultRule { peer: peer.into(), ..Default::default() };
+        match a {
+            FaultAction::Block(_) => r.block = true,
+            FaultAction::Delay { ms, .. } => r.delay_ms = *ms,
+            FaultAction::Drop { fraction, .. } => {
+                r.drop = *fraction;
+            }
+            FaultAction::Clear => {}
+        }
+        r
+    };
+    // (node whose outgoing traffic changes, peer) pairs.
+    let links: Vec<(String, String)> = match &action {
+        FaultAction::Clear => Vec::new(),
+        FaultAction::Block(t) | FaultAction::Delay { target: t, .. } | FaultAction::Drop { target: t, .. } => links_for(t, &ids)?,
+    };
+    if let FaultAction::Drop { fraction, .. } = &action {
+        if !(0.0..=1.0).contains(fraction) {
+            bail!("--fraction must be between 0 and 1, not {fraction}");
+        }
+    }
+    let clear = matches!(action, FaultAction::Clear);
+    let mut changed = Vec::new();
+    for n in &status.nodes {
+        let rules: Vec<pb::FaultRule> = links.iter().filter(|(from, _)| *from == n.id).map(|(_, to)| rule(to, &action)).collect();
+        if rules.is_empty() && !clear {
+            continue;
+        }
+        let mut admin = client.admin(&n.address)?;
+        let resp = match admin.set_fault(pb::SetFaultRequest { rules, clear }).await {
+            Ok(r) => r.into_inner(),
+            // A node that is down sends nothing anyway; the rest still get their rules.
+            Err(e) if n.liveness == "down" => {
+                eprintln!("warning: skipped {} ({}), which is down: {}", n.id, n.address, e.message());
+                continue;
+            }
+            Err(e) => return Err(ringkv_client::Error::from(e)).with_context(|| format!("cannot set faults on {} ({})", n.id, n.address)),
+        };
+        changed.push(json!({ "node": n.id, "rules": resp.rules.iter().map(|r| json!({ "peer": r.peer, "block": r.block, "delay_ms": r.delay_ms, "drop": r.drop })).collect::<Vec<_>>() }));
+    }
+    print(json_mode, json!({ "ok": true, "nodes": changed }), || {
+        if clear { format!("cleared faults on {} nodes", changed.len()) } else { format!("set faults on {} links", links.len()) }
+    });
+    Ok(())
+}
+
+fn links_for(t: &FaultTarget, ids: &[String]) -> Result<Vec<(String, String)>> {
+    let known = |id: &String| -> Result<()> {
+        if !ids.contains(id) {
+            bail!("unknown node {id:?}; the cluster has {}", ids.join(", "));
+        }
+        Ok(())
+    };
+    match (&t.node, &t.from, &t.to) {
+        (Some(node), _, _) => {
+            known(node)?;
+            Ok(ids.iter().filter(|o| *o != node).flat_map(|o| [(o.clone(), node.clone()), (node.clone(), o.clone())]).collect())
+        }
+        (None, Some(from), Some(to)) => {
+            known(from)?;
+            known(to)?;
+            Ok(vec![(from.clone(), to.clone())])
+        }
+        _ => bail!("name a node with --node, or one link with --from and --to"),
+    }
+}

@@ -1,0 +1,93 @@
+//! Text and JSON rendering shared by the commands.
+
+use base64::Engine;
+use ringkv_client::pb;
+use serde_json::{json, Value};
+
+/// Base64 for contexts and binary values.
+pub fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Decodes a base64 context given on the command line.
+pub fn unb64(s: &str) -> anyhow::Result<Vec<u8>> {
+    base64::engine::general_purpose::STANDARD
+        .decode(s.trim())
+        .map_err(|e| anyhow::anyhow!("--context is not valid base64 ({e}); pass the context printed by `ringkv get --json`"))
+}
+
+/// A value as JSON: a string when it is UTF-8, else `{"base64": ...}`.
+pub fn value_json(v: &[u8]) -> Value {
+    match std::str::from_utf8(v) {
+        Ok(s) => Value::String(s.into()),
+        Err(_) => json!({ "base64": b64(v) }),
+    }
+}
+
+/// A value for a terminal.
+pub fn value_text(v: &[u8]) -> String {
+    match std::str::from_utf8(v) {
+        Ok(s) => s.to_string(),
+        Err(_) => format!("base64:{}", b64(v)),
+    }
+}
+
+/// An HLC as JSON.
+pub fn hlc_json(h: Option<&pb::Hlc>) -> Value {
+    match h {
+        Some(h) => json!({ "wall_ms": h.wall_ms, "logical": h.logical, "node": h.node }),
+        None => Value::Null,
+    }
+}
+
+/// An HLC for a terminal: `wall.logical@node`.
+pub fn hlc_text(h: Option<&pb::Hlc>) -> String {
+    h.map_or("-".into(), |h| format!("{}.{}@{}", h.wall_ms, h.logical, h.node))
+}
+
+/// The level's name.
+pub fn level_name(raw: i32) -> String {
+    pb::Consistency::try_from(raw).map_or("?".into(), |c| c.as_str_name().trim_start_matches("CONSISTENCY_").to_string())
+}
+
+/// A receipt as JSON.
+pub fn receipt_json(r: Option<&pb::Receipt>) -> Value {
+    let Some(r) = r else { return Value::Null };
+    json!({
+        "coordinator": r.coordinator,
+        "forwarded_from": r.forwarded_from,
+        "consistency": level_name(r.consistency),
+        "required": r.required,
+        "acked": r.acked,
+        "latency_us": r.latency_us,
+        "hints_stored": r.hints_stored,
+        "replicas": r.replicas.iter().map(|x| json!({
+            "node": x.node, "answered": x.answered, "latency_us": x.latency_us,
+            "stale": x.stale, "repaired": x.repaired, "error": x.error,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// A receipt for a terminal.
+pub fn receipt_text(r: Option<&pb::Receipt>) -> String {
+    let Some(r) = r else { return "receipt: none".into() };
+    let mut out = format!(
+        "receipt: coordinator {}{} · level {} needs {} · {} acked · {:.2} ms\n",
+        r.coordinator,
+        if r.forwarded_from.is_empty() { String::new() } else { format!(" (forwarded by {})", r.forwarded_from) },
+        level_name(r.consistency),
+        r.required,
+        r.acked,
+        r.latency_us as f64 / 1000.0
+    );
+    for x in &r.replicas {
+        let state = if x.answered { format!("answered in {:.2} ms", x.latency_us as f64 / 1000.0) } else if x.error.is_empty() { "no answer needed/awaited".into() } else { x.error.clone() };
+        let flags = match (x.stale, x.repaired) {
+            (true, true) => " · stale, repaired",
+            (true, false) => " · stale",
+            _ => "",
+        };
+        out.push_str(&format!("  {:<6} {state}{flags}\n", x.node));
+    }
+    out.trim_end().to_string()
+}
