@@ -186,8 +186,16 @@ pub async fn run(cmd: Command, endpoints: &[String], json_mode: bool) -> Result<
     Ok(())
 }
 
+/// Applies a fault and prints what changed.
+async fn fault(client: &Client, action: FaultAction, json_mode: bool) -> Result<()> {
+    let (value, text) = apply_fault(client, action).await?;
+    print(json_mode, value, || text);
+    Ok(())
+}
+
 /// Applies a fault to every node's outgoing rules, as the action needs.
-pub async fn fault(client: &Client, action: FaultAction, json_mode: bool) -> Result<()> {
+/// Returns the JSON and text reports.
+pub async fn apply_fault(client: &Client, action: FaultAction) -> Result<(Value, String)> {
     let status = client.status().await?;
     let ids: Vec<String> = status.nodes.iter().map(|n| n.id.clone()).collect();
     let rule = |peer: &str, a: &FaultAction| {
@@ -231,10 +239,8 @@ pub async fn fault(client: &Client, action: FaultAction, json_mode: bool) -> Res
         };
         changed.push(json!({ "node": n.id, "rules": resp.rules.iter().map(|r| json!({ "peer": r.peer, "block": r.block, "delay_ms": r.delay_ms, "drop": r.drop })).collect::<Vec<_>>() }));
     }
-    print(json_mode, json!({ "ok": true, "nodes": changed }), || {
-        if clear { format!("cleared faults on {} nodes", changed.len()) } else { format!("set faults on {} links", links.len()) }
-    });
-    Ok(())
+    let text = if clear { format!("cleared faults on {} nodes", changed.len()) } else { format!("set faults on {} links", links.len()) };
+    Ok((json!({ "ok": true, "nodes": changed }), text))
 }
 
 fn links_for(t: &FaultTarget, ids: &[String]) -> Result<Vec<(String, String)>> {

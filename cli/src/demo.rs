@@ -1,2 +1,204 @@
-//! demo
-pub async fn run(_a: crate::args::DemoArgs, _j: bool) -> anyhow::Result<()> { Ok(()) }
+//! `ringkv demo`: PACELC on a throwaway local cluster.
+//!
+//! Starts three nodes in a temporary directory and walks through four
+//! chapters, each a table:
+//! 1. **Else: latency.** Put and get latency per level, with every link
+//!    healthy.
+//! 2. **Else: latency vs consistency.** One replica's links are slowed by the
+//!    fault layer. Each write at ONE is followed at once by a read through
+//!    the slow node: ONE answers fast but stale, ALL answers fresh but pays
+//!    the delay.
+//! 3. **Partition: availability.** The slow node is cut off. Each level is
+//!    tried on the majority side and on the minority side.
+//! 4. **Heal: read repair.** A write the cut-off node missed is brought to it
+//!    by one blocking read at ALL, as `inspect` shows before and after.
+//!
+//! It stops its processes and removes its files on every exit path (the
+//! cluster and the temporary directory are dropped).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use hdrhistogram::Histogram;
+use ringkv_client::{pb, Client, Error as ClientError, Level, Options, ReadRepair};
+use serde_json::{json, Value};
+
+use crate::args::{DemoArgs, FaultAction, FaultTarget};
+use crate::commands::apply_fault;
+use crate::local_cluster::LocalCluster;
+
+const LEVELS: [Level; 3] = [Level::One, Level::Quorum, Level::All];
+
+fn name(l: Level) -> &'static str {
+    match l {
+        Level::One => "ONE",
+        Level::Two => "TWO",
+        Level::Quorum => "QUORUM",
+        Level::All => "ALL",
+        _ => "?",
+    }
+}
+
+fn free_ports(n: usize) -> Result<Vec<u16>> {
+    // Hold every listener until all ports are known, so they differ.
+    let listeners: Vec<std::net::TcpListener> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0")).collect::<Result<_, _>>()?;
+    Ok(listeners.iter().map(|l| l.local_addr().map(|a| a.port())).collect::<Result<_, _>>()?)
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+/// Runs the demo.
+pub async fn run(a: DemoArgs, json_mode: bool) -> Result<()> {
+    let started = Instant::now();
+    let say = |m: &str| {
+        if !json_mode {
+            println!("{m}");
+        }
+    };
+    let dir = tempfile::Builder::new().prefix("ringkv-demo-").tempdir().context("cannot create a temporary directory")?;
+    say(&format!("ringkv demo: starting a 3-node cluster in {}", dir.path().display()));
+    let ports = free_ports(3)?;
+    let extra = ["--gossip-interval-ms", "500", "--peer-timeout-ms", "500"].map(String::from);
+    let mut cluster = LocalCluster::start(&ports, dir.path(), &extra, |m| say(&format!("  {m}"))).await?;
+    let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.addr.clone()).collect();
+    let via = |i: usize| Client::connect([addrs[i].as_str()]);
+    let (c1, c3) = (via(0).await?, via(2).await?);
+    let mut report = serde_json::Map::new();
+
+    // Chapter 1: latency per level, all links healthy.
+    say("\n1. Else (no partition): what each level costs in latency, every link healthy");
+    say(&format!("   {} puts and {} gets per level through n1; latency from the receipts", a.ops, a.ops));
+    say(&format!("   {:<8} {:>10} {:>10} {:>10} {:>10}", "level", "put p50", "put p99", "get p50", "get p99"));
+    let mut ch1 = Vec::new();
+    for level in LEVELS {
+        let (mut put, mut get) = (Histogram::<u64>::new(3)?, Histogram::<u64>::new(3)?);
+        for i in 0..a.ops {
+            let key = format!("demo:lat:{}:{i}", name(level));
+            let r = c1.put(key.as_bytes(), b"v", None, Options::level(level)).await?;
+            put.record(r.receipt.map_or(0, |r| r.latency_us))?;
+            let r = c1.get(key.as_bytes(), Options::level(level)).await?;
+            get.record(r.receipt.map_or(0, |r| r.latency_us))?;
+        }
+        let row = [put.value_at_quantile(0.5), put.value_at_quantile(0.99), get.value_at_quantile(0.5), get.value_at_quantile(0.99)];
+        say(&format!("   {:<8} {:>8.2}ms {:>8.2}ms {:>8.2}ms {:>8.2}ms", name(level), ms(row[0]), ms(row[1]), ms(row[2]), ms(row[3])));
+        ch1.push(json!({ "level": name(level), "put_p50_us": row[0], "put_p99_us": row[1], "get_p50_us": row[2], "get_p99_us": row[3] }));
+    }
+    report.insert("latency".into(), Value::Array(ch1));
+
+    // Chapter 2: a slow replica; write at ONE via n1, read at once via n3.
+    let target = |node: &str| FaultTarget { node: Some(node.into()), from: None, to: None };
+    let admin = Client::connect(&addrs).await?;
+    apply_fault(&admin, FaultAction::Delay { target: target("n3"), ms: a.delay_ms }).await.context("the demo could not set a fault")?;
+    say(&format!("\n2. Else: latency against consistency, with {} ms added to every link of n3", a.delay_ms));
+    say("   write at ONE through n1, then read at once through n3 (n3 hears of the write late)");
+    say(&format!("   {:<8} {:>10} {:>12} {:>12}", "read at", "get p50", "stale reads", "of"));
+    let mut ch2 = Vec::new();
+    let rounds = (a.ops / 4).max(10);
+    for level in LEVELS {
+        let mut lat = Histogram::<u64>::new(3)?;
+        let mut stale = 0;
+        for i in 0..rounds {
+            let key = format!("demo:stale:{}:{i}", name(level));
+            let value = format!("v{i}");
+            c1.put(key.as_bytes(), value.as_bytes(), None, Options::level(Level::One)).await?;
+            let r = c3.get(key.as_bytes(), Options { level, read_repair: ReadRepair::Off, timeout: None }).await?;
+            lat.record(r.receipt.as_ref().map_or(0, |r| r.latency_us))?;
+            if !r.siblings.iter().any(|s| s.value == value.as_bytes()) {
+                stale += 1;
+            }
+        }
+        say(&format!("   {:<8} {:>8.2}ms {:>12} {:>12}", name(level), ms(lat.value_at_quantile(0.5)), stale, rounds));
+        ch2.push(json!({ "level": name(level), "get_p50_us": lat.value_at_quantile(0.5), "stale_reads": stale, "reads": rounds }));
+    }
+    report.insert("slow_replica".into(), Value::Array(ch2));
+
+    // Chapter 3: partition n3 away.
+    apply_fault(&admin, FaultAction::Clear).await.context("the demo could not set a fault")?;
+    apply_fault(&admin, FaultAction::Block(target("n3"))).await.context("the demo could not set a fault")?;
+    say("\n3. Partition: n3 is cut off from n1 and n2. Which levels stay available?");
+    wait_down(&c1, "n3").await?;
+    wait_down(&c3, "n1").await?;
+    wait_down(&c3, "n2").await?;
+    say(&format!("   {:<8} {:>22} {:>22}", "level", "majority side (n1)", "minority side (n3)"));
+    let mut ch3 = Vec::new();
+    for level in LEVELS {
+        let mut cells = Vec::new();
+        for (side, client) in [("majority", &c1), ("minority", &c3)] {
+            let key = format!("demo:part:{}:{side}", name(level));
+            let put = outcome(client.put(key.as_bytes(), b"v", None, Options::level(level)).await.map(|_| ()));
+            let get = outcome(client.get(key.as_bytes(), Options::level(level)).await.map(|_| ()));
+            cells.push((put, get));
+        }
+        let cell = |(p, g): &(&str, &str)| format!("put {p:<5} get {g:<5}");
+        say(&format!("   {:<8} {:>22} {:>22}", name(level), cell(&cells[0]), cell(&cells[1])));
+        ch3.push(json!({ "level": name(level), "majority": { "put": cells[0].0, "get": cells[0].1 }, "minority": { "put": cells[1].0, "get": cells[1].1 } }));
+    }
+    say("   (ok = served; unav = refused as unavailable before any data was sent)");
+    report.insert("partition".into(), Value::Array(ch3));
+
+    // Chapter 4: heal and read repair.
+    say("\n4. Heal: a write n3 missed, repaired by one read at ALL");
+    c1.put(b"demo:healed", b"written-during-partition", None, Options::level(Level::Quorum)).await?;
+    let before = holds(&c1, "n3").await?;
+    apply_fault(&admin, FaultAction::Clear).await.context("the demo could not set a fault")?;
+    wait_up(&c1, "n3").await?;
+    let r = c1.get(b"demo:healed", Options { level: Level::All, read_repair: ReadRepair::Blocking, timeout: None }).await?;
+    let receipt = r.receipt.unwrap_or_default();
+    let n3 = receipt.replicas.iter().find(|x| x.node == "n3").cloned().unwrap_or_default();
+    let after = holds(&c1, "n3").await?;
+    say(&format!("   before the read, n3 holds the value: {before}"));
+    say(&format!("   read at ALL found n3 stale: {} · repaired it: {}", n3.stale, n3.repaired));
+    say(&format!("   after the read, n3 holds the value: {after}"));
+    report.insert("read_repair".into(), json!({ "n3_before": before, "n3_stale": n3.stale, "n3_repaired": n3.repaired, "n3_after": after }));
+    if before || !after {
+        bail!("read repair did not behave: n3 held the value before={before}, after={after}");
+    }
+
+    cluster.stop();
+    let secs = started.elapsed().as_secs_f64();
+    report.insert("seconds".into(), json!(secs));
+    if json_mode {
+        println!("{}", Value::Object(report));
+    } else {
+        println!("\ndone in {secs:.1} s; the cluster is stopped and {} removed", dir.path().display());
+    }
+    Ok(())
+}
+
+fn outcome(r: Result<(), ClientError>) -> &'static str {
+    match r {
+        Ok(()) => "ok",
+        Err(ClientError::Unavailable { .. }) => "unav",
+        Err(ClientError::Indeterminate { .. }) => "indet",
+        Err(_) => "error",
+    }
+}
+
+async fn holds(client: &Client, node: &str) -> Result<bool> {
+    let r = client.inspect(b"demo:healed").await?;
+    Ok(r.replicas.iter().any(|v: &pb::ReplicaVersion| v.node == node && v.siblings.iter().any(|s| s.value == b"written-during-partition")))
+}
+
+async fn wait_liveness(client: &Client, node: &str, want: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let s = client.status().await?;
+        if s.nodes.iter().any(|n| n.id == node && n.liveness == want) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{} did not see {node} as {want} within 15 s", s.node);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_down(client: &Client, node: &str) -> Result<()> {
+    wait_liveness(client, node, "down").await
+}
+
+async fn wait_up(client: &Client, node: &str) -> Result<()> {
+    wait_liveness(client, node, "up").await
+}
