@@ -100,6 +100,12 @@ impl Client {
         Ok(Self { endpoints: out })
     }
 
+    /// A client over channels built elsewhere, e.g. through a simulated
+    /// network. Each pair is an endpoint name and its channel.
+    pub fn from_channels(endpoints: Vec<(String, Channel)>) -> Self {
+        Self { endpoints }
+    }
+
     /// The endpoints, in the order they are tried.
     pub fn endpoints(&self) -> Vec<&str> {
         self.endpoints.iter().map(|(a, _)| a.as_str()).collect()

@@ -1,1 +1,10 @@
-//! placeholder
+//! Shared support for ringkv's integration tests.
+//!
+//! - [`sim`]: a turmoil world. It provides a `Transport` over turmoil's
+//!   sockets, a deterministic clock, and helpers that start nodes as hosts
+//!   with memory storage that survives a crash.
+//! - [`process`]: real `ringkv serve` processes on 127.0.0.1, driven
+//!   through the CLI binary.
+
+pub mod process;
+pub mod sim;

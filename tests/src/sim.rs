@@ -1,0 +1,145 @@
+//! Turmoil support: the node runs unchanged, with the transport and clock
+//! swapped for simulated ones (DESIGN §7).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use ringkv_client::Client;
+use ringkv_node::storage::MemoryStorage;
+use ringkv_node::transport::{channel, Conn, Incoming, Transport};
+use ringkv_node::{Clock, Config, Env};
+use tokio_util::sync::CancellationToken;
+
+/// Port every simulated node listens on.
+pub const PORT: u16 = 7101;
+
+/// A fixed epoch, so wall time is the same in every run of a seed.
+const EPOCH_MS: u64 = 1_800_000_000_000;
+
+/// turmoil's TCP as a ringkv `Transport`.
+pub struct SimTransport;
+
+impl Transport for SimTransport {
+    fn listen(&self, addr: &str) -> BoxFuture<'static, std::io::Result<Incoming>> {
+        let addr = addr.to_string();
+        Box::pin(async move {
+            let listener = turmoil::net::TcpListener::bind(addr).await?;
+            let stream = futures::stream::unfold(listener, |l| async move {
+                let conn = l.accept().await.map(|(s, remote)| Conn::new(s, Some(remote)));
+                Some((conn, l))
+            });
+            Ok(Box::pin(stream) as Incoming)
+        })
+    }
+
+    fn connect(&self, addr: &str) -> BoxFuture<'static, std::io::Result<Conn>> {
+        let addr = addr.to_string();
+        Box::pin(async move { Ok(Conn::new(turmoil::net::TcpStream::connect(addr).await?, None)) })
+    }
+}
+
+/// Simulated wall time: a fixed epoch plus simulated elapsed time.
+pub struct SimClock;
+
+impl Clock for SimClock {
+    fn wall_ms(&self) -> u64 {
+        EPOCH_MS + turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64
+    }
+}
+
+/// The seed for this run: `RINGKV_SIM_SEED` when set, else `pinned`.
+pub fn seed(pinned: u64) -> u64 {
+    std::env::var("RINGKV_SIM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(pinned)
+}
+
+/// A simulation with the settings every test uses.
+pub fn builder(seed: u64) -> turmoil::Builder {
+    let mut b = turmoil::Builder::new();
+    b.rng_seed(seed).simulation_duration(Duration::from_secs(120)).tick_duration(Duration::from_millis(1));
+    b
+}
+
+/// The config of simulated node `i` (1-based) of a cluster seeded by `n1`.
+pub fn config(i: usize, seed: u64) -> Config {
+    Config {
+        id: format!("n{i}"),
+        listen: format!("0.0.0.0:{PORT}"),
+        advertise: Some(format!("n{i}:{PORT}")),
+        seeds: vec![format!("n1:{PORT}")],
+        storage: "memory".into(),
+        gossip_interval_ms: 500,
+        peer_timeout_ms: 500,
+        request_timeout_ms: 2000,
+        rng_seed: Some(seed ^ i as u64),
+        ..Config::default()
+    }
+}
+
+/// Adds `n` nodes as hosts. Node `i` starts `i - 1` simulated seconds in,
+/// so that nodes join one at a time (a joining node picks tokens from the
+/// ring it sees). Each keeps its storage across crashes.
+pub fn add_nodes(sim: &mut turmoil::Sim<'_>, n: usize, seed: u64) -> Vec<MemoryStorage> {
+    let stores: Vec<MemoryStorage> = (0..n).map(|_| MemoryStorage::default()).collect();
+    for i in 1..=n {
+        let store = stores[i - 1].clone();
+        sim.host(format!("n{i}"), move || {
+            let store = store.clone();
+            async move {
+                // First boot joins in order; after a crash the tokens are stored.
+                if turmoil::sim_elapsed().unwrap_or_default() < Duration::from_secs(n as u64) {
+                    tokio::time::sleep(Duration::from_secs(i as u64 - 1)).await;
+                }
+                let env = Env { transport: Arc::new(SimTransport), clock: Arc::new(SimClock), storage: Some(Arc::new(store)) };
+                ringkv_node::run(config(i, seed), env, CancellationToken::new()).await?;
+                Ok(())
+            }
+        });
+    }
+    stores
+}
+
+/// A client routed to the given simulated nodes, in order.
+pub fn client(nodes: &[&str]) -> Client {
+    let channels = nodes
+        .iter()
+        .map(|n| {
+            let addr = format!("{n}:{PORT}");
+            let ch = channel(Arc::new(SimTransport), &addr, Duration::from_millis(500)).expect("valid address");
+            (addr, ch)
+        })
+        .collect();
+    Client::from_channels(channels)
+}
+
+/// Polls `probe` every 100 simulated ms until it returns true, failing after
+/// `within` of simulated time.
+pub async fn until<F, Fut>(what: &str, within: Duration, mut probe: F) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !probe().await {
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("{what}: not true within {within:?} of simulated time"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// True when `observer` sees `node` with the given liveness.
+pub async fn sees(observer: &str, node: &str, liveness: &str) -> bool {
+    match client(&[observer]).status().await {
+        Ok(s) => s.nodes.iter().any(|n| n.id == node && n.liveness == liveness && n.state == "normal"),
+        Err(_) => false,
+    }
+}
+
+/// Runs the simulation; on failure, panics with the seed to rerun it.
+pub fn run(mut sim: turmoil::Sim<'_>, seed: u64) {
+    if let Err(e) = sim.run() {
+        panic!("simulation failed: {e}\nrerun: RINGKV_SIM_SEED={seed}");
+    }
+}
