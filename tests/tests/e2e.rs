@@ -1,0 +1,58 @@
+//! Real multi-process tests of the `ringkv` binary on 127.0.0.1.
+
+use std::time::Duration;
+
+use ringkv_tests::process::{cli, cli_json, cluster, liveness, wait_until};
+
+#[test]
+fn three_nodes_survive_kill_9_and_repair_the_restarted_replica_on_read() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(root.path(), 3, &["--gossip-interval-ms", "300"]);
+    let n1 = nodes[0].addr.clone();
+
+    // A put at ALL is readable at ONE through each node.
+    cli_json(&n1, &["put", "a", "1", "-c", "all"]);
+    for node in &nodes {
+        let got = cli_json(&node.addr, &["get", "a", "-c", "one"]);
+        assert_eq!(got["values"], serde_json::json!(["1"]), "through {}", node.id);
+    }
+
+    // kill -9 n3: QUORUM still works, ALL fails with exit 1 and a clear message.
+    nodes[2].kill9();
+    for i in 0..20 {
+        cli_json(&n1, &["put", &format!("k{i}"), &format!("v{i}"), "-c", "quorum"]);
+    }
+    assert_eq!(cli_json(&n1, &["get", "k0", "-c", "quorum"])["values"], serde_json::json!(["v0"]));
+    wait_until("n1 sees n3 down", Duration::from_secs(15), || liveness(&n1, "n3") == "down");
+    let out = cli(&n1, &["put", "b", "2", "-c", "all"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("error: unavailable") && err.contains("needs 3") && err.contains("only 2"), "{err}");
+    assert_eq!(err.lines().count(), 1, "one error line: {err}");
+
+    // Restart n3: a get at ALL returns every value and repairs n3.
+    nodes[2].restart();
+    wait_until("n1 sees n3 up", Duration::from_secs(15), || liveness(&n1, "n3") == "up");
+    for i in 0..20 {
+        let got = cli_json(&n1, &["get", &format!("k{i}"), "-c", "all"]);
+        assert_eq!(got["values"], serde_json::json!([format!("v{i}")]));
+    }
+    for i in 0..20 {
+        let inspect = cli_json(&n1, &["inspect", &format!("k{i}")]);
+        let n3 = inspect["replicas"].as_array().unwrap().iter().find(|r| r["node"] == "n3").unwrap();
+        assert_eq!(n3["siblings"][0]["value"], format!("v{i}"), "n3 repaired for k{i}: {inspect}");
+    }
+}
+
+#[test]
+fn missing_key_is_exit_0_with_no_values_and_usage_errors_are_exit_2() {
+    let root = tempfile::tempdir().unwrap();
+    let nodes = cluster(root.path(), 1, &["--replication-factor", "1"]);
+    let got = cli_json(&nodes[0].addr, &["get", "nope"]);
+    assert_eq!(got["values"], serde_json::json!([]));
+    let out = cli(&nodes[0].addr, &["get", "k", "-c", "most"]);
+    assert_eq!(out.status.code(), Some(2), "unknown level is a usage error");
+    let out = cli("127.0.0.1:1", &["get", "k"]);
+    assert_eq!(out.status.code(), Some(1), "unreachable endpoint is operational");
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: cannot reach any endpoint"));
+}
