@@ -60,13 +60,22 @@ pub async fn run(cmd: Command, endpoints: &[String], json_mode: bool) -> Result<
             };
             let ctx = context.as_deref().map(unb64).transpose()?;
             let resp = client.put(key.as_bytes(), &value, ctx, options(&req, None)).await?;
-            print(json_mode, json!({ "ok": true, "key": key, "context": b64(&resp.context), "receipt": receipt_json(resp.receipt.as_ref()) }), || {
-                if req.explain { receipt_text(resp.receipt.as_ref()) } else { "OK".into() }
-            });
+            print(
+                json_mode,
+                json!({ "ok": true, "key": key, "context": b64(&resp.context), "receipt": receipt_json(resp.receipt.as_ref()) }),
+                || {
+                    if req.explain {
+                        receipt_text(resp.receipt.as_ref())
+                    } else {
+                        "OK".into()
+                    }
+                },
+            );
         }
         Command::Get { key, read_repair, req } => {
             let resp = client.get(key.as_bytes(), options(&req, Some(read_repair))).await?;
-            let siblings: Vec<Value> = resp.siblings.iter().map(|s| json!({ "value": value_json(&s.value), "hlc": hlc_json(s.hlc.as_ref()) })).collect();
+            let siblings: Vec<Value> =
+                resp.siblings.iter().map(|s| json!({ "value": value_json(&s.value), "hlc": hlc_json(s.hlc.as_ref()) })).collect();
             let values: Vec<Value> = resp.siblings.iter().map(|s| value_json(&s.value)).collect();
             print(
                 json_mode,
@@ -89,7 +98,11 @@ pub async fn run(cmd: Command, endpoints: &[String], json_mode: bool) -> Result<
             let ctx = context.as_deref().map(unb64).transpose()?;
             let resp = client.delete(key.as_bytes(), ctx, options(&req, None)).await?;
             print(json_mode, json!({ "ok": true, "key": key, "receipt": receipt_json(resp.receipt.as_ref()) }), || {
-                if req.explain { receipt_text(resp.receipt.as_ref()) } else { "OK".into() }
+                if req.explain {
+                    receipt_text(resp.receipt.as_ref())
+                } else {
+                    "OK".into()
+                }
             });
         }
         Command::Scan { prefix, start_after, limit, req } => {
@@ -103,7 +116,13 @@ pub async fn run(cmd: Command, endpoints: &[String], json_mode: bool) -> Result<
                 let mut out: Vec<String> = resp
                     .entries
                     .iter()
-                    .map(|e| format!("{}\t{}", String::from_utf8_lossy(&e.key), e.siblings.iter().map(|s| value_text(&s.value)).collect::<Vec<_>>().join(" | ")))
+                    .map(|e| {
+                        format!(
+                            "{}\t{}",
+                            String::from_utf8_lossy(&e.key),
+                            e.siblings.iter().map(|s| value_text(&s.value)).collect::<Vec<_>>().join(" | ")
+                        )
+                    })
                     .collect();
                 if resp.more {
                     let last = resp.entries.last().map(|e| String::from_utf8_lossy(&e.key).into_owned()).unwrap_or_default();
@@ -127,9 +146,21 @@ pub async fn run(cmd: Command, endpoints: &[String], json_mode: bool) -> Result<
                         "as seen by {} · storage {} · durability {} · replication factor {} · {} keys stored locally",
                         s.node, s.storage, s.durability, s.replication_factor, s.local_keys
                     )];
-                    out.push(format!("{:<6} {:<22} {:<10} {:<8} {:<6} {:>6} {:>9}", "ID", "ADDRESS", "ZONE", "STATE", "LIVE", "TOKENS", "OWNS"));
+                    out.push(format!(
+                        "{:<6} {:<22} {:<10} {:<8} {:<6} {:>6} {:>9}",
+                        "ID", "ADDRESS", "ZONE", "STATE", "LIVE", "TOKENS", "OWNS"
+                    ));
                     for n in &s.nodes {
-                        out.push(format!("{:<6} {:<22} {:<10} {:<8} {:<6} {:>6} {:>8.1}%", n.id, n.address, n.zone, n.state, n.liveness, n.tokens, n.ownership * 100.0));
+                        out.push(format!(
+                            "{:<6} {:<22} {:<10} {:<8} {:<6} {:>6} {:>8.1}%",
+                            n.id,
+                            n.address,
+                            n.zone,
+                            n.state,
+                            n.liveness,
+                            n.tokens,
+                            n.ownership * 100.0
+                        ));
                     }
                     out.join("\n")
                 },

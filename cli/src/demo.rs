@@ -151,7 +151,8 @@ pub async fn run(a: DemoArgs, json_mode: bool) -> Result<()> {
     say(&format!("   before the read, n3 holds the value: {before}"));
     say(&format!("   read at ALL found n3 stale: {} · repaired it: {}", n3.stale, n3.repaired));
     say(&format!("   after the read, n3 holds the value: {after}"));
-    report.insert("read_repair".into(), json!({ "n3_before": before, "n3_stale": n3.stale, "n3_repaired": n3.repaired, "n3_after": after }));
+    report
+        .insert("read_repair".into(), json!({ "n3_before": before, "n3_stale": n3.stale, "n3_repaired": n3.repaired, "n3_after": after }));
     if before || !after {
         bail!("read repair did not behave: n3 held the value before={before}, after={after}");
     }

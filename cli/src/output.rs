@@ -81,7 +81,13 @@ pub fn receipt_text(r: Option<&pb::Receipt>) -> String {
         r.latency_us as f64 / 1000.0
     );
     for x in &r.replicas {
-        let state = if x.answered { format!("answered in {:.2} ms", x.latency_us as f64 / 1000.0) } else if x.error.is_empty() { "no answer needed/awaited".into() } else { x.error.clone() };
+        let state = if x.answered {
+            format!("answered in {:.2} ms", x.latency_us as f64 / 1000.0)
+        } else if x.error.is_empty() {
+            "no answer needed/awaited".into()
+        } else {
+            x.error.clone()
+        };
         let flags = match (x.stale, x.repaired) {
             (true, true) => " · stale, repaired",
             (true, false) => " · stale",

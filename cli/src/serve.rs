@@ -22,8 +22,23 @@ pub fn load_config(a: &ServeArgs) -> Result<Config> {
     macro_rules! set {
         ($($f:ident),*) => {$( if let Some(v) = a.$f.clone() { c.$f = v; } )*};
     }
-    set!(id, listen, data_dir, seeds, zone, replication_factor, vnodes, storage, group_commit_ms, max_clock_skew_ms,
-        max_key_bytes, max_value_bytes, request_timeout_ms, peer_timeout_ms, gossip_interval_ms);
+    set!(
+        id,
+        listen,
+        data_dir,
+        seeds,
+        zone,
+        replication_factor,
+        vnodes,
+        storage,
+        group_commit_ms,
+        max_clock_skew_ms,
+        max_key_bytes,
+        max_value_bytes,
+        request_timeout_ms,
+        peer_timeout_ms,
+        gossip_interval_ms
+    );
     if a.advertise.is_some() {
         c.advertise = a.advertise.clone();
     }

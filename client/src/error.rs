@@ -87,7 +87,9 @@ impl From<tonic::Status> for Error {
         let kind = status.metadata().get("x-ringkv-kind").and_then(|v| v.to_str().ok()).map(str::to_string);
         let message = status.message().to_string();
         match (kind.as_deref(), status.code()) {
-            (Some("unavailable"), _) => Error::Unavailable { required: number(&status, "x-ringkv-required"), alive: number(&status, "x-ringkv-got"), message },
+            (Some("unavailable"), _) => {
+                Error::Unavailable { required: number(&status, "x-ringkv-required"), alive: number(&status, "x-ringkv-got"), message }
+            }
             (Some("indeterminate"), _) => Error::Indeterminate { message },
             (Some("invalid_argument"), _) | (None, Code::InvalidArgument | Code::OutOfRange | Code::ResourceExhausted) => {
                 Error::InvalidArgument { message }

@@ -211,11 +211,8 @@ impl Coordinator {
             pending.push(
                 async move {
                     let t0 = Instant::now();
-                    let r = if id == me {
-                        s.store.durable(ticket).await
-                    } else {
-                        s.peers.replicate(&id, &key, version, &me, w.timeout).await
-                    };
+                    let r =
+                        if id == me { s.store.durable(ticket).await } else { s.peers.replicate(&id, &key, version, &me, w.timeout).await };
                     (id, r, t0.elapsed())
                 }
                 .boxed(),
@@ -292,7 +289,11 @@ impl Coordinator {
             value: w.value.clone(),
             context: w.context.as_ref().map(encode_context),
             tombstone: w.tombstone,
-            options: Some(pb::RequestOptions { consistency: w.level.to_proto() as i32, timeout_ms: w.timeout.as_millis() as u32, ..Default::default() }),
+            options: Some(pb::RequestOptions {
+                consistency: w.level.to_proto() as i32,
+                timeout_ms: w.timeout.as_millis() as u32,
+                ..Default::default()
+            }),
             from: self.me().to_string(),
         };
         let mut last = None;

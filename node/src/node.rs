@@ -125,12 +125,7 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
     let seed = config.rng_seed.unwrap_or_else(|| env.clock.wall_ms() ^ u64::from(crc32fast::hash(config.id.as_bytes())));
     let rng = Arc::new(Mutex::new(StdRng::seed_from_u64(seed)));
     let faults = Arc::new(Faults::new(rng.clone()));
-    let peers = Peers::new(
-        env.transport.clone(),
-        faults.clone(),
-        membership.clone(),
-        Duration::from_millis(config.peer_timeout_ms),
-    );
+    let peers = Peers::new(env.transport.clone(), faults.clone(), membership.clone(), Duration::from_millis(config.peer_timeout_ms));
     let shared = Arc::new(Shared {
         hlc: HlcClock::new(config.id.clone(), config.max_clock_skew_ms),
         config,

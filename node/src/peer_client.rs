@@ -57,8 +57,7 @@ impl Peers {
         if let Some(c) = clients.get(addr) {
             return Ok(c.clone());
         }
-        let ch = channel(self.transport.clone(), addr, self.timeout)
-            .map_err(|reason| Error::Peer { peer: addr.to_string(), reason })?;
+        let ch = channel(self.transport.clone(), addr, self.timeout).map_err(|reason| Error::Peer { peer: addr.to_string(), reason })?;
         let rpc = PbPeerClient::new(ch).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES);
         let c = PeerClient { rpc };
         clients.insert(addr.to_string(), c.clone());

@@ -65,9 +65,7 @@ impl Level {
                 "consistency level {} is not supported yet; use ONE, TWO, QUORUM or ALL",
                 other.as_str_name().trim_start_matches("CONSISTENCY_")
             ))),
-            Err(_) => Err(Error::InvalidArgument(format!(
-                "unknown consistency level {raw}; expected ONE, TWO, QUORUM or ALL"
-            ))),
+            Err(_) => Err(Error::InvalidArgument(format!("unknown consistency level {raw}; expected ONE, TWO, QUORUM or ALL"))),
         }
     }
 }

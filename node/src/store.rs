@@ -34,7 +34,6 @@ const STRIPES: usize = 256;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Ticket(u64);
 
-
 /// DVVSets over an engine.
 pub struct Store {
     engine: Arc<dyn Storage>,
@@ -173,9 +172,7 @@ impl Store {
             return self.engine.sync();
         }
         let engine = self.engine.clone();
-        tokio::task::spawn_blocking(move || engine.sync())
-            .await
-            .map_err(|e| Error::Storage(format!("sync task failed: {e}")))?
+        tokio::task::spawn_blocking(move || engine.sync()).await.map_err(|e| Error::Storage(format!("sync task failed: {e}")))?
     }
 
     /// The group-commit loop: after a kick, wait one window so more writes

@@ -103,11 +103,7 @@ impl DvvSet {
 
     /// The highest timestamp stored for this key, floor included.
     pub fn max_hlc(&self) -> Option<&Hlc> {
-        self.entries
-            .values()
-            .flat_map(|e| e.siblings.iter().map(|s| &s.hlc))
-            .chain(self.floor.as_ref())
-            .max()
+        self.entries.values().flat_map(|e| e.siblings.iter().map(|s| &s.hlc)).chain(self.floor.as_ref()).max()
     }
 
     /// A write coordinated by `node`: drop what `ctx` has seen, then add
@@ -225,11 +221,7 @@ impl HlcClock {
     pub fn receive(&self, remote: &Hlc, wall_ms: u64) -> Result<()> {
         let limit = wall_ms.saturating_add(self.max_skew_ms);
         if remote.wall_ms > limit {
-            return Err(Error::ClockSkew {
-                node: remote.node.clone(),
-                ahead_ms: remote.wall_ms - wall_ms,
-                max_ms: self.max_skew_ms,
-            });
+            return Err(Error::ClockSkew { node: remote.node.clone(), ahead_ms: remote.wall_ms - wall_ms, max_ms: self.max_skew_ms });
         }
         self.observe(remote);
         Ok(())
@@ -346,8 +338,14 @@ mod tests {
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            (0..3usize, proptest::option::weighted(0.8, 0..3usize), proptest::bool::weighted(0.35),
-             proptest::bool::weighted(0.15), 0..4u64, -2..3i64)
+            (
+                0..3usize,
+                proptest::option::weighted(0.8, 0..3usize),
+                proptest::bool::weighted(0.35),
+                proptest::bool::weighted(0.15),
+                0..4u64,
+                -2..3i64
+            )
                 .prop_map(|(r, ctx_from, blind, tomb, dt, jitter)| Op::Write { r, ctx_from, blind, tomb, dt, jitter }),
             (0..3usize, 0..3usize).prop_map(|(r, o)| Op::Sync { r, o }),
         ]

@@ -132,7 +132,10 @@ pub fn up_count(endpoint: &str) -> usize {
 pub fn liveness(endpoint: &str, node: &str) -> String {
     let out = cli(endpoint, &["status", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    v["nodes"].as_array().and_then(|a| a.iter().find(|n| n["id"] == node)).map_or(String::new(), |n| n["liveness"].as_str().unwrap_or("").into())
+    v["nodes"]
+        .as_array()
+        .and_then(|a| a.iter().find(|n| n["id"] == node))
+        .map_or(String::new(), |n| n["liveness"].as_str().unwrap_or("").into())
 }
 
 /// Runs `ringkv --endpoints endpoint args...`.

@@ -16,7 +16,8 @@ fn invalid(r: Result<impl std::fmt::Debug, Error>, wants: &str) {
 #[test]
 fn bad_requests_get_clear_errors_and_the_node_keeps_its_data() {
     let root = tempfile::tempdir().unwrap();
-    let node = NodeProc::start(root.path(), "n1", None, &["--replication-factor", "1", "--max-key-bytes", "1024", "--max-value-bytes", "4096"]);
+    let node =
+        NodeProc::start(root.path(), "n1", None, &["--replication-factor", "1", "--max-key-bytes", "1024", "--max-value-bytes", "4096"]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let c = Client::connect([node.addr.as_str()]).await.unwrap();

@@ -14,7 +14,8 @@ const ACKED_BEFORE_KILL: usize = 300;
 
 fn kill_9_keeps_every_acknowledged_write(storage: &str, durability: &str) {
     let root = tempfile::tempdir().unwrap();
-    let mut node = NodeProc::start(root.path(), "n1", None, &["--replication-factor", "1", "--storage", storage, "--durability", durability]);
+    let mut node =
+        NodeProc::start(root.path(), "n1", None, &["--replication-factor", "1", "--storage", storage, "--durability", durability]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let client = rt.block_on(Client::connect([node.addr.as_str()])).unwrap();
     let acked = Arc::new(AtomicUsize::new(0));
@@ -50,7 +51,13 @@ fn kill_9_keeps_every_acknowledged_write(storage: &str, durability: &str) {
         }
         missing
     });
-    assert!(missing.is_empty(), "{storage}/{durability}: {} of {acknowledged} acknowledged writes lost, first {:?}\n{}", missing.len(), &missing[..missing.len().min(10)], node.log());
+    assert!(
+        missing.is_empty(),
+        "{storage}/{durability}: {} of {acknowledged} acknowledged writes lost, first {:?}\n{}",
+        missing.len(),
+        &missing[..missing.len().min(10)],
+        node.log()
+    );
 }
 
 #[test]

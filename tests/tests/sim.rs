@@ -11,8 +11,10 @@ const CONVERGE: Duration = Duration::from_secs(20);
 
 /// Waits until n1 sees all three nodes normal and up.
 async fn cluster_ready() -> Result<(), Box<dyn std::error::Error>> {
-    until("n1 sees 3 nodes up", CONVERGE, || async { sees("n1", "n2", "up").await && sees("n1", "n3", "up").await && sees("n3", "n2", "up").await })
-        .await?;
+    until("n1 sees 3 nodes up", CONVERGE, || async {
+        sees("n1", "n2", "up").await && sees("n1", "n3", "up").await && sees("n3", "n2", "up").await
+    })
+    .await?;
     Ok(())
 }
 

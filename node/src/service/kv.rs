@@ -28,7 +28,14 @@ impl KvService {
         Self { coordinator: Coordinator::new(s.clone()), s }
     }
 
-    fn write(&self, key: Vec<u8>, value: Vec<u8>, context: Option<Vec<u8>>, tombstone: bool, options: Option<&pb::RequestOptions>) -> Result<Write, Error> {
+    fn write(
+        &self,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        context: Option<Vec<u8>>,
+        tombstone: bool,
+        options: Option<&pb::RequestOptions>,
+    ) -> Result<Write, Error> {
         Ok(Write {
             key,
             value,
@@ -42,7 +49,8 @@ impl KvService {
 
 fn read_repair(options: Option<&pb::RequestOptions>) -> Result<ReadRepair, Error> {
     let raw = options.map_or(0, |o| o.read_repair);
-    ReadRepair::try_from(raw).map_err(|_| Error::InvalidArgument(format!("unknown read_repair mode {raw}; expected blocking, async or off")))
+    ReadRepair::try_from(raw)
+        .map_err(|_| Error::InvalidArgument(format!("unknown read_repair mode {raw}; expected blocking, async or off")))
 }
 
 #[tonic::async_trait]

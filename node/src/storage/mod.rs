@@ -93,9 +93,7 @@ pub fn open(name: &str, dir: &Path) -> Result<Arc<dyn Storage>> {
         "redb" => Arc::new(RedbStorage::open(&dir.join("ringkv.redb"))?),
         "sled" => Arc::new(SledStorage::open(&dir.join("sled"))?),
         "memory" => Arc::new(MemoryStorage::default()),
-        other => {
-            return Err(Error::Config(format!("unknown storage engine {other:?}; expected one of {}", ENGINES.join(", "))))
-        }
+        other => return Err(Error::Config(format!("unknown storage engine {other:?}; expected one of {}", ENGINES.join(", ")))),
     })
 }
 
