@@ -29,6 +29,14 @@ pub enum LevelArg {
     All,
 }
 
+/// A switch.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+#[value(rename_all = "lower")]
+pub enum OnOff {
+    On,
+    Off,
+}
+
 /// A read-repair mode.
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 #[value(rename_all = "lower")]
@@ -107,6 +115,12 @@ pub enum Command {
     Ring,
     /// Each replica's stored siblings and HLC timestamps, side by side. Never repairs.
     Inspect { key: String },
+    /// Run an anti-entropy pass now (Merkle sync of every range with its replicas) and report.
+    Repair {
+        /// Only this node's pass (default: every node, one after another).
+        #[arg(long)]
+        node: Option<String>,
+    },
     /// Inject or clear faults on peer links (block, delay, drop).
     Fault {
         #[command(subcommand)]
@@ -196,6 +210,17 @@ pub struct ServeArgs {
     pub gossip_interval_ms: Option<u64>,
     #[arg(long)]
     pub rng_seed: Option<u64>,
+    /// Seconds between anti-entropy passes; 0 turns the schedule off.
+    #[arg(long)]
+    pub anti_entropy_interval: Option<u64>,
+    #[arg(long)]
+    pub anti_entropy_bytes_per_sec: Option<u64>,
+    /// Seconds before repair may purge a tombstone.
+    #[arg(long)]
+    pub tombstone_grace: Option<u64>,
+    /// on or off (only off until hinted handoff is built).
+    #[arg(long)]
+    pub hinted_handoff: Option<OnOff>,
     /// Log filter (also RUST_LOG), e.g. info or ringkv_node=debug.
     #[arg(long, default_value = "info")]
     pub log: String,

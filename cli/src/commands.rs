@@ -140,7 +140,12 @@ pub async fn run(cmd: Command, endpoints: &[String], json_mode: bool) -> Result<
                 .collect();
             print(
                 json_mode,
-                json!({ "node": s.node, "storage": s.storage, "durability": s.durability, "replication_factor": s.replication_factor, "local_keys": s.local_keys, "nodes": nodes }),
+                json!({ "node": s.node, "storage": s.storage, "durability": s.durability, "replication_factor": s.replication_factor, "local_keys": s.local_keys, "nodes": nodes,
+                        "anti_entropy": s.anti_entropy.as_ref().map(|a| json!({
+                            "passes": a.passes, "ranges_checked": a.ranges_checked, "ranges_out_of_sync": a.ranges_out_of_sync,
+                            "keys_repaired": a.keys_repaired, "bytes_sent": a.bytes_sent, "bytes_received": a.bytes_received,
+                            "tombstones_purged": a.tombstones_purged, "trees_ready": a.trees_ready, "trees_total": a.trees_total,
+                        })) }),
                 || {
                     let mut out = vec![format!(
                         "as seen by {} · storage {} · durability {} · replication factor {} · {} keys stored locally",
@@ -212,8 +217,84 @@ pub async fn run(cmd: Command, endpoints: &[String], json_mode: bool) -> Result<
             });
         }
         Command::Fault { action } => fault(&client, action, json_mode).await?,
+        Command::Repair { node } => repair(&client, node, json_mode).await?,
         Command::Serve(_) | Command::Cluster(_) | Command::Demo(_) => unreachable!("dispatched in main"),
     }
+    Ok(())
+}
+
+/// Runs an anti-entropy pass on one node or on each in turn, and prints
+/// the totals and each node's report.
+async fn repair(client: &Client, only: Option<String>, json_mode: bool) -> Result<()> {
+    let status = client.status().await?;
+    let targets: Vec<&pb::NodeStatus> = status.nodes.iter().filter(|n| only.as_ref().is_none_or(|o| *o == n.id)).collect();
+    if targets.is_empty() {
+        bail!(
+            "unknown node {:?}; the cluster has {}",
+            only.unwrap_or_default(),
+            status.nodes.iter().map(|n| n.id.as_str()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    let mut reports = Vec::new();
+    for n in targets {
+        if n.liveness == "down" {
+            eprintln!("warning: skipped {} ({}), which is down", n.id, n.address);
+            continue;
+        }
+        if !json_mode {
+            eprintln!("repairing {} ...", n.id);
+        }
+        let r = client
+            .admin(&n.address)?
+            .repair(pb::RepairRequest {})
+            .await
+            .map_err(ringkv_client::Error::from)
+            .with_context(|| format!("repair on {} ({}) failed", n.id, n.address))?
+            .into_inner();
+        reports.push(r);
+    }
+    let sum = |f: fn(&pb::RepairReport) -> u64| reports.iter().map(f).sum::<u64>();
+    let errors: Vec<&String> = reports.iter().flat_map(|r| &r.errors).collect();
+    let value = json!({
+        "ranges_checked": sum(|r| r.ranges_checked),
+        "ranges_out_of_sync": sum(|r| r.ranges_out_of_sync),
+        "keys_repaired": sum(|r| r.keys_repaired),
+        "bytes_sent": sum(|r| r.bytes_sent),
+        "bytes_received": sum(|r| r.bytes_received),
+        "duration_ms": sum(|r| r.duration_ms),
+        "tombstones_purged": sum(|r| r.tombstones_purged),
+        "errors": errors,
+        "nodes": reports.iter().map(|r| json!({
+            "node": r.node, "ranges_checked": r.ranges_checked, "ranges_out_of_sync": r.ranges_out_of_sync,
+            "keys_repaired": r.keys_repaired, "bytes_sent": r.bytes_sent, "bytes_received": r.bytes_received,
+            "duration_ms": r.duration_ms, "tombstones_purged": r.tombstones_purged, "errors": r.errors,
+        })).collect::<Vec<_>>(),
+    });
+    print(json_mode, value, || {
+        let mut out = vec![format!(
+            "{:<6} {:>7} {:>12} {:>13} {:>11} {:>11} {:>9}",
+            "NODE", "RANGES", "OUT OF SYNC", "KEYS REPAIRED", "BYTES SENT", "BYTES RECV", "MS"
+        )];
+        for r in &reports {
+            out.push(format!(
+                "{:<6} {:>7} {:>12} {:>13} {:>11} {:>11} {:>9}",
+                r.node, r.ranges_checked, r.ranges_out_of_sync, r.keys_repaired, r.bytes_sent, r.bytes_received, r.duration_ms
+            ));
+        }
+        out.push(format!(
+            "total: {} ranges checked, {} out of sync, {} keys repaired, {} bytes sent, {} received, {} tombstones purged",
+            sum(|r| r.ranges_checked),
+            sum(|r| r.ranges_out_of_sync),
+            sum(|r| r.keys_repaired),
+            sum(|r| r.bytes_sent),
+            sum(|r| r.bytes_received),
+            sum(|r| r.tombstones_purged)
+        ));
+        for e in &errors {
+            out.push(format!("warning: {e}"));
+        }
+        out.join("\n")
+    });
     Ok(())
 }
 

@@ -8,6 +8,7 @@
 //! and [`run`]s it. `ARCHITECTURE.md` tells the same story with links.
 #![warn(missing_docs)]
 
+pub mod antientropy;
 pub mod clock;
 pub mod config;
 pub mod coordinator;

@@ -19,6 +19,7 @@ use ringkv_proto::v1::{admin_server::AdminServer, kv_server::KvServer, peer_serv
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::antientropy;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -73,6 +74,8 @@ pub struct Shared {
     pub faults: Arc<Faults>,
     /// Its seeded RNG.
     pub rng: Arc<Mutex<StdRng>>,
+    /// Anti-entropy counters.
+    pub anti_entropy: antientropy::Stats,
 }
 
 impl Shared {
@@ -135,6 +138,7 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
         clock: env.clock,
         faults,
         rng,
+        anti_entropy: antientropy::Stats::default(),
     });
     let c = &shared.config;
     tracing::info!(
@@ -162,6 +166,7 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
     tasks.spawn(shared.store.clone().run_group_commit(shutdown.clone()));
     tasks.spawn(join(shared.clone(), shutdown.clone()));
     tasks.spawn(gossip(shared.clone(), shutdown.clone()));
+    tasks.spawn(antientropy::run_worker(shared.clone(), shutdown.clone()));
     tracing::info!(node = %shared.config.id, listen = %shared.config.listen, "serving");
 
     let served = server.await;

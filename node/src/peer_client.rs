@@ -125,6 +125,31 @@ impl Peers {
         self.call(id, timeout, |mut c| async move { c.scan_local(req).await }).await
     }
 
+    /// Merkle node hashes of a range.
+    pub async fn merkle_nodes(&self, id: &str, req: pb::MerkleNodesRequest) -> Result<pb::MerkleNodesResponse> {
+        self.call(id, self.timeout, |mut c| async move { c.merkle_nodes(req).await }).await
+    }
+
+    /// Digest of one Merkle leaf.
+    pub async fn leaf_digest(&self, id: &str, req: pb::LeafDigestRequest) -> Result<pb::LeafDigestResponse> {
+        self.call(id, self.timeout, |mut c| async move { c.leaf_digest(req).await }).await
+    }
+
+    /// Stored versions of some keys.
+    pub async fn fetch_keys(&self, id: &str, req: pb::FetchKeysRequest) -> Result<pb::KeyVersions> {
+        self.call(id, self.timeout, |mut c| async move { c.fetch_keys(req).await }).await
+    }
+
+    /// Versions for the peer to merge.
+    pub async fn push_keys(&self, id: &str, req: pb::PushKeysRequest) -> Result<pb::PushKeysResponse> {
+        self.call(id, self.timeout, |mut c| async move { c.push_keys(req).await }).await
+    }
+
+    /// Tombstone purge of a range every replica holds identically.
+    pub async fn purge(&self, id: &str, req: pb::PurgeRequest) -> Result<pb::PurgeResponse> {
+        self.call(id, self.timeout, |mut c| async move { c.purge(req).await }).await
+    }
+
     /// A liveness probe.
     pub async fn ping(&self, id: &str) -> Result<()> {
         self.call(id, self.timeout, |mut c| async move { c.ping(pb::PingRequest {}).await }).await.map(|_| ())

@@ -7,6 +7,11 @@
 //! merges of one key never interleave. The lock is a plain mutex, never
 //! held across an `.await`.
 //!
+//! Every write also keeps two derived structures in step, under the lock
+//! of the key's token range: the `Tokens` index (token ++ key, so a token
+//! range can be scanned in order), and the range's Merkle tree
+//! (`antientropy/`), updated by the XOR delta of the old and new version.
+//!
 //! Durability (DESIGN §8). A write returns a [`Ticket`], and the caller
 //! awaits [`Store::durable`] before it acknowledges:
 //! - `fsync`: one engine sync per write.
@@ -15,15 +20,18 @@
 //! - `none`: no wait.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
+use crate::antientropy::merkle::{self, item_hash, RangeTree};
+use crate::antientropy::Trees;
 use crate::config::Durability;
 use crate::error::{Error, Result};
 use crate::record;
+use crate::ring::{token_of, Token};
 use crate::storage::{KeyValue, Storage, Tree};
 use crate::version::DvvSet;
 
@@ -43,6 +51,20 @@ pub struct Store {
     written: AtomicU64,
     synced: watch::Sender<u64>,
     kick: Notify,
+    trees: RwLock<Arc<Trees>>,
+}
+
+/// The `Tokens` index key: the key's token, big-endian, then the key.
+fn token_key(token: Token, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + key.len());
+    k.extend_from_slice(&token.to_be_bytes());
+    k.extend_from_slice(key);
+    k
+}
+
+/// A 16-byte digest of a stored version, for leaf comparison.
+pub fn version_digest(raw: &[u8]) -> [u8; 16] {
+    blake3::hash(raw).as_bytes()[..16].try_into().expect("16 bytes")
 }
 
 impl Store {
@@ -56,7 +78,13 @@ impl Store {
             written: AtomicU64::new(0),
             synced: watch::channel(0).0,
             kick: Notify::new(),
+            trees: RwLock::new(Arc::new(Trees::default())),
         }
+    }
+
+    /// The Merkle trees currently kept.
+    pub fn trees(&self) -> Arc<Trees> {
+        self.trees.read().expect("trees lock").clone()
     }
 
     /// The engine underneath.
@@ -83,9 +111,10 @@ impl Store {
     /// result. Returns the new version, a ticket and what `f` returned.
     pub fn update<R>(&self, key: &[u8], f: impl FnOnce(&mut DvvSet) -> R) -> Result<(DvvSet, Ticket, R)> {
         let _guard = self.stripe(key);
-        let mut dvv = self.read(key)?.unwrap_or_default();
+        let old = self.read_raw(key)?;
+        let mut dvv = old.as_deref().map(|b| record::decode(key, b)).transpose()?.unwrap_or_default();
         let out = f(&mut dvv);
-        let ticket = self.write(key, &dvv)?;
+        let ticket = self.write(key, old.as_deref(), &dvv)?;
         Ok((dvv, ticket, out))
     }
 
@@ -93,7 +122,8 @@ impl Store {
     /// changed; the ticket is then the default (nothing to wait for).
     pub fn merge(&self, key: &[u8], incoming: &DvvSet) -> Result<(DvvSet, Ticket)> {
         let _guard = self.stripe(key);
-        let current = self.read(key)?;
+        let old = self.read_raw(key)?;
+        let current: Option<DvvSet> = old.as_deref().map(|b| record::decode(key, b)).transpose()?;
         let merged = match &current {
             Some(c) => c.merged(incoming),
             None => incoming.clone(),
@@ -101,13 +131,102 @@ impl Store {
         if current.as_ref() == Some(&merged) {
             return Ok((merged, Ticket::default()));
         }
-        let ticket = self.write(key, &merged)?;
+        let ticket = self.write(key, old.as_deref(), &merged)?;
         Ok((merged, ticket))
     }
 
-    fn write(&self, key: &[u8], dvv: &DvvSet) -> Result<Ticket> {
-        self.engine.put(Tree::Data, key, &record::encode(dvv))?;
+    /// Writes `dvv` over `old` (the record it replaces, if any), keeping the
+    /// token index and the range's Merkle tree in step. Caller holds the
+    /// key's stripe lock.
+    fn write(&self, key: &[u8], old: Option<&[u8]>, dvv: &DvvSet) -> Result<Ticket> {
+        let new = record::encode(dvv);
+        let token = token_of(key);
+        let trees = self.trees.read().expect("trees lock");
+        let mut tree = trees.find(token).map(|slot| slot.lock());
+        self.engine.put(Tree::Data, key, &new)?;
+        if old.is_none() {
+            self.engine.put(Tree::Tokens, &token_key(token, key), &[])?;
+        }
+        if let Some(Some(t)) = tree.as_deref_mut() {
+            let mut delta = item_hash(key, &new);
+            if let Some(old) = old {
+                merkle::xor(&mut delta, &item_hash(key, old));
+            }
+            t.apply(token, &delta);
+        }
         Ok(Ticket(self.written.fetch_add(1, Ordering::SeqCst) + 1))
+    }
+
+    /// Removes `key` if its stored record is still `expected` (tombstone
+    /// purge); returns whether it did.
+    pub fn purge(&self, key: &[u8], expected: &[u8]) -> Result<bool> {
+        let _guard = self.stripe(key);
+        if self.read_raw(key)?.as_deref() != Some(expected) {
+            return Ok(false);
+        }
+        let token = token_of(key);
+        let trees = self.trees.read().expect("trees lock");
+        let mut tree = trees.find(token).map(|slot| slot.lock());
+        self.engine.delete(Tree::Data, key)?;
+        self.engine.delete(Tree::Tokens, &token_key(token, key))?;
+        if let Some(Some(t)) = tree.as_deref_mut() {
+            t.apply(token, &item_hash(key, expected));
+        }
+        Ok(true)
+    }
+
+    /// Keys whose token lies in `(lo, hi]` (wrapping; `lo == hi` is the
+    /// whole ring), with their records, in token order. `limit` bounds the
+    /// answer; the flag says it was hit.
+    pub fn token_range(&self, lo: Token, hi: Token, limit: usize) -> Result<(Vec<KeyValue>, bool)> {
+        // Inclusive token spans to walk.
+        let spans: Vec<(Token, Token)> = match (lo < hi, lo == u64::MAX) {
+            (true, _) => vec![(lo + 1, hi)],
+            (false, false) => vec![(lo + 1, u64::MAX), (0, hi)],
+            (false, true) => vec![(0, hi)],
+        };
+        let mut out = Vec::new();
+        for (from, to) in spans {
+            let (mut cursor, mut inclusive) = (from.to_be_bytes().to_vec(), true);
+            'scan: loop {
+                let rows = self.engine.scan(Tree::Tokens, &cursor, inclusive, 512)?;
+                let Some(last) = rows.last().map(|(k, _)| k.clone()) else { break };
+                for (tk, _) in rows {
+                    let token = Token::from_be_bytes(tk[..8].try_into().expect("8-byte token prefix"));
+                    if token > to {
+                        break 'scan;
+                    }
+                    let key = &tk[8..];
+                    if let Some(raw) = self.read_raw(key)? {
+                        if out.len() == limit {
+                            return Ok((out, true));
+                        }
+                        out.push((key.to_vec(), raw));
+                    }
+                }
+                cursor = last;
+                inclusive = false;
+            }
+        }
+        Ok((out, false))
+    }
+
+    /// Replaces the trees with unbuilt ones for `ranges`, then builds each
+    /// from storage while holding its lock. Writes go on meanwhile; each
+    /// waits only while its own range is being scanned.
+    pub fn rebuild_trees(&self, ranges: Vec<(Token, Token)>) -> Result<()> {
+        let trees = Arc::new(Trees::new(ranges));
+        *self.trees.write().expect("trees lock") = trees.clone();
+        for slot in trees.slots() {
+            let mut guard = slot.lock();
+            let mut tree = RangeTree::new(slot.start, slot.end);
+            let (items, _) = self.token_range(slot.start, slot.end, usize::MAX)?;
+            for (key, raw) in items {
+                tree.apply(token_of(&key), &item_hash(&key, &raw));
+            }
+            *guard = Some(tree);
+        }
+        Ok(())
     }
 
     /// Up to `limit` stored records in key order from `start`.

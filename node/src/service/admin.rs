@@ -6,6 +6,7 @@ use std::time::Duration;
 use ringkv_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
+use crate::antientropy::run_pass;
 use crate::coordinator::Coordinator;
 use crate::error::Error;
 use crate::fault::FaultRule;
@@ -51,6 +52,7 @@ impl pb::admin_server::Admin for AdminService {
             replication_factor: c.replication_factor as u32,
             nodes,
             local_keys: self.s.store.len()?,
+            anti_entropy: Some(self.s.anti_entropy.snapshot(&self.s.store.trees())),
         }))
     }
 
@@ -83,6 +85,24 @@ impl pb::admin_server::Admin for AdminService {
             })
             .collect();
         Ok(Response::new(pb::InspectResponse { replicas }))
+    }
+
+    async fn repair(&self, _req: Request<pb::RepairRequest>) -> Result<Response<pb::RepairReport>, Status> {
+        Ok(Response::new(run_pass(&self.s).await))
+    }
+
+    async fn roots(&self, _req: Request<pb::RootsRequest>) -> Result<Response<pb::RootsResponse>, Status> {
+        let trees = self.s.store.trees();
+        let ranges = trees
+            .slots()
+            .iter()
+            .map(|slot| pb::RangeRoot {
+                start: slot.start,
+                end: slot.end,
+                root: slot.lock().as_ref().map(|t| t.root().to_vec()).unwrap_or_default(),
+            })
+            .collect();
+        Ok(Response::new(pb::RootsResponse { node: self.s.config.id.clone(), ranges }))
     }
 
     async fn set_fault(&self, req: Request<pb::SetFaultRequest>) -> Result<Response<pb::SetFaultResponse>, Status> {

@@ -6,13 +6,15 @@ use ringkv_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use super::timeout;
+use crate::antientropy::purge_tombstones;
+use crate::antientropy::sync::answer;
 use crate::coordinator::{decode_context, encode_context, Coordinator, Write};
 use crate::error::Error;
 use crate::membership::Member;
 use crate::node::Shared;
 use crate::quorum::Level;
 use crate::record;
-use crate::ring::{token_of, Token};
+use crate::ring::token_of;
 use crate::version::DvvSet;
 
 /// Largest page for `FetchRange` and `ScanLocal`.
@@ -28,15 +30,6 @@ impl PeerService {
     /// A service over the node's shared state.
     pub fn new(s: Arc<Shared>) -> Self {
         Self { coordinator: Coordinator::new(s.clone()), s }
-    }
-}
-
-/// Whether `t` lies in the ring range `(start, end]`, which may wrap.
-fn in_range(t: Token, start: Token, end: Token) -> bool {
-    if start < end {
-        t > start && t <= end
-    } else {
-        t > start || t <= end
     }
 }
 
@@ -95,26 +88,11 @@ impl pb::peer_server::Peer for PeerService {
 
     async fn fetch_range(&self, req: Request<pb::FetchRangeRequest>) -> Result<Response<pb::KeyVersions>, Status> {
         let req = req.into_inner();
-        let limit = page(req.limit);
-        let mut entries = Vec::new();
-        let mut cursor = req.start_after.clone();
-        let mut inclusive = cursor.is_empty();
-        // Keys are ordered by key, not token, so walk the data tree in chunks.
-        loop {
-            let rows = self.s.store.scan_raw(&cursor, inclusive, 1024)?;
-            let Some(last) = rows.last().map(|(k, _)| k.clone()) else { break };
-            for (key, version) in rows {
-                if in_range(token_of(&key), req.start_token, req.end_token) {
-                    entries.push(pb::KeyVersion { key, version });
-                    if entries.len() == limit {
-                        return Ok(Response::new(pb::KeyVersions { entries, more: true }));
-                    }
-                }
-            }
-            cursor = last;
-            inclusive = false;
-        }
-        Ok(Response::new(pb::KeyVersions { entries, more: false }))
+        // Resume after the token of the last key returned (token order).
+        let lo = if req.start_after.is_empty() { req.start_token } else { token_of(&req.start_after) };
+        let (rows, more) = self.s.store.token_range(lo, req.end_token, page(req.limit))?;
+        let entries = rows.into_iter().map(|(key, version)| pb::KeyVersion { key, version }).collect();
+        Ok(Response::new(pb::KeyVersions { entries, more }))
     }
 
     async fn scan_local(&self, req: Request<pb::ScanLocalRequest>) -> Result<Response<pb::KeyVersions>, Status> {
@@ -124,21 +102,32 @@ impl pb::peer_server::Peer for PeerService {
         Ok(Response::new(pb::KeyVersions { entries, more }))
     }
 
+    async fn merkle_nodes(&self, req: Request<pb::MerkleNodesRequest>) -> Result<Response<pb::MerkleNodesResponse>, Status> {
+        Ok(Response::new(answer::nodes(&self.s.store, &req.into_inner())))
+    }
+
+    async fn leaf_digest(&self, req: Request<pb::LeafDigestRequest>) -> Result<Response<pb::LeafDigestResponse>, Status> {
+        Ok(Response::new(answer::leaf(&self.s.store, &req.into_inner())?))
+    }
+
+    async fn fetch_keys(&self, req: Request<pb::FetchKeysRequest>) -> Result<Response<pb::KeyVersions>, Status> {
+        Ok(Response::new(answer::fetch(&self.s.store, &req.into_inner())?))
+    }
+
+    async fn push_keys(&self, req: Request<pb::PushKeysRequest>) -> Result<Response<pb::PushKeysResponse>, Status> {
+        let (resp, ticket) = answer::push(&self.s.store, &req.into_inner())?;
+        self.s.store.durable(ticket).await?;
+        Ok(Response::new(resp))
+    }
+
+    async fn purge(&self, req: Request<pb::PurgeRequest>) -> Result<Response<pb::PurgeResponse>, Status> {
+        let req = req.into_inner();
+        let r = req.range.unwrap_or_default();
+        let purged = purge_tombstones(&self.s.store, r.start, r.end, req.cutoff_wall_ms)?;
+        Ok(Response::new(pb::PurgeResponse { purged }))
+    }
+
     async fn ping(&self, _req: Request<pb::PingRequest>) -> Result<Response<pb::PingResponse>, Status> {
         Ok(Response::new(pb::PingResponse { node: self.s.config.id.clone() }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::in_range;
-
-    #[test]
-    fn ranges_include_end_and_wrap() {
-        assert!(in_range(10, 5, 10));
-        assert!(!in_range(5, 5, 10));
-        assert!(in_range(2, 100, 5), "wrapping range");
-        assert!(in_range(200, 100, 5));
-        assert!(!in_range(50, 100, 5));
     }
 }

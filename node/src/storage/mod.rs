@@ -1,8 +1,8 @@
 //! Storage engines behind one small synchronous trait.
 //!
-//! An engine stores opaque bytes in three trees: `Data` (key to framed
-//! DVVSet), `Hints` (target and key to mutation) and `Meta` (node id,
-//! tokens). Framing, merging and durability waits live above, in
+//! An engine stores opaque bytes in four trees: `Data` (key to framed
+//! DVVSet), `Tokens` (a token-ordered index of `Data`), `Hints` (target
+//! and key to mutation) and `Meta` (node id, tokens). Framing, merging and durability waits live above, in
 //! `store.rs`, so every engine gets them the same way.
 //!
 //! Engines (DESIGN §8):
@@ -37,11 +37,13 @@ pub enum Tree {
     Hints,
     /// Node identity, tokens and ring state.
     Meta,
+    /// Token-ordered index of the data tree: token (big-endian) ++ key.
+    Tokens,
 }
 
 impl Tree {
     /// Every tree, for engines that create them up front.
-    pub const ALL: [Tree; 3] = [Tree::Data, Tree::Hints, Tree::Meta];
+    pub const ALL: [Tree; 4] = [Tree::Data, Tree::Hints, Tree::Meta, Tree::Tokens];
 
     /// The tree's name inside an engine.
     pub fn name(self) -> &'static str {
@@ -49,6 +51,7 @@ impl Tree {
             Tree::Data => "data",
             Tree::Hints => "hints",
             Tree::Meta => "meta",
+            Tree::Tokens => "tokens",
         }
     }
 }

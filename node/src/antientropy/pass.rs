@@ -1,0 +1,242 @@
+//! Anti-entropy passes: every range this node replicates, synced with each
+//! of its other replicas; the schedule that runs them; tombstone GC; and
+//! rebuilding the trees when the ring changes.
+//!
+//! A pass syncs a range with each peer in turn, then goes round once more
+//! if anything changed. The first round brings this node to the union of
+//! all replicas, and the second pushes that union to the peers synced
+//! before the last change. A range found identical on every one of its
+//! replicas in the final round may drop tombstones older than
+//! `tombstone_grace`. Every replica drops the same ones (this node tells
+//! the peers the cutoff), so a delete cannot be undone by a replica that
+//! missed it: none did, or the range would not have been identical.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ringkv_proto::v1 as pb;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::sync::{sync_range, RateLimit, SyncPeer};
+use super::Trees;
+use crate::error::Result;
+use crate::node::Shared;
+use crate::record;
+use crate::ring::Token;
+use crate::store::Store;
+use crate::version::DvvSet;
+
+/// How often the worker checks for ring changes and due passes.
+const TICK: Duration = Duration::from_millis(500);
+/// How long a pass waits for a peer's tree that is still building.
+const NOT_READY_RETRIES: u32 = 40;
+
+/// Counters since start, shown by `ringkv status`.
+#[derive(Default)]
+pub struct Stats {
+    passes: AtomicU64,
+    ranges_checked: AtomicU64,
+    ranges_out_of_sync: AtomicU64,
+    keys_repaired: AtomicU64,
+    bytes_sent: AtomicU64,
+    bytes_received: AtomicU64,
+    tombstones_purged: AtomicU64,
+}
+
+impl Stats {
+    fn add(&self, r: &pb::RepairReport) {
+        self.passes.fetch_add(1, Ordering::Relaxed);
+        self.ranges_checked.fetch_add(r.ranges_checked, Ordering::Relaxed);
+        self.ranges_out_of_sync.fetch_add(r.ranges_out_of_sync, Ordering::Relaxed);
+        self.keys_repaired.fetch_add(r.keys_repaired, Ordering::Relaxed);
+        self.bytes_sent.fetch_add(r.bytes_sent, Ordering::Relaxed);
+        self.bytes_received.fetch_add(r.bytes_received, Ordering::Relaxed);
+        self.tombstones_purged.fetch_add(r.tombstones_purged, Ordering::Relaxed);
+    }
+
+    /// A snapshot for the wire.
+    pub fn snapshot(&self, trees: &Trees) -> pb::AntiEntropyStats {
+        let (ready, total) = trees.readiness();
+        pb::AntiEntropyStats {
+            passes: self.passes.load(Ordering::Relaxed),
+            ranges_checked: self.ranges_checked.load(Ordering::Relaxed),
+            ranges_out_of_sync: self.ranges_out_of_sync.load(Ordering::Relaxed),
+            keys_repaired: self.keys_repaired.load(Ordering::Relaxed),
+            bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
+            bytes_received: self.bytes_received.load(Ordering::Relaxed),
+            tombstones_purged: self.tombstones_purged.load(Ordering::Relaxed),
+            trees_ready: ready,
+            trees_total: total,
+        }
+    }
+}
+
+/// A remote replica as a sync peer.
+struct Remote<'a> {
+    s: &'a Shared,
+    id: &'a str,
+}
+
+impl SyncPeer for Remote<'_> {
+    async fn merkle_nodes(&self, req: pb::MerkleNodesRequest) -> Result<pb::MerkleNodesResponse> {
+        self.s.peers.merkle_nodes(self.id, req).await
+    }
+    async fn leaf_digest(&self, req: pb::LeafDigestRequest) -> Result<pb::LeafDigestResponse> {
+        self.s.peers.leaf_digest(self.id, req).await
+    }
+    async fn fetch_keys(&self, req: pb::FetchKeysRequest) -> Result<pb::KeyVersions> {
+        self.s.peers.fetch_keys(self.id, req).await
+    }
+    async fn push_keys(&self, req: pb::PushKeysRequest) -> Result<pb::PushKeysResponse> {
+        self.s.peers.push_keys(self.id, req).await
+    }
+}
+
+/// Drops the tombstone-only keys of `(start, end]` whose newest timestamp
+/// is before `cutoff_wall_ms`. Returns how many.
+pub fn purge_tombstones(store: &Store, start: Token, end: Token, cutoff_wall_ms: u64) -> Result<u32> {
+    let (items, _) = store.token_range(start, end, usize::MAX)?;
+    let mut purged = 0;
+    for (key, raw) in items {
+        let v: DvvSet = record::decode(&key, &raw)?;
+        let all_dead = v.live().is_empty();
+        let old = v.max_hlc().is_some_and(|h| h.wall_ms < cutoff_wall_ms);
+        if all_dead && old && store.purge(&key, &raw)? {
+            purged += 1;
+        }
+    }
+    Ok(purged)
+}
+
+/// Runs one full pass over every range this node replicates.
+pub async fn run_pass(s: &Arc<Shared>) -> pb::RepairReport {
+    let started = Instant::now();
+    let me = s.config.id.clone();
+    let mut report = pb::RepairReport { node: me.clone(), ..Default::default() };
+    let ring = s.membership.ring();
+    let trees = s.store.trees();
+    let mut rate = RateLimit::new(s.config.anti_entropy_bytes_per_sec);
+    for (start, end) in trees.ranges() {
+        let peers: Vec<String> = ring.replicas_of(end, s.config.replication_factor).into_iter().filter(|p| *p != me).collect();
+        report.ranges_checked += 1;
+        let mut out_of_sync = false;
+        let mut everyone_equal = false;
+        for round in 0..2 {
+            let mut changed = false;
+            everyone_equal = true;
+            for peer in &peers {
+                if !s.membership.is_up(peer) {
+                    report.errors.push(format!("range ({start}, {end}]: {peer} is down"));
+                    everyone_equal = false;
+                    continue;
+                }
+                match sync_with_retry(s, start, end, peer, &mut rate).await {
+                    Ok(o) => {
+                        report.bytes_sent += o.bytes_sent;
+                        report.bytes_received += o.bytes_received;
+                        report.keys_repaired += o.keys_repaired;
+                        changed |= o.keys_repaired > 0;
+                        if !o.equal {
+                            everyone_equal = false;
+                            if round == 0 {
+                                out_of_sync = true;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(node = %me, peer = %peer, range = %format!("({start}, {end}]"), error = %e, "range sync failed");
+                        report.errors.push(format!("range ({start}, {end}] with {peer}: {e}"));
+                        everyone_equal = false;
+                    }
+                }
+            }
+            if !changed || peers.len() < 2 {
+                break;
+            }
+        }
+        if out_of_sync {
+            report.ranges_out_of_sync += 1;
+        }
+        if everyone_equal {
+            report.tombstones_purged += gc(s, start, end, &peers).await;
+        }
+    }
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    s.anti_entropy.add(&report);
+    tracing::info!(
+        node = %me, ranges = report.ranges_checked, out_of_sync = report.ranges_out_of_sync,
+        keys_repaired = report.keys_repaired, bytes_sent = report.bytes_sent, errors = report.errors.len(), "anti-entropy pass done"
+    );
+    report
+}
+
+async fn sync_with_retry(s: &Shared, start: Token, end: Token, peer: &str, rate: &mut RateLimit) -> Result<super::sync::RangeOutcome> {
+    let mut attempt = 0;
+    loop {
+        match sync_range(&s.store, start, end, &Remote { s, id: peer }, &s.config.id, rate).await {
+            Err(e) if attempt < NOT_READY_RETRIES && e.to_string().contains("no built Merkle tree") => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Tombstone GC for a range every replica holds identically.
+async fn gc(s: &Arc<Shared>, start: Token, end: Token, peers: &[String]) -> u64 {
+    let cutoff = s.clock.wall_ms().saturating_sub(s.config.tombstone_grace * 1000);
+    let mut purged = match purge_tombstones(&s.store, start, end, cutoff) {
+        Ok(n) => u64::from(n),
+        Err(e) => {
+            tracing::warn!(error = %e, "tombstone purge failed");
+            return 0;
+        }
+    };
+    for peer in peers {
+        let req = pb::PurgeRequest { range: Some(pb::RangeRef { start, end }), cutoff_wall_ms: cutoff };
+        match s.peers.purge(peer, req).await {
+            Ok(r) => purged += u64::from(r.purged),
+            Err(e) => tracing::debug!(peer = %peer, error = %e, "peer purge failed; a later pass retries"),
+        }
+    }
+    purged
+}
+
+/// Keeps the trees matching the ring, and runs a pass every
+/// `anti_entropy_interval` seconds (never when it is 0).
+pub async fn run_worker(s: Arc<Shared>, shutdown: CancellationToken) {
+    let interval = Duration::from_secs(s.config.anti_entropy_interval);
+    let mut last_pass = Instant::now();
+    loop {
+        let want = Trees::ranges_of(&s.membership.ring(), &s.config.id, s.config.replication_factor);
+        if !want.is_empty() && want != s.store.trees().ranges() {
+            let started = Instant::now();
+            let store = s.store.clone();
+            let count = want.len();
+            let result = if store.engine().blocking() {
+                tokio::task::spawn_blocking(move || store.rebuild_trees(want))
+                    .await
+                    .unwrap_or_else(|e| Err(crate::Error::Storage(e.to_string())))
+            } else {
+                store.rebuild_trees(want)
+            };
+            match result {
+                Ok(()) => {
+                    tracing::info!(node = %s.config.id, ranges = count, ms = started.elapsed().as_millis() as u64, "Merkle trees built")
+                }
+                Err(e) => tracing::error!(node = %s.config.id, error = %e, "Merkle tree rebuild failed"),
+            }
+        }
+        if !interval.is_zero() && last_pass.elapsed() >= interval {
+            run_pass(&s).await;
+            last_pass = Instant::now();
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(TICK) => {}
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! The range sync protocol between two replicas (DESIGN §6).
+//!
+//! The initiator and the peer each hold a Merkle tree for the same range
+//! `(start, end]`:
+//! 1. Compare roots. If they are equal, the range is in sync, at the cost
+//!    of one hash.
+//! 2. Descend level by level, asking only for the children of nodes that
+//!    differ.
+//! 3. For each differing leaf, exchange digests: every key of the leaf with
+//!    a 16-byte hash of its stored version.
+//! 4. Fetch the peer's versions of keys that differ, merge them locally
+//!    with the one version merge, and push the local result for every key
+//!    the peer lacks or holds differently.
+//!
+//! Both sides end with the merge of both, so sync is idempotent and
+//! order-free. Bytes are counted as the encoded size of every message, and
+//! a [`RateLimit`] spaces them out. The driver is generic over
+//! [`SyncPeer`], so it runs against a remote node (`pass.rs`) or, in
+//! benchmarks, against a second store in the same process
+//! ([`LocalPeer`]).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use prost::Message;
+use ringkv_proto::v1 as pb;
+use tokio::time::Instant;
+
+use super::merkle::{Hash, RangeTree, DEPTH, FANOUT};
+use crate::error::{Error, Result};
+use crate::record;
+use crate::ring::Token;
+use crate::store::{version_digest, Store};
+use crate::version::DvvSet;
+
+/// Keys per fetch or push message.
+const CHUNK: usize = 256;
+
+/// The other side of a sync.
+pub trait SyncPeer {
+    /// Hashes of some tree nodes.
+    fn merkle_nodes(&self, req: pb::MerkleNodesRequest) -> impl Future<Output = Result<pb::MerkleNodesResponse>> + Send;
+    /// Digest of one leaf.
+    fn leaf_digest(&self, req: pb::LeafDigestRequest) -> impl Future<Output = Result<pb::LeafDigestResponse>> + Send;
+    /// Stored versions of some keys.
+    fn fetch_keys(&self, req: pb::FetchKeysRequest) -> impl Future<Output = Result<pb::KeyVersions>> + Send;
+    /// Merge these versions.
+    fn push_keys(&self, req: pb::PushKeysRequest) -> impl Future<Output = Result<pb::PushKeysResponse>> + Send;
+}
+
+/// Spaces messages so that bytes per second stay under a limit.
+pub struct RateLimit {
+    bytes_per_sec: u64,
+    start: Instant,
+    bytes: u64,
+}
+
+impl RateLimit {
+    /// A limit of `bytes_per_sec`; 0 means none.
+    pub fn new(bytes_per_sec: u64) -> Self {
+        Self { bytes_per_sec, start: Instant::now(), bytes: 0 }
+    }
+
+    /// Accounts for `bytes` and waits until they fit the limit.
+    pub async fn consume(&mut self, bytes: u64) {
+        self.bytes += bytes;
+        if self.bytes_per_sec == 0 {
+            return;
+        }
+        let due = self.start + Duration::from_secs_f64(self.bytes as f64 / self.bytes_per_sec as f64);
+        if due > Instant::now() {
+            tokio::time::sleep_until(due).await;
+        }
+    }
+}
+
+/// What one range sync did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RangeOutcome {
+    /// The roots were equal from the start.
+    pub equal: bool,
+    /// Keys whose version changed on either side.
+    pub keys_repaired: u64,
+    /// Bytes the initiator sent.
+    pub bytes_sent: u64,
+    /// Bytes the initiator received.
+    pub bytes_received: u64,
+}
+
+/// The error for a tree that is missing or still building.
+pub fn not_ready(side: &str, start: Token, end: Token) -> Error {
+    Error::Peer { peer: side.into(), reason: format!("no built Merkle tree for range ({start}, {end}] yet") }
+}
+
+fn range_ref(start: Token, end: Token) -> Option<pb::RangeRef> {
+    Some(pb::RangeRef { start, end })
+}
+
+/// Syncs range `(start, end]` of `local` with `peer`.
+pub async fn sync_range(
+    local: &Store,
+    start: Token,
+    end: Token,
+    peer: &impl SyncPeer,
+    from: &str,
+    rate: &mut RateLimit,
+) -> Result<RangeOutcome> {
+    let mut out = RangeOutcome::default();
+    // 1–2: walk down the differing part of the tree.
+    let mut differing: Vec<u32> = vec![0];
+    for level in 0..=DEPTH {
+        let indices: Vec<u32> = if level == 0 {
+            vec![0]
+        } else {
+            differing.iter().flat_map(|&p| (0..FANOUT as u32).map(move |c| p * FANOUT as u32 + c)).collect()
+        };
+        let req = pb::MerkleNodesRequest { range: range_ref(start, end), level, indices: indices.clone() };
+        out.bytes_sent += req.encoded_len() as u64;
+        let resp = peer.merkle_nodes(req).await?;
+        out.bytes_received += resp.encoded_len() as u64;
+        rate.consume(out.bytes_sent + out.bytes_received).await;
+        if !resp.ready {
+            return Err(not_ready("peer", start, end));
+        }
+        let ours = answer_nodes(local, start, end, level, &indices).ok_or_else(|| not_ready("local", start, end))?;
+        differing =
+            indices.iter().zip(ours.iter().zip(&resp.hashes)).filter(|(_, (a, b))| a.as_slice() != b.as_slice()).map(|(i, _)| *i).collect();
+        if level == 0 && differing.is_empty() {
+            out.equal = true;
+            return Ok(out);
+        }
+    }
+
+    // 3: leaf digests.
+    let mut to_fetch: Vec<Vec<u8>> = Vec::new();
+    let mut to_push: Vec<Vec<u8>> = Vec::new();
+    for leaf in differing {
+        let req = pb::LeafDigestRequest { range: range_ref(start, end), leaf };
+        out.bytes_sent += req.encoded_len() as u64;
+        let resp = peer.leaf_digest(req).await?;
+        out.bytes_received += resp.encoded_len() as u64;
+        if !resp.ready {
+            return Err(not_ready("peer", start, end));
+        }
+        let theirs: BTreeMap<Vec<u8>, Vec<u8>> = resp.items.into_iter().map(|d| (d.key, d.hash)).collect();
+        let ours: BTreeMap<Vec<u8>, Vec<u8>> = leaf_digest(local, start, end, leaf)?.into_iter().map(|d| (d.key, d.hash)).collect();
+        for (key, hash) in &theirs {
+            if ours.get(key) != Some(hash) {
+                to_fetch.push(key.clone());
+            }
+        }
+        for (key, hash) in &ours {
+            if theirs.get(key) != Some(hash) {
+                to_push.push(key.clone());
+            }
+        }
+    }
+
+    // 4: fetch and merge theirs, then push ours.
+    for chunk in to_fetch.chunks(CHUNK) {
+        let req = pb::FetchKeysRequest { keys: chunk.to_vec() };
+        out.bytes_sent += req.encoded_len() as u64;
+        let resp = peer.fetch_keys(req).await?;
+        out.bytes_received += resp.encoded_len() as u64;
+        rate.consume(out.bytes_sent + out.bytes_received).await;
+        for kv in resp.entries {
+            let incoming: DvvSet = record::decode(&kv.key, &kv.version)?;
+            let (_, ticket) = local.merge(&kv.key, &incoming)?;
+            if ticket != Default::default() {
+                out.keys_repaired += 1;
+            }
+            local.durable(ticket).await?;
+        }
+    }
+    for chunk in to_push.chunks(CHUNK) {
+        let mut entries = Vec::with_capacity(chunk.len());
+        for key in chunk {
+            if let Some(version) = local.read_raw(key)? {
+                entries.push(pb::KeyVersion { key: key.clone(), version });
+            }
+        }
+        let req = pb::PushKeysRequest { from: from.to_string(), entries };
+        out.bytes_sent += req.encoded_len() as u64;
+        let resp = peer.push_keys(req).await?;
+        out.bytes_received += resp.encoded_len() as u64;
+        rate.consume(out.bytes_sent + out.bytes_received).await;
+        out.keys_repaired += u64::from(resp.changed);
+    }
+    Ok(out)
+}
+
+/// This store's hashes for some nodes of range `(start, end]`; `None` when
+/// it has no built tree for exactly that range.
+pub fn answer_nodes(store: &Store, start: Token, end: Token, level: u32, indices: &[u32]) -> Option<Vec<Hash>> {
+    let trees = store.trees();
+    let slot = trees.get(start, end)?;
+    let guard = slot.lock();
+    guard.as_ref().map(|t| t.nodes(level, indices))
+}
+
+/// Every key of one leaf with a digest of its stored version.
+pub fn leaf_digest(store: &Store, start: Token, end: Token, leaf: u32) -> Result<Vec<pb::KeyDigest>> {
+    let (lo, hi) = RangeTree::new(start, end).leaf_bounds(leaf as usize);
+    if lo == hi {
+        return Ok(Vec::new());
+    }
+    let (items, _) = store.token_range(lo, hi, usize::MAX)?;
+    Ok(items.into_iter().map(|(key, raw)| pb::KeyDigest { key, hash: version_digest(&raw).to_vec() }).collect())
+}
+
+/// The answers a replica gives, shared by the gRPC service and [`LocalPeer`].
+pub mod answer {
+    use super::*;
+
+    /// `MerkleNodes`.
+    pub fn nodes(store: &Store, req: &pb::MerkleNodesRequest) -> pb::MerkleNodesResponse {
+        let r = req.range.unwrap_or_default();
+        match answer_nodes(store, r.start, r.end, req.level, &req.indices) {
+            Some(hashes) => pb::MerkleNodesResponse { ready: true, hashes: hashes.into_iter().map(|h| h.to_vec()).collect() },
+            None => pb::MerkleNodesResponse { ready: false, hashes: Vec::new() },
+        }
+    }
+
+    /// `LeafDigest`.
+    pub fn leaf(store: &Store, req: &pb::LeafDigestRequest) -> Result<pb::LeafDigestResponse> {
+        let r = req.range.unwrap_or_default();
+        if store.trees().get(r.start, r.end).is_none_or(|s| s.lock().is_none()) {
+            return Ok(pb::LeafDigestResponse { ready: false, items: Vec::new() });
+        }
+        Ok(pb::LeafDigestResponse { ready: true, items: leaf_digest(store, r.start, r.end, req.leaf)? })
+    }
+
+    /// `FetchKeys`.
+    pub fn fetch(store: &Store, req: &pb::FetchKeysRequest) -> Result<pb::KeyVersions> {
+        let mut entries = Vec::new();
+        for key in &req.keys {
+            if let Some(version) = store.read_raw(key)? {
+                entries.push(pb::KeyVersion { key: key.clone(), version });
+            }
+        }
+        Ok(pb::KeyVersions { entries, more: false })
+    }
+
+    /// `PushKeys`: merges each version; returns the count changed and the
+    /// last ticket to wait on for durability.
+    pub fn push(store: &Store, req: &pb::PushKeysRequest) -> Result<(pb::PushKeysResponse, crate::store::Ticket)> {
+        let mut changed = 0;
+        let mut last = crate::store::Ticket::default();
+        for kv in &req.entries {
+            let incoming: DvvSet = record::decode(&kv.key, &kv.version)?;
+            let (_, ticket) = store.merge(&kv.key, &incoming)?;
+            if ticket != Default::default() {
+                changed += 1;
+                last = last.max(ticket);
+            }
+        }
+        Ok((pb::PushKeysResponse { changed }, last))
+    }
+}
+
+/// A second store in the same process, as a sync peer (benchmarks, tests).
+pub struct LocalPeer<'a>(pub &'a Store);
+
+impl SyncPeer for LocalPeer<'_> {
+    async fn merkle_nodes(&self, req: pb::MerkleNodesRequest) -> Result<pb::MerkleNodesResponse> {
+        Ok(answer::nodes(self.0, &req))
+    }
+    async fn leaf_digest(&self, req: pb::LeafDigestRequest) -> Result<pb::LeafDigestResponse> {
+        answer::leaf(self.0, &req)
+    }
+    async fn fetch_keys(&self, req: pb::FetchKeysRequest) -> Result<pb::KeyVersions> {
+        answer::fetch(self.0, &req)
+    }
+    async fn push_keys(&self, req: pb::PushKeysRequest) -> Result<pb::PushKeysResponse> {
+        let (resp, ticket) = answer::push(self.0, &req)?;
+        self.0.durable(ticket).await?;
+        Ok(resp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Durability;
+    use crate::storage::MemoryStorage;
+    use crate::version::{Context, Hlc, Sibling};
+    use std::sync::Arc;
+
+    fn store() -> Store {
+        let s = Store::new(Arc::new(MemoryStorage::default()), Durability::None, 1);
+        // Two ranges covering the ring, split at a boundary key's token.
+        let boundary = crate::ring::token_of(b"boundary");
+        s.rebuild_trees(vec![(boundary, boundary.wrapping_add(1u64 << 63)), (boundary.wrapping_add(1u64 << 63), boundary)]).unwrap();
+        s
+    }
+
+    fn put(s: &Store, key: &str, v: &str, node: &str, wall: u64) {
+        let sib = Sibling { hlc: Hlc { wall_ms: wall, logical: 0, node: node.into() }, value: v.into(), tombstone: false };
+        s.update(key.as_bytes(), |d| d.update(&Context::new(), node, sib, false)).unwrap();
+    }
+
+    async fn sync_all(a: &Store, b: &Store) -> RangeOutcome {
+        let mut total = RangeOutcome::default();
+        for (start, end) in a.trees().ranges() {
+            let o = sync_range(a, start, end, &LocalPeer(b), "a", &mut RateLimit::new(0)).await.unwrap();
+            total.keys_repaired += o.keys_repaired;
+            total.bytes_sent += o.bytes_sent;
+            total.bytes_received += o.bytes_received;
+        }
+        total
+    }
+
+    fn roots(s: &Store) -> Vec<Hash> {
+        s.trees().slots().iter().map(|slot| slot.lock().as_ref().unwrap().root()).collect()
+    }
+
+    #[tokio::test]
+    async fn sync_makes_roots_and_data_identical_including_boundary_keys() {
+        let (a, b) = (store(), store());
+        for i in 0..500 {
+            put(&a, &format!("k{i}"), "same", "n1", 1);
+            put(&b, &format!("k{i}"), "same", "n1", 1);
+        }
+        assert_eq!(roots(&a), roots(&b), "identical writes give identical roots");
+        put(&a, "boundary", "only-a", "n1", 2);
+        put(&b, "k7", "b-newer", "n2", 3);
+        put(&b, "only-b", "x", "n2", 4);
+        assert_ne!(roots(&a), roots(&b));
+        let o = sync_all(&a, &b).await;
+        // a gains k7 (b's sibling) and only-b; b gains boundary.
+        assert_eq!(o.keys_repaired, 3, "{o:?}");
+        assert_eq!(roots(&a), roots(&b));
+        for key in ["boundary", "k7", "only-b", "k0"] {
+            assert_eq!(a.read_raw(key.as_bytes()).unwrap(), b.read_raw(key.as_bytes()).unwrap(), "{key}");
+        }
+        let again = sync_all(&a, &b).await;
+        assert_eq!(again.keys_repaired, 0, "a second sync repairs nothing");
+        assert!(again.bytes_sent + again.bytes_received < 300, "equal roots cost almost nothing: {again:?}");
+    }
+
+    #[tokio::test]
+    async fn rebuild_gives_the_same_roots_as_incremental_updates() {
+        let a = store();
+        for i in 0..300 {
+            put(&a, &format!("k{i}"), "v", "n1", i);
+        }
+        put(&a, "k1", "v2", "n1", 999);
+        let before = roots(&a);
+        a.rebuild_trees(a.trees().ranges()).unwrap();
+        assert_eq!(roots(&a), before);
+    }
+}
