@@ -188,6 +188,9 @@ pub struct ServeArgs {
     pub replication_factor: Option<usize>,
     #[arg(long)]
     pub vnodes: Option<usize>,
+    /// Comma-separated tokens to take instead of choosing them.
+    #[arg(long, value_delimiter = ',')]
+    pub initial_tokens: Option<Vec<u64>>,
     /// redb, sled or memory.
     #[arg(long)]
     pub storage: Option<String>,

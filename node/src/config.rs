@@ -53,6 +53,10 @@ pub struct Config {
     pub replication_factor: usize,
     /// Tokens this node owns on the ring.
     pub vnodes: usize,
+    /// Tokens to take on first start instead of choosing them (like
+    /// Cassandra's `initial_token`); empty chooses `vnodes` tokens that
+    /// minimise skew. Ignored once the node has stored tokens.
+    pub initial_tokens: Vec<u64>,
     /// Storage engine: `redb`, `sled` or `memory`.
     pub storage: String,
     /// When a write counts as stored: `fsync`, `group` or `none`.
@@ -97,6 +101,7 @@ impl Default for Config {
             zone: "default".into(),
             replication_factor: 3,
             vnodes: 16,
+            initial_tokens: Vec::new(),
             storage: "redb".into(),
             durability: Durability::Group,
             group_commit_ms: 1,

@@ -212,7 +212,8 @@ async fn join(s: Arc<Shared>, shutdown: CancellationToken) {
     loop {
         let ring = s.membership.ring();
         if seeds.is_empty() || !ring.is_empty() {
-            let tokens = choose_tokens(&ring, s.config.vnodes);
+            let tokens =
+                if s.config.initial_tokens.is_empty() { choose_tokens(&ring, s.config.vnodes) } else { s.config.initial_tokens.clone() };
             if let Err(e) = s.store.meta_put("tokens", &tokens) {
                 tracing::error!(error = %e, "cannot persist tokens; not joining");
                 return;

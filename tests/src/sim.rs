@@ -5,11 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use ringkv_client::Client;
+use ringkv_client::{pb, Client};
 use ringkv_node::storage::MemoryStorage;
 use ringkv_node::transport::{channel, Conn, Incoming, Transport};
 use ringkv_node::{Clock, Config, Env};
+use ringkv_proto::v1::admin_client::AdminClient;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
 
 /// Port every simulated node listens on.
 pub const PORT: u16 = 7101;
@@ -72,6 +74,8 @@ pub fn config(i: usize, seed: u64) -> Config {
         peer_timeout_ms: 500,
         request_timeout_ms: 2000,
         rng_seed: Some(seed ^ i as u64),
+        // Tests run repair passes themselves.
+        anti_entropy_interval: 0,
         ..Config::default()
     }
 }
@@ -80,18 +84,30 @@ pub fn config(i: usize, seed: u64) -> Config {
 /// so that nodes join one at a time (a joining node picks tokens from the
 /// ring it sees). Each keeps its storage across crashes.
 pub fn add_nodes(sim: &mut turmoil::Sim<'_>, n: usize, seed: u64) -> Vec<MemoryStorage> {
+    add_nodes_with(sim, n, seed, |_, _| {})
+}
+
+/// [`add_nodes`] with a hook to adjust node `i`'s config.
+pub fn add_nodes_with(
+    sim: &mut turmoil::Sim<'_>,
+    n: usize,
+    seed: u64,
+    adjust: impl Fn(usize, &mut Config) + Clone + 'static,
+) -> Vec<MemoryStorage> {
     let stores: Vec<MemoryStorage> = (0..n).map(|_| MemoryStorage::default()).collect();
     for i in 1..=n {
         let store = stores[i - 1].clone();
+        let mut cfg = config(i, seed);
+        adjust(i, &mut cfg);
         sim.host(format!("n{i}"), move || {
-            let store = store.clone();
+            let (store, cfg) = (store.clone(), cfg.clone());
             async move {
                 // First boot joins in order; after a crash the tokens are stored.
                 if turmoil::sim_elapsed().unwrap_or_default() < Duration::from_secs(n as u64) {
                     tokio::time::sleep(Duration::from_secs(i as u64 - 1)).await;
                 }
                 let env = Env { transport: Arc::new(SimTransport), clock: Arc::new(SimClock), storage: Some(Arc::new(store)) };
-                ringkv_node::run(config(i, seed), env, CancellationToken::new()).await?;
+                ringkv_node::run(cfg, env, CancellationToken::new()).await?;
                 Ok(())
             }
         });
@@ -110,6 +126,23 @@ pub fn client(nodes: &[&str]) -> Client {
         })
         .collect();
     Client::from_channels(channels)
+}
+
+/// An admin client for one simulated node.
+pub fn admin(node: &str) -> AdminClient<Channel> {
+    let ch = channel(Arc::new(SimTransport), &format!("{node}:{PORT}"), Duration::from_millis(500)).expect("valid address");
+    AdminClient::new(ch)
+}
+
+/// Every range's Merkle root on `node`, in range order.
+pub async fn roots(node: &str) -> Result<Vec<(u64, u64, Vec<u8>)>, tonic::Status> {
+    let r = admin(node).roots(pb::RootsRequest {}).await?.into_inner();
+    Ok(r.ranges.into_iter().map(|x| (x.start, x.end, x.root)).collect())
+}
+
+/// Runs an anti-entropy pass on `node`.
+pub async fn repair(node: &str) -> Result<pb::RepairReport, tonic::Status> {
+    Ok(admin(node).repair(pb::RepairRequest {}).await?.into_inner())
 }
 
 /// Polls `probe` every 100 simulated ms until it returns true, failing after

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use ringkv_client::{Error, Level, Options, ReadRepair};
-use ringkv_tests::sim::{add_nodes, builder, client, run, seed, sees, until};
+use ringkv_tests::sim::{add_nodes, builder, client, roots, run, seed, sees, until};
 
 const CONVERGE: Duration = Duration::from_secs(20);
 
@@ -120,6 +120,136 @@ fn crashed_node_keeps_its_data_and_tokens_in_memory_storage() {
         assert_eq!(got.siblings[0].value, b"yes");
         let ring = client(&["n2"]).ring().await?;
         assert_eq!(ring.owners.len(), 3, "n2 rejoins with its stored tokens");
+        Ok(())
+    });
+    run(sim, seed);
+}
+
+// ---- anti-entropy ----
+
+/// Keys whose tokens n1 takes as its own, so they sit exactly on range ends.
+fn edge_keys() -> Vec<String> {
+    (0..16).map(|i| format!("edge-{i}")).collect()
+}
+
+fn with_edge_tokens(i: usize, cfg: &mut ringkv_node::Config) {
+    if i == 1 {
+        cfg.initial_tokens = edge_keys().iter().map(|k| ringkv_node::ring::token_of(k.as_bytes())).collect();
+    }
+}
+
+/// Isolates n3 and waits until n1 has noticed.
+async fn isolate_n3() -> Result<(), Box<dyn std::error::Error>> {
+    turmoil::partition("n3", "n1");
+    turmoil::partition("n3", "n2");
+    until("n1 sees n3 down", CONVERGE, || sees("n1", "n3", "down")).await?;
+    Ok(())
+}
+
+async fn heal_n3() -> Result<(), Box<dyn std::error::Error>> {
+    turmoil::repair("n3", "n1");
+    turmoil::repair("n3", "n2");
+    until("n1 sees n3 up", CONVERGE, || sees("n1", "n3", "up")).await?;
+    until("n3 sees n1 up", CONVERGE, || sees("n3", "n1", "up")).await?;
+    Ok(())
+}
+
+async fn assert_identical_roots() -> Result<(), Box<dyn std::error::Error>> {
+    let (r1, r2, r3) = (roots("n1").await?, roots("n2").await?, roots("n3").await?);
+    assert!(!r1.is_empty() && r1.iter().all(|(_, _, root)| root.len() == 32), "n1 has built trees");
+    assert_eq!(r1, r2, "n1 and n2 roots");
+    assert_eq!(r1, r3, "n1 and n3 roots");
+    Ok(())
+}
+
+#[test]
+fn partitioned_replica_catches_up_through_repair_alone_including_range_boundaries() {
+    let seed = seed(0x5eed_0010);
+    let mut sim = builder(seed).build();
+    ringkv_tests::sim::add_nodes_with(&mut sim, 3, seed, with_edge_tokens);
+    sim.client("client", async {
+        cluster_ready().await?;
+        isolate_n3().await?;
+        let c = client(&["n1"]);
+        let keys: Vec<String> = edge_keys().into_iter().chain((0..200).map(|i| format!("k{i}"))).collect();
+        for k in &keys {
+            c.put(k.as_bytes(), k.as_bytes(), None, Options::level(Level::Quorum)).await?;
+        }
+        heal_n3().await?;
+        let report = ringkv_tests::sim::repair("n1").await?;
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert_eq!(report.keys_repaired, keys.len() as u64, "{report:?}");
+        assert_identical_roots().await?;
+        for k in &keys {
+            let r = c.inspect(k.as_bytes()).await?;
+            let values: Vec<Vec<u8>> = r.replicas.iter().map(|v| v.siblings.first().map(|s| s.value.clone()).unwrap_or_default()).collect();
+            assert_eq!(values, vec![k.as_bytes().to_vec(); 3], "{k} on every replica");
+        }
+        let again = ringkv_tests::sim::repair("n1").await?;
+        assert_eq!((again.keys_repaired, again.ranges_out_of_sync), (0, 0), "{again:?}");
+        Ok(())
+    });
+    run(sim, seed);
+}
+
+#[test]
+fn repair_interrupted_by_a_partition_completes_on_the_next_pass() {
+    let seed = seed(0x5eed_0011);
+    let mut sim = builder(seed).build();
+    add_nodes(&mut sim, 3, seed);
+    sim.client("client", async {
+        cluster_ready().await?;
+        isolate_n3().await?;
+        let c = client(&["n1"]);
+        for i in 0..300 {
+            c.put(format!("k{i}").as_bytes(), b"v", None, Options::level(Level::Quorum)).await?;
+        }
+        heal_n3().await?;
+        // Cut n3 off again while the pass is under way.
+        let pass = tokio::spawn(ringkv_tests::sim::repair("n1"));
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        turmoil::partition("n3", "n1");
+        let first = pass.await??;
+        assert!(!first.errors.is_empty() && first.keys_repaired < 300, "the first pass was interrupted: {first:?}");
+        heal_n3().await?;
+        let second = ringkv_tests::sim::repair("n1").await?;
+        assert!(second.errors.is_empty(), "{:?}", second.errors);
+        assert_eq!(first.keys_repaired + second.keys_repaired, 300, "together the passes repair every key once");
+        assert_identical_roots().await?;
+        Ok(())
+    });
+    run(sim, seed);
+}
+
+#[test]
+fn tombstone_is_purged_only_once_every_replica_holds_it() {
+    let seed = seed(0x5eed_0012);
+    let mut sim = builder(seed).build();
+    ringkv_tests::sim::add_nodes_with(&mut sim, 3, seed, |_, cfg| cfg.tombstone_grace = 0);
+    sim.client("client", async {
+        cluster_ready().await?;
+        let c = client(&["n1"]);
+        c.put(b"doomed", b"alive", None, Options::level(Level::All)).await?;
+        isolate_n3().await?;
+        c.delete(b"doomed", None, Options::level(Level::Quorum)).await?;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+
+        // n3 still holds the live value, so nothing may be purged.
+        let blocked = ringkv_tests::sim::repair("n1").await?;
+        assert_eq!(blocked.tombstones_purged, 0, "{blocked:?}");
+        let r = c.inspect(b"doomed").await?;
+        let n1 = r.replicas.iter().find(|v| v.node == "n1").unwrap();
+        assert!(n1.present && n1.siblings.iter().all(|s| s.tombstone), "n1 keeps the tombstone: {n1:?}");
+
+        heal_n3().await?;
+        let healed = ringkv_tests::sim::repair("n1").await?;
+        assert!(healed.errors.is_empty(), "{:?}", healed.errors);
+        assert_eq!(healed.tombstones_purged, 3, "purged on all three replicas: {healed:?}");
+        let r = c.inspect(b"doomed").await?;
+        assert!(r.replicas.iter().all(|v| v.reachable && !v.present), "nothing stored anywhere: {r:?}");
+        let got = c.get(b"doomed", Options::level(Level::All)).await?;
+        assert!(got.siblings.is_empty(), "the deleted value never comes back");
+        assert_identical_roots().await?;
         Ok(())
     });
     run(sim, seed);
