@@ -19,6 +19,12 @@ pub struct Cli {
     pub command: Command,
 }
 
+fn parse_range(s: &str) -> Result<(u64, u64), String> {
+    let (a, b) = s.split_once(':').ok_or_else(|| format!("{s:?} is not START:END"))?;
+    let tok = |t: &str| t.trim().parse::<u64>().map_err(|e| format!("token {t:?}: {e}"));
+    Ok((tok(a)?, tok(b)?))
+}
+
 /// A consistency level.
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 #[value(rename_all = "lower")]
@@ -120,6 +126,10 @@ pub enum Command {
         /// Only this node's pass (default: every node, one after another).
         #[arg(long)]
         node: Option<String>,
+        /// Only ranges overlapping the token interval START:END, exclusive start, inclusive end
+        /// (tokens as `ringkv ring --json` lists them).
+        #[arg(long, value_parser = parse_range)]
+        range: Option<(u64, u64)>,
     },
     /// Inject or clear faults on peer links (block, delay, drop).
     Fault {

@@ -217,7 +217,7 @@ pub async fn run(cmd: Command, endpoints: &[String], json_mode: bool) -> Result<
             });
         }
         Command::Fault { action } => fault(&client, action, json_mode).await?,
-        Command::Repair { node } => repair(&client, node, json_mode).await?,
+        Command::Repair { node, range } => repair(&client, node, range, json_mode).await?,
         Command::Serve(_) | Command::Cluster(_) | Command::Demo(_) => unreachable!("dispatched in main"),
     }
     Ok(())
@@ -225,7 +225,7 @@ pub async fn run(cmd: Command, endpoints: &[String], json_mode: bool) -> Result<
 
 /// Runs an anti-entropy pass on one node or on each in turn, and prints
 /// the totals and each node's report.
-async fn repair(client: &Client, only: Option<String>, json_mode: bool) -> Result<()> {
+async fn repair(client: &Client, only: Option<String>, range: Option<(u64, u64)>, json_mode: bool) -> Result<()> {
     let status = client.status().await?;
     let targets: Vec<&pb::NodeStatus> = status.nodes.iter().filter(|n| only.as_ref().is_none_or(|o| *o == n.id)).collect();
     if targets.is_empty() {
@@ -246,7 +246,7 @@ async fn repair(client: &Client, only: Option<String>, json_mode: bool) -> Resul
         }
         let r = client
             .admin(&n.address)?
-            .repair(pb::RepairRequest {})
+            .repair(pb::RepairRequest { start: range.map(|r| r.0), end: range.map(|r| r.1) })
             .await
             .map_err(ringkv_client::Error::from)
             .with_context(|| format!("repair on {} ({}) failed", n.id, n.address))?

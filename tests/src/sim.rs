@@ -142,7 +142,12 @@ pub async fn roots(node: &str) -> Result<Vec<(u64, u64, Vec<u8>)>, tonic::Status
 
 /// Runs an anti-entropy pass on `node`.
 pub async fn repair(node: &str) -> Result<pb::RepairReport, tonic::Status> {
-    Ok(admin(node).repair(pb::RepairRequest {}).await?.into_inner())
+    Ok(admin(node).repair(pb::RepairRequest::default()).await?.into_inner())
+}
+
+/// Runs an anti-entropy pass on `node` over the ranges overlapping `(start, end]`.
+pub async fn repair_range(node: &str, start: u64, end: u64) -> Result<pb::RepairReport, tonic::Status> {
+    Ok(admin(node).repair(pb::RepairRequest { start: Some(start), end: Some(end) }).await?.into_inner())
 }
 
 /// Polls `probe` every 100 simulated ms until it returns true, failing after

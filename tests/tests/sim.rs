@@ -176,9 +176,13 @@ fn partitioned_replica_catches_up_through_repair_alone_including_range_boundarie
             c.put(k.as_bytes(), k.as_bytes(), None, Options::level(Level::Quorum)).await?;
         }
         heal_n3().await?;
+        // A repair limited to one range touches only that range.
+        let (start, end, _) = roots("n1").await?[0].clone();
+        let one = ringkv_tests::sim::repair_range("n1", start, end).await?;
+        assert_eq!(one.ranges_checked, 1, "{one:?}");
         let report = ringkv_tests::sim::repair("n1").await?;
         assert!(report.errors.is_empty(), "{:?}", report.errors);
-        assert_eq!(report.keys_repaired, keys.len() as u64, "{report:?}");
+        assert_eq!(one.keys_repaired + report.keys_repaired, keys.len() as u64, "{one:?} {report:?}");
         assert_identical_roots().await?;
         for k in &keys {
             let r = c.inspect(k.as_bytes()).await?;

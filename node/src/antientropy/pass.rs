@@ -19,6 +19,7 @@ use ringkv_proto::v1 as pb;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::merkle::in_range;
 use super::sync::{sync_range, RateLimit, SyncPeer};
 use super::Trees;
 use crate::error::Result;
@@ -110,15 +111,17 @@ pub fn purge_tombstones(store: &Store, start: Token, end: Token, cutoff_wall_ms:
     Ok(purged)
 }
 
-/// Runs one full pass over every range this node replicates.
-pub async fn run_pass(s: &Arc<Shared>) -> pb::RepairReport {
+/// Runs one pass over every range this node replicates, or only over those
+/// overlapping `only` (a token interval `(start, end]`).
+pub async fn run_pass(s: &Arc<Shared>, only: Option<(Token, Token)>) -> pb::RepairReport {
     let started = Instant::now();
     let me = s.config.id.clone();
     let mut report = pb::RepairReport { node: me.clone(), ..Default::default() };
     let ring = s.membership.ring();
     let trees = s.store.trees();
     let mut rate = RateLimit::new(s.config.anti_entropy_bytes_per_sec);
-    for (start, end) in trees.ranges() {
+    let wanted = |(a, b): (Token, Token)| only.is_none_or(|(c, d)| in_range(b, c, d) || in_range(d, a, b));
+    for (start, end) in trees.ranges().into_iter().filter(|r| wanted(*r)) {
         let peers: Vec<String> = ring.replicas_of(end, s.config.replication_factor).into_iter().filter(|p| *p != me).collect();
         report.ranges_checked += 1;
         let mut out_of_sync = false;
@@ -231,7 +234,7 @@ pub async fn run_worker(s: Arc<Shared>, shutdown: CancellationToken) {
             }
         }
         if !interval.is_zero() && last_pass.elapsed() >= interval {
-            run_pass(&s).await;
+            run_pass(&s, None).await;
             last_pass = Instant::now();
         }
         tokio::select! {

@@ -87,8 +87,14 @@ impl pb::admin_server::Admin for AdminService {
         Ok(Response::new(pb::InspectResponse { replicas }))
     }
 
-    async fn repair(&self, _req: Request<pb::RepairRequest>) -> Result<Response<pb::RepairReport>, Status> {
-        Ok(Response::new(run_pass(&self.s).await))
+    async fn repair(&self, req: Request<pb::RepairRequest>) -> Result<Response<pb::RepairReport>, Status> {
+        let req = req.into_inner();
+        let only = match (req.start, req.end) {
+            (Some(a), Some(b)) => Some((a, b)),
+            (None, None) => None,
+            _ => return Err(Error::InvalidArgument("a repair range needs both start and end tokens".into()).into()),
+        };
+        Ok(Response::new(run_pass(&self.s, only).await))
     }
 
     async fn roots(&self, _req: Request<pb::RootsRequest>) -> Result<Response<pb::RootsResponse>, Status> {
