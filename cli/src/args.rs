@@ -33,6 +33,9 @@ pub enum LevelArg {
     Two,
     Quorum,
     All,
+    /// A quorum of the replicas in the coordinator's zone.
+    #[value(name = "local_quorum")]
+    LocalQuorum,
 }
 
 /// A switch.
@@ -131,6 +134,17 @@ pub enum Command {
         #[arg(long, value_parser = parse_range)]
         range: Option<(u64, u64)>,
     },
+    /// Stream a node's ranges to their next owners, then stop it.
+    Decommission {
+        /// The node to decommission.
+        #[arg(long)]
+        node: String,
+    },
+    /// Remove a dead node from the ring, then re-replicate its ranges (runs a repair).
+    Removenode {
+        /// The dead node's id.
+        id: String,
+    },
     /// Inject or clear faults on peer links (block, delay, drop).
     Fault {
         #[command(subcommand)]
@@ -223,6 +237,11 @@ pub struct ServeArgs {
     pub gossip_interval_ms: Option<u64>,
     #[arg(long)]
     pub rng_seed: Option<u64>,
+    /// Phi-accrual conviction threshold.
+    #[arg(long)]
+    pub phi_threshold: Option<f64>,
+    #[arg(long)]
+    pub heartbeat_pause_ms: Option<u64>,
     /// Seconds between anti-entropy passes; 0 turns the schedule off.
     #[arg(long)]
     pub anti_entropy_interval: Option<u64>,

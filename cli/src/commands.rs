@@ -18,6 +18,7 @@ impl From<LevelArg> for Level {
             LevelArg::Two => Level::Two,
             LevelArg::Quorum => Level::Quorum,
             LevelArg::All => Level::All,
+            LevelArg::LocalQuorum => Level::LocalQuorum,
         }
     }
 }
@@ -136,7 +137,10 @@ pub async fn run(cmd: Command, endpoints: &[String], json_mode: bool) -> Result<
             let nodes: Vec<Value> = s
                 .nodes
                 .iter()
-                .map(|n| json!({ "id": n.id, "address": n.address, "zone": n.zone, "state": n.state, "liveness": n.liveness, "tokens": n.tokens, "ownership": n.ownership }))
+                .map(|n| {
+                    json!({ "id": n.id, "address": n.address, "zone": n.zone, "state": n.state, "liveness": n.liveness, "phi": n.phi,
+                    "load": { "keys": n.keys, "in_flight": n.in_flight }, "tokens": n.tokens, "ownership": n.ownership })
+                })
                 .collect();
             print(
                 json_mode,
@@ -218,6 +222,23 @@ pub async fn run(cmd: Command, endpoints: &[String], json_mode: bool) -> Result<
         }
         Command::Fault { action } => fault(&client, action, json_mode).await?,
         Command::Repair { node, range } => repair(&client, node, range, json_mode).await?,
+        Command::Decommission { node } => decommission(&client, &node, json_mode).await?,
+        Command::Removenode { id } => {
+            let status = client.status().await?;
+            let via = status.nodes.iter().find(|n| n.id != id && n.liveness == "up").context("no live node to remove it through")?;
+            client
+                .admin(&via.address)?
+                .remove_node(pb::RemoveNodeRequest { id: id.clone() })
+                .await
+                .map_err(ringkv_client::Error::from)
+                .with_context(|| format!("cannot remove {id}"))?;
+            if !json_mode {
+                eprintln!("{id} marked left through {}; re-replicating its ranges with a repair", via.id);
+            }
+            // Let the ring change spread and the trees rebuild; the pass retries trees still building.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            repair(&client, None, None, json_mode).await?;
+        }
         Command::Serve(_) | Command::Cluster(_) | Command::Demo(_) => unreachable!("dispatched in main"),
     }
     Ok(())
@@ -294,6 +315,26 @@ async fn repair(client: &Client, only: Option<String>, range: Option<(u64, u64)>
             out.push(format!("warning: {e}"));
         }
         out.join("\n")
+    });
+    Ok(())
+}
+
+/// Decommissions `node`, waiting until it has streamed its data and stopped.
+async fn decommission(client: &Client, node: &str, json_mode: bool) -> Result<()> {
+    let status = client.status().await?;
+    let target = status.nodes.iter().find(|n| n.id == node).with_context(|| format!("unknown node {node:?}"))?;
+    if !json_mode {
+        eprintln!("decommissioning {node}: streaming its ranges to their next owners...");
+    }
+    let r = client
+        .admin(&target.address)?
+        .decommission(pb::DecommissionRequest {})
+        .await
+        .map_err(ringkv_client::Error::from)
+        .with_context(|| format!("decommission of {node} failed"))?
+        .into_inner();
+    print(json_mode, json!({ "ok": true, "node": node, "keys_streamed": r.keys_streamed, "duration_ms": r.duration_ms }), || {
+        format!("{node} decommissioned: {} keys streamed in {} ms; it has stopped", r.keys_streamed, r.duration_ms)
     });
     Ok(())
 }

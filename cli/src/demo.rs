@@ -35,6 +35,7 @@ fn name(l: Level) -> &'static str {
         Level::Two => "TWO",
         Level::Quorum => "QUORUM",
         Level::All => "ALL",
+        Level::LocalQuorum => "LOCAL_QUORUM",
         _ => "?",
     }
 }

@@ -45,6 +45,12 @@ pub fn load_config(a: &ServeArgs) -> Result<Config> {
     if a.rng_seed.is_some() {
         c.rng_seed = a.rng_seed;
     }
+    if let Some(p) = a.phi_threshold {
+        c.phi_threshold = p;
+    }
+    if let Some(p) = a.heartbeat_pause_ms {
+        c.heartbeat_pause_ms = p;
+    }
     if let Some(d) = &a.durability {
         c.durability = match d.as_str() {
             "fsync" => Durability::Fsync,

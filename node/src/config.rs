@@ -75,6 +75,10 @@ pub struct Config {
     pub peer_timeout_ms: u64,
     /// Gossip and liveness probe period, in milliseconds.
     pub gossip_interval_ms: u64,
+    /// Phi-accrual conviction threshold: a peer is down above it.
+    pub phi_threshold: f64,
+    /// Heartbeat pause tolerated beyond the mean interval, in milliseconds.
+    pub heartbeat_pause_ms: u64,
     /// Seed for the node's RNG (peer choice, fault drops); random when unset.
     pub rng_seed: Option<u64>,
     /// Seconds between scheduled anti-entropy passes; 0 turns the schedule
@@ -112,6 +116,8 @@ impl Default for Config {
             peer_timeout_ms: 1000,
             gossip_interval_ms: 1000,
             rng_seed: None,
+            phi_threshold: 8.0,
+            heartbeat_pause_ms: 3000,
             anti_entropy_interval: 600,
             anti_entropy_bytes_per_sec: 16 * 1024 * 1024,
             tombstone_grace: 10 * 24 * 3600,
@@ -146,6 +152,9 @@ impl Config {
         }
         if self.request_timeout_ms == 0 || self.peer_timeout_ms == 0 || self.gossip_interval_ms == 0 {
             return bad("request_timeout_ms, peer_timeout_ms and gossip_interval_ms must be positive".into());
+        }
+        if !(self.phi_threshold > 0.0) {
+            return bad(format!("phi_threshold is {}; it must be positive", self.phi_threshold));
         }
         if self.hinted_handoff {
             return bad("hinted handoff is not built yet (it comes with the failover issue); run with --hinted-handoff off".into());

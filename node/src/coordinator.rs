@@ -36,7 +36,6 @@ use crate::error::{Error, Result};
 use crate::node::Shared;
 use crate::quorum::{Level, Outcome, QuorumTracker};
 use crate::record;
-use crate::ring::Ring;
 use crate::version::{Context, DvvSet, Sibling};
 
 /// A write as the coordinator sees it.
@@ -106,6 +105,22 @@ pub struct Coordinator {
 
 type ReplicaFuture<T> = BoxFuture<'static, (String, Result<T>, Duration)>;
 
+/// Who a request goes to.
+struct Plan {
+    /// The key's current replicas, in preference order.
+    prefs: Vec<String>,
+    /// Future replicas that also receive writes.
+    pending: Vec<String>,
+    /// Live nodes to send to.
+    targets: Vec<String>,
+    /// Nodes whose answers count toward `required`.
+    counted: Vec<String>,
+    /// Answers needed.
+    required: usize,
+    /// Live nodes among `counted`.
+    alive_counted: usize,
+}
+
 impl Coordinator {
     /// A coordinator over the node's shared state.
     pub fn new(s: Arc<Shared>) -> Self {
@@ -136,23 +151,52 @@ impl Coordinator {
         Ok(())
     }
 
-    /// The key's preference list and the live replicas in it, or
-    /// `Unavailable` when fewer than the level needs are alive.
-    fn replicas(&self, ring: &Ring, key: &[u8], level: Level) -> Result<(Vec<String>, Vec<String>, usize)> {
+    /// Who to ask and whose answers count, or `Unavailable` when fewer
+    /// than the level needs are alive.
+    ///
+    /// Writes also go to *pending* replicas: nodes that will own the key
+    /// once a join or leave completes. As in Cassandra, each pending
+    /// replica adds one to the acknowledgements required, so a quorum of
+    /// the future owners holds every acknowledged write.
+    fn plan(&self, key: &[u8], level: Level, write: bool) -> Result<Plan> {
         let n = self.s.config.replication_factor;
-        let prefs = ring.preference_list(key, n);
-        let required = level.required(n);
-        let alive: Vec<String> = prefs.iter().filter(|id| self.s.membership.is_up(id)).cloned().collect();
-        if alive.len() < required {
+        let prefs = self.s.membership.ring().preference_list(key, n);
+        let pending: Vec<String> = if write {
+            self.s.membership.future_ring().preference_list(key, n).into_iter().filter(|p| !prefs.contains(p)).collect()
+        } else {
+            Vec::new()
+        };
+        let (counted, required) = if level == Level::LocalQuorum {
+            let ring = self.s.membership.ring();
+            let future = self.s.membership.future_ring();
+            let zone = &self.s.config.zone;
+            let local: Vec<String> = prefs.iter().filter(|p| ring.zone(p) == zone).cloned().collect();
+            if local.is_empty() {
+                return Err(Error::Unavailable {
+                    level: level.as_str().into(),
+                    required: 1,
+                    alive: 0,
+                    hint: format!("; no replica of this key is in zone {zone:?}"),
+                });
+            }
+            let local_pending: Vec<String> = pending.iter().filter(|p| future.zone(p) == zone).cloned().collect();
+            let required = local.len() / 2 + 1 + local_pending.len();
+            (local.into_iter().chain(local_pending).collect::<Vec<_>>(), required)
+        } else {
+            (prefs.iter().chain(&pending).cloned().collect(), level.required(n) + pending.len())
+        };
+        let alive_counted = counted.iter().filter(|id| self.s.membership.is_up(id)).count();
+        if alive_counted < required {
             let hint = if prefs.len() < n {
                 format!("; the ring has {} node(s) but replication_factor is {n}", prefs.len())
             } else {
-                let down: Vec<&String> = prefs.iter().filter(|p| !alive.contains(p)).collect();
-                format!("; down: {}", down.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))
+                let down: Vec<&str> = counted.iter().filter(|p| !self.s.membership.is_up(p)).map(String::as_str).collect();
+                format!("; down: {}", down.join(", "))
             };
-            return Err(Error::Unavailable { level: level.as_str().into(), required: required as u32, alive: alive.len() as u32, hint });
+            return Err(Error::Unavailable { level: level.as_str().into(), required: required as u32, alive: alive_counted as u32, hint });
         }
-        Ok((prefs, alive, required))
+        let targets = prefs.iter().chain(&pending).filter(|id| self.s.membership.is_up(id)).cloned().collect();
+        Ok(Plan { prefs, pending, targets, counted, required, alive_counted })
     }
 
     fn receipt(&self, level: Level, required: usize, prefs: &[String]) -> pb::Receipt {
@@ -177,8 +221,8 @@ impl Coordinator {
         self.check_key(&w.key)?;
         self.check_value(&w.value)?;
         let start = Instant::now();
-        let ring = self.s.membership.ring();
-        let (prefs, alive, required) = self.replicas(&ring, &w.key, w.level)?;
+        let plan = self.plan(&w.key, w.level, true)?;
+        let (prefs, required) = (&plan.prefs, plan.required);
         if !prefs.iter().any(|p| p == self.me()) {
             if forwarded_from.is_some() {
                 return Err(Error::Unavailable {
@@ -188,6 +232,7 @@ impl Coordinator {
                     hint: "; the forwarding node and this one disagree about the ring; retry once gossip settles".into(),
                 });
             }
+            let alive: Vec<String> = prefs.iter().filter(|p| plan.targets.contains(p)).cloned().collect();
             return self.forward(w, &alive, start).await;
         }
 
@@ -205,7 +250,7 @@ impl Coordinator {
         let encoded = record::encode(&dvv);
 
         let mut pending: FuturesUnordered<ReplicaFuture<()>> = FuturesUnordered::new();
-        for id in alive.iter().cloned() {
+        for id in plan.targets.iter().cloned() {
             let s = self.s.clone();
             let (key, version, me) = (w.key.clone(), encoded.clone(), me.clone());
             pending.push(
@@ -219,25 +264,31 @@ impl Coordinator {
             );
         }
 
-        let mut receipt = self.receipt(w.level, required, &prefs);
-        let mut tracker = QuorumTracker::new(required, alive.len());
+        let everyone: Vec<String> = prefs.iter().chain(&plan.pending).cloned().collect();
+        let mut receipt = self.receipt(w.level, required, &everyone);
+        let mut tracker = QuorumTracker::new(required, plan.alive_counted);
         let mut errors = Vec::new();
         let deadline = start + w.timeout;
         let mut timed_out = false;
         while tracker.outcome() == Outcome::Pending {
             match tokio::time::timeout_at(deadline, pending.next()).await {
                 Ok(Some((id, result, latency))) => {
+                    let counts = plan.counted.contains(&id);
                     let report = report_for(&mut receipt, &id);
                     report.latency_us = latency.as_micros() as u64;
                     match result {
                         Ok(()) => {
                             report.answered = true;
-                            tracker.ack();
+                            if counts {
+                                tracker.ack();
+                            }
                         }
                         Err(e) => {
                             report.error = e.to_string();
                             errors.push(format!("{id}: {e}"));
-                            tracker.fail();
+                            if counts {
+                                tracker.fail();
+                            }
                         }
                     }
                 }
@@ -252,12 +303,15 @@ impl Coordinator {
         // error count every replica that stored the write.
         if tracker.outcome() == Outcome::Impossible {
             while let Ok(Some((id, result, latency))) = tokio::time::timeout_at(deadline, pending.next()).await {
+                let counts = plan.counted.contains(&id);
                 let report = report_for(&mut receipt, &id);
                 report.latency_us = latency.as_micros() as u64;
                 match result {
                     Ok(()) => {
                         report.answered = true;
-                        tracker.ack();
+                        if counts {
+                            tracker.ack();
+                        }
                     }
                     Err(e) => errors.push(format!("{id}: {e}")),
                 }
@@ -353,30 +407,35 @@ impl Coordinator {
     pub async fn read(&self, r: Read) -> Result<ReadResult> {
         self.check_key(&r.key)?;
         let start = Instant::now();
-        let ring = self.s.membership.ring();
-        let (prefs, alive, required) = self.replicas(&ring, &r.key, r.level)?;
-        let mut pending: FuturesUnordered<_> = alive.iter().map(|id| self.read_from(id.clone(), r.key.clone(), r.timeout)).collect();
+        let plan = self.plan(&r.key, r.level, false)?;
+        let required = plan.required;
+        let mut pending: FuturesUnordered<_> = plan.targets.iter().map(|id| self.read_from(id.clone(), r.key.clone(), r.timeout)).collect();
 
-        let mut receipt = self.receipt(r.level, required, &prefs);
-        let mut tracker = QuorumTracker::new(required, alive.len());
+        let mut receipt = self.receipt(r.level, required, &plan.prefs);
+        let mut tracker = QuorumTracker::new(required, plan.alive_counted);
         let mut answers: Vec<(String, Option<DvvSet>)> = Vec::new();
         let mut errors = Vec::new();
         let deadline = start + r.timeout;
         while tracker.outcome() == Outcome::Pending {
             match tokio::time::timeout_at(deadline, pending.next()).await {
                 Ok(Some((id, result, latency))) => {
+                    let counts = plan.counted.contains(&id);
                     let report = report_for(&mut receipt, &id);
                     report.latency_us = latency.as_micros() as u64;
                     match result {
                         Ok(v) => {
                             report.answered = true;
                             answers.push((id, v));
-                            tracker.ack();
+                            if counts {
+                                tracker.ack();
+                            }
                         }
                         Err(e) => {
                             report.error = e.to_string();
                             errors.push(format!("{id}: {e}"));
-                            tracker.fail();
+                            if counts {
+                                tracker.fail();
+                            }
                         }
                     }
                 }

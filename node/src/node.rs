@@ -24,9 +24,9 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::fault::Faults;
-use crate::membership::{self, Member, Membership, NodeState};
+use crate::membership::{self, DetectorConfig, Member, Membership, NodeState};
 use crate::peer_client::{Peers, MAX_MESSAGE_BYTES};
-use crate::ring::{choose_tokens, Token};
+use crate::ring::Token;
 use crate::service::{AdminService, KvService, PeerService};
 use crate::storage::{self, Storage};
 use crate::store::Store;
@@ -76,11 +76,15 @@ pub struct Shared {
     pub rng: Arc<Mutex<StdRng>>,
     /// Anti-entropy counters.
     pub anti_entropy: antientropy::Stats,
+    /// Cancelled to stop the node (shutdown, or the end of a decommission).
+    pub shutdown: CancellationToken,
+    /// Client requests being served now (gossiped as load).
+    pub in_flight: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
     /// Persists the member list, so a restart knows its peers before gossip.
-    fn save_members(&self) {
+    pub fn save_members(&self) {
         if let Err(e) = self.store.meta_put("members", &self.membership.members()) {
             tracing::warn!(error = %e, "could not persist the member list");
         }
@@ -107,7 +111,11 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
         Some(_) => {}
         None => store.meta_put("node_id", &config.id)?,
     }
+    if store.meta_get::<bool>("left")? == Some(true) {
+        return Err(Error::Config(format!("node {} was decommissioned; start it with a fresh --data-dir to join again", config.id)));
+    }
     let tokens: Option<Vec<Token>> = store.meta_get("tokens")?;
+    let joining = store.meta_get::<bool>("joining")?.unwrap_or(false);
     let last_generation: u64 = store.meta_get("generation")?.unwrap_or(0);
     let generation = env.clock.wall_ms().max(last_generation + 1);
     store.meta_put("generation", &generation)?;
@@ -119,9 +127,14 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
         zone: config.zone.clone(),
         generation,
         version: 1,
-        state: if tokens.is_some() { NodeState::Normal } else { NodeState::Joining },
+        state: if tokens.is_some() && !joining { NodeState::Normal } else { NodeState::Joining },
+        heartbeat: 0,
+        keys: 0,
+        in_flight: 0,
     };
-    let membership = Arc::new(Membership::new(me));
+    let detector =
+        DetectorConfig { threshold: config.phi_threshold, interval_ms: config.gossip_interval_ms, pause_ms: config.heartbeat_pause_ms };
+    let membership = Arc::new(Membership::new(me, detector));
     if let Some(known) = store.meta_get::<Vec<Member>>("members")? {
         membership.merge(known);
     }
@@ -139,6 +152,8 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
         faults,
         rng,
         anti_entropy: antientropy::Stats::default(),
+        in_flight: Default::default(),
+        shutdown: shutdown.clone(),
     });
     let c = &shared.config;
     tracing::info!(
@@ -164,7 +179,7 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
 
     let mut tasks = JoinSet::new();
     tasks.spawn(shared.store.clone().run_group_commit(shutdown.clone()));
-    tasks.spawn(join(shared.clone(), shutdown.clone()));
+    tasks.spawn(membership::join(shared.clone(), shutdown.clone()));
     tasks.spawn(gossip(shared.clone(), shutdown.clone()));
     tasks.spawn(antientropy::run_worker(shared.clone(), shutdown.clone()));
     tracing::info!(node = %shared.config.id, listen = %shared.config.listen, "serving");
@@ -198,42 +213,5 @@ async fn gossip(s: Arc<Shared>, shutdown: CancellationToken) {
         _ = membership::run_gossip(s.clone(), shutdown.clone()) => {}
         _ = watcher => {}
         _ = shutdown.cancelled() => {}
-    }
-}
-
-/// Until this node owns tokens: learn the ring from the seeds, choose tokens
-/// that minimise skew, persist them, and become `normal`.
-async fn join(s: Arc<Shared>, shutdown: CancellationToken) {
-    if !s.membership.member(&s.config.id).is_some_and(|m| m.tokens.is_empty()) {
-        return;
-    }
-    let seeds: Vec<&String> = s.config.seeds.iter().filter(|a| a.as_str() != s.config.advertised()).collect();
-    let mut attempts = 0u32;
-    loop {
-        let ring = s.membership.ring();
-        if seeds.is_empty() || !ring.is_empty() {
-            let tokens =
-                if s.config.initial_tokens.is_empty() { choose_tokens(&ring, s.config.vnodes) } else { s.config.initial_tokens.clone() };
-            if let Err(e) = s.store.meta_put("tokens", &tokens) {
-                tracing::error!(error = %e, "cannot persist tokens; not joining");
-                return;
-            }
-            s.membership.update_me(|m| {
-                m.tokens = tokens;
-                m.state = NodeState::Normal;
-            });
-            s.save_members();
-            tracing::info!(node = %s.config.id, nodes = s.membership.ring().nodes().len(), "joined the ring");
-            return;
-        }
-        membership::run_round(&s).await;
-        attempts += 1;
-        if attempts.is_multiple_of(10) {
-            tracing::warn!(node = %s.config.id, seeds = ?seeds, attempts, "still waiting to reach a seed");
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-        }
     }
 }

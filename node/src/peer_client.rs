@@ -75,7 +75,7 @@ impl Peers {
         let addr = self.membership.member(id).map(|m| m.address).ok_or_else(|| peer_err("not a known member".into()))?;
         match self.faults.check(id) {
             Verdict::Fail(reason) => {
-                self.membership.set_up(id, false);
+                self.membership.set_reachable(id, false);
                 return Err(peer_err(reason.into()));
             }
             Verdict::Send(delay) if !delay.is_zero() => tokio::time::sleep(delay).await,
@@ -85,18 +85,18 @@ impl Peers {
         let result = tokio::time::timeout(timeout.min(self.timeout), f(client.rpc)).await;
         match result {
             Ok(Ok(resp)) => {
-                self.membership.set_up(id, true);
+                self.membership.set_reachable(id, true);
                 Ok(resp.into_inner())
             }
             Ok(Err(status)) => {
                 // An error the peer's own code raised means the peer is alive.
                 let from_node = status.metadata().contains_key(KIND_HEADER);
                 let unreachable = !from_node && matches!(status.code(), Code::Unavailable | Code::Cancelled | Code::Unknown);
-                self.membership.set_up(id, !unreachable);
+                self.membership.set_reachable(id, !unreachable);
                 Err(if from_node { Error::Forwarded(status) } else { status_to_error(id, status) })
             }
             Err(_) => {
-                self.membership.set_up(id, false);
+                self.membership.set_reachable(id, false);
                 Err(Error::PeerTimeout { peer: id.to_string(), ms: timeout.min(self.timeout).as_millis() as u64 })
             }
         }
@@ -150,6 +150,11 @@ impl Peers {
         self.call(id, self.timeout, |mut c| async move { c.purge(req).await }).await
     }
 
+    /// A page of a token range.
+    pub async fn fetch_range(&self, id: &str, req: pb::FetchRangeRequest) -> Result<pb::KeyVersions> {
+        self.call(id, self.timeout, |mut c| async move { c.fetch_range(req).await }).await
+    }
+
     /// A liveness probe.
     pub async fn ping(&self, id: &str) -> Result<()> {
         self.call(id, self.timeout, |mut c| async move { c.ping(pb::PingRequest {}).await }).await.map(|_| ())
@@ -166,8 +171,11 @@ impl Peers {
             }
         }
         let req = pb::GossipRequest { from: self.membership.me().to_string(), members: members.iter().map(Into::into).collect() };
-        let resp = tokio::time::timeout(self.timeout, client.rpc.gossip(req))
-            .await
+        let result = tokio::time::timeout(self.timeout, client.rpc.gossip(req)).await;
+        if let Some(id) = &target {
+            self.membership.set_reachable(id, matches!(result, Ok(Ok(_))));
+        }
+        let resp = result
             .map_err(|_| Error::Peer { peer: addr.to_string(), reason: "gossip timed out".into() })?
             .map_err(|s| status_to_error(addr, s))?;
         Ok(resp.into_inner().members.into_iter().map(Member::from).collect())

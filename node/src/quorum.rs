@@ -21,6 +21,8 @@ pub enum Level {
     Quorum,
     /// Every replica.
     All,
+    /// A majority of the replicas in the coordinator's zone.
+    LocalQuorum,
 }
 
 impl Level {
@@ -31,6 +33,7 @@ impl Level {
             Level::Two => 2,
             Level::Quorum => n / 2 + 1,
             Level::All => n,
+            Level::LocalQuorum => n / 2 + 1,
         }
     }
 
@@ -41,6 +44,7 @@ impl Level {
             Level::Two => "TWO",
             Level::Quorum => "QUORUM",
             Level::All => "ALL",
+            Level::LocalQuorum => "LOCAL_QUORUM",
         }
     }
 
@@ -51,6 +55,7 @@ impl Level {
             Level::Two => Consistency::Two,
             Level::Quorum => Consistency::Quorum,
             Level::All => Consistency::All,
+            Level::LocalQuorum => Consistency::LocalQuorum,
         }
     }
 
@@ -61,8 +66,9 @@ impl Level {
             Ok(Consistency::One) => Ok(Level::One),
             Ok(Consistency::Two) => Ok(Level::Two),
             Ok(Consistency::All) => Ok(Level::All),
-            Ok(other @ (Consistency::LocalQuorum | Consistency::Any)) => Err(Error::InvalidArgument(format!(
-                "consistency level {} is not supported yet; use ONE, TWO, QUORUM or ALL",
+            Ok(Consistency::LocalQuorum) => Ok(Level::LocalQuorum),
+            Ok(other @ Consistency::Any) => Err(Error::InvalidArgument(format!(
+                "consistency level {} is not supported yet; use ONE, TWO, QUORUM, LOCAL_QUORUM or ALL",
                 other.as_str_name().trim_start_matches("CONSISTENCY_")
             ))),
             Err(_) => Err(Error::InvalidArgument(format!("unknown consistency level {raw}; expected ONE, TWO, QUORUM or ALL"))),

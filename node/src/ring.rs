@@ -1,9 +1,11 @@
 //! The consistent-hash ring: tokens, preference lists and ownership.
 //!
 //! Keys hash (blake3, first 8 bytes) onto a 64-bit ring. A token `t` owns
-//! the range `(previous token, t]`. A key's preference list is the owners of
-//! the first N *distinct* nodes met walking clockwise from its hash (Dynamo
-//! §4.3).
+//! the range `(previous token, t]`. A key's preference list is the first N
+//! *distinct* nodes met walking clockwise from its hash (Dynamo §4.3).
+//! With zones, the walk first takes nodes from zones not yet used, so the
+//! N replicas span min(N, zones) zones. It then fills any remaining places
+//! in clockwise order (as Cassandra's rack-aware placement does).
 //!
 //! Tokens are not random. A joining node picks them with [`choose_tokens`]
 //! to bring every node to an equal share (`1 / nodes`). It steals from the
@@ -31,16 +33,32 @@ pub fn token_of(key: &[u8]) -> Token {
 pub struct Ring {
     /// Sorted by token; ties (which `choose_tokens` avoids) by node id.
     tokens: Vec<(Token, String)>,
+    /// Each node's zone; empty when zones are not used.
+    zones: BTreeMap<String, String>,
 }
 
 impl Ring {
-    /// Builds a ring from each node's tokens.
+    /// Builds a ring from each node's tokens, all in one zone.
     pub fn new<'a>(nodes: impl IntoIterator<Item = (&'a str, &'a [Token])>) -> Self {
-        let mut tokens: Vec<(Token, String)> =
-            nodes.into_iter().flat_map(|(id, ts)| ts.iter().map(move |t| (*t, id.to_string()))).collect();
+        Self::with_zones(nodes.into_iter().map(|(id, ts)| (id, "", ts)))
+    }
+
+    /// Builds a ring from each node's zone and tokens.
+    pub fn with_zones<'a>(nodes: impl IntoIterator<Item = (&'a str, &'a str, &'a [Token])>) -> Self {
+        let mut tokens = Vec::new();
+        let mut zones = BTreeMap::new();
+        for (id, zone, ts) in nodes {
+            zones.insert(id.to_string(), zone.to_string());
+            tokens.extend(ts.iter().map(|t| (*t, id.to_string())));
+        }
         tokens.sort();
         tokens.dedup();
-        Self { tokens }
+        Self { tokens, zones }
+    }
+
+    /// The zone of `id` ("" when unknown).
+    pub fn zone(&self, id: &str) -> &str {
+        self.zones.get(id).map_or("", String::as_str)
     }
 
     /// True when no node has tokens.
@@ -67,29 +85,52 @@ impl Ring {
     }
 
     /// The first `n` distinct nodes clockwise from `token` (the owner of the
-    /// range containing `token` first).
+    /// range containing `token` first), spread over distinct zones first.
     pub fn replicas_of(&self, token: Token, n: usize) -> Vec<String> {
         let mut out: Vec<String> = Vec::with_capacity(n);
         if self.tokens.is_empty() {
             return out;
         }
         let start = self.tokens.partition_point(|(t, _)| *t < token);
-        for i in 0..self.tokens.len() {
-            let id = &self.tokens[(start + i) % self.tokens.len()].1;
-            if !out.contains(id) {
+        let walk = || (0..self.tokens.len()).map(|i| &self.tokens[(start + i) % self.tokens.len()].1);
+        // First pass: one node per zone not yet used; second: fill in order.
+        let mut used_zones: Vec<&str> = Vec::new();
+        for id in walk() {
+            if out.len() == n {
+                break;
+            }
+            let zone = self.zone(id);
+            if !out.contains(id) && !used_zones.contains(&zone) {
+                used_zones.push(zone);
                 out.push(id.clone());
-                if out.len() == n {
-                    break;
-                }
             }
         }
+        for id in walk() {
+            if out.len() == n {
+                break;
+            }
+            if !out.contains(id) {
+                out.push(id.clone());
+            }
+        }
+        // Keep clockwise order among the chosen, so the owner stays first.
+        let order: Vec<&String> = walk().collect();
+        out.sort_by_key(|id| order.iter().position(|o| *o == id));
         out
     }
 
     /// Each token range `(start, end]` with its owner; the first range wraps.
+    /// When two nodes hold the same token, the first (by node id) owns it and
+    /// no empty range is listed.
     pub fn ranges(&self) -> Vec<(Token, Token, String)> {
         let n = self.tokens.len();
-        (0..n).map(|i| (self.tokens[(i + n - 1) % n].0, self.tokens[i].0, self.tokens[i].1.clone())).collect()
+        (0..n)
+            .filter(|&i| n == 1 || self.tokens[(i + n - 1) % n].0 != self.tokens[i].0)
+            .map(|i| {
+                let start = (1..=n).map(|k| self.tokens[(i + n - k) % n].0).find(|t| *t != self.tokens[i].0).unwrap_or(self.tokens[i].0);
+                (start, self.tokens[i].0, self.tokens[i].1.clone())
+            })
+            .collect()
     }
 
     /// The fraction of the ring each node owns as primary.
@@ -215,6 +256,27 @@ mod tests {
             d.dedup();
             assert_eq!(d.len(), 3, "{p:?}");
         }
+    }
+
+    #[test]
+    fn replicas_span_distinct_zones_when_there_are_enough() {
+        let mut all: Vec<(String, &str, Vec<Token>)> = Vec::new();
+        for (i, zone) in ["a", "a", "b", "b", "c", "c"].iter().enumerate() {
+            let ring = Ring::with_zones(all.iter().map(|(id, z, t)| (id.as_str(), *z, t.as_slice())));
+            all.push((format!("n{}", i + 1), zone, choose_tokens(&ring, 16)));
+        }
+        let ring = Ring::with_zones(all.iter().map(|(id, z, t)| (id.as_str(), *z, t.as_slice())));
+        for i in 0..500 {
+            let p = ring.preference_list(format!("key{i}").as_bytes(), 3);
+            let mut zones: Vec<&str> = p.iter().map(|id| ring.zone(id)).collect();
+            zones.sort();
+            zones.dedup();
+            assert_eq!(zones.len(), 3, "{p:?} spans {zones:?}");
+        }
+        // Two zones, N = 3: both zones used, third replica fills in.
+        let two = Ring::with_zones([("x", "a", &[10u64][..]), ("y", "a", &[20][..]), ("z", "b", &[30][..])]);
+        assert_eq!(two.replicas_of(5, 3), ["x", "y", "z"]);
+        assert_eq!(two.replicas_of(5, 2), ["x", "z"], "skips y to reach zone b");
     }
 
     #[test]

@@ -57,6 +57,10 @@ pub fn seed(pinned: u64) -> u64 {
 
 /// A simulation with the settings every test uses.
 pub fn builder(seed: u64) -> turmoil::Builder {
+    // RINGKV_SIM_LOG=debug (or any filter) shows the nodes' logs.
+    if let Ok(filter) = std::env::var("RINGKV_SIM_LOG") {
+        let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(filter)).with_test_writer().try_init();
+    }
     let mut b = turmoil::Builder::new();
     b.rng_seed(seed).simulation_duration(Duration::from_secs(120)).tick_duration(Duration::from_millis(1));
     b

@@ -1,71 +1,125 @@
 //! Push-pull gossip of the member list: a pure merge rule and a thin loop.
 //!
-//! Every `gossip_interval`, a node sends its whole member list to one random
-//! peer (to its seeds while it knows no one) and merges the reply. For each
-//! node the entry with the higher `(generation, version)` wins. A node's own
-//! entry is only ever written by itself. The same round pings every other
-//! member, which keeps the local up/down view fresh.
+//! Every `gossip_interval`, a node bumps its own heartbeat and sends its
+//! whole member list to one random live peer. With probability
+//! `down / (live + 1)` it also sends it to one random down peer, which is
+//! how a healed or restarted peer is noticed. While it knows no live peer,
+//! it sends to its seeds. It merges every reply. Gossip spreads
+//! epidemically: a change reaches all n nodes in O(log n) rounds.
+//!
+//! Merge rule per member:
+//! - a higher `generation` (a restart) replaces the entry outright;
+//! - within a generation, a higher `version` replaces the application state,
+//!   and a higher `heartbeat` replaces the heartbeat and load figures.
+//!
+//! Only a node writes its own entry, with one exception: `removenode`
+//! marks a dead node `left`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rand::seq::IndexedRandom;
+use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
 use super::Member;
 use crate::node::Shared;
 
-/// Merges one gossiped entry into `known`; returns true when it changed.
-pub fn merge_member(known: &mut BTreeMap<String, Member>, incoming: Member, me: &str) -> bool {
-    if incoming.id == me || incoming.id.is_empty() {
-        return false;
-    }
-    match known.get(&incoming.id) {
-        Some(k) if (k.generation, k.version) >= (incoming.generation, incoming.version) => false,
-        _ => {
-            known.insert(incoming.id.clone(), incoming);
-            true
-        }
-    }
+/// What merging one entry changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Merged {
+    /// Application state (address, tokens, zone, state).
+    pub state: bool,
+    /// The heartbeat advanced.
+    pub heartbeat: bool,
 }
 
-/// One gossip round with a random peer, or with the seeds while alone.
+/// Merges one gossiped entry into `known`.
+pub fn merge_member(known: &mut BTreeMap<String, Member>, incoming: Member, me: &str) -> Merged {
+    if incoming.id == me || incoming.id.is_empty() {
+        return Merged::default();
+    }
+    let Some(k) = known.get_mut(&incoming.id) else {
+        known.insert(incoming.id.clone(), incoming);
+        return Merged { state: true, heartbeat: true };
+    };
+    if incoming.generation > k.generation {
+        *k = incoming;
+        return Merged { state: true, heartbeat: true };
+    }
+    let mut merged = Merged::default();
+    if incoming.generation == k.generation {
+        if incoming.version > k.version {
+            k.version = incoming.version;
+            k.address = incoming.address;
+            k.tokens = incoming.tokens;
+            k.zone = incoming.zone;
+            k.state = incoming.state;
+            merged.state = true;
+        }
+        if incoming.heartbeat > k.heartbeat {
+            k.heartbeat = incoming.heartbeat;
+            k.keys = incoming.keys;
+            k.in_flight = incoming.in_flight;
+            merged.heartbeat = true;
+        }
+    }
+    merged
+}
+
+/// One gossip round.
 pub async fn round(s: &Shared) {
-    let members = s.membership.members();
-    let others: Vec<&Member> = members.iter().filter(|m| m.id != s.membership.me()).collect();
-    let target = {
+    let keys = s.store.len().unwrap_or(0);
+    s.membership.beat(keys, s.in_flight.load(Ordering::Relaxed));
+    let (up, down) = s.membership.peers_by_liveness();
+    let mut targets: Vec<String> = Vec::new();
+    {
         let mut rng = s.rng.lock().expect("rng lock");
-        others.choose(&mut *rng).map(|m| m.address.clone())
-    };
-    let targets: Vec<String> = match target {
-        Some(addr) => vec![addr],
-        None => s.config.seeds.iter().filter(|a| a.as_str() != s.config.advertised()).cloned().collect(),
-    };
+        if let Some(m) = up.choose(&mut *rng) {
+            targets.push(m.address.clone());
+        }
+        let p_down = down.len() as f64 / (up.len() as f64 + 1.0);
+        if !down.is_empty() && rng.random::<f64>() < p_down {
+            targets.push(down.choose(&mut *rng).expect("non-empty").address.clone());
+        }
+    }
+    if up.is_empty() {
+        let seeds: Vec<String> =
+            s.config.seeds.iter().filter(|a| a.as_str() != s.config.advertised() && !targets.contains(a)).cloned().collect();
+        targets.extend(seeds);
+    }
+    let members = s.membership.members();
     for addr in targets {
         match s.peers.gossip(&addr, &members).await {
             Ok(theirs) => {
-                if s.membership.merge(theirs) {
-                    tracing::debug!(node = %s.membership.me(), ring_nodes = s.membership.ring().nodes().len(), "membership changed");
-                }
+                s.membership.merge(theirs);
             }
             Err(e) => tracing::debug!(node = %s.membership.me(), peer = %addr, error = %e, "gossip failed"),
         }
     }
-    // Probe everyone, so a dead node is noticed within a round.
-    let probes = others.iter().map(|m| s.peers.ping(&m.id));
-    futures::future::join_all(probes).await;
 }
 
-/// Runs gossip rounds until shutdown.
+/// Runs gossip rounds until shutdown, logging up/down transitions.
 pub async fn run(s: Arc<Shared>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_millis(s.config.gossip_interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut was_down: BTreeSet<String> = BTreeSet::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => round(&s).await,
         }
+        let (_, down) = s.membership.peers_by_liveness();
+        let now_down: BTreeSet<String> = down.into_iter().map(|m| m.id).collect();
+        for id in now_down.difference(&was_down) {
+            tracing::warn!(node = %s.config.id, peer = %id, phi = s.membership.phi(id), "peer is down");
+        }
+        for id in was_down.difference(&now_down) {
+            tracing::info!(node = %s.config.id, peer = %id, "peer is up");
+        }
+        was_down = now_down;
     }
 }
 
@@ -73,26 +127,33 @@ pub async fn run(s: Arc<Shared>, shutdown: CancellationToken) {
 mod tests {
     use super::*;
 
-    fn m(id: &str, generation: u64, version: u64) -> Member {
-        Member { id: id.into(), generation, version, ..Default::default() }
+    fn m(id: &str, generation: u64, version: u64, heartbeat: u64) -> Member {
+        Member { id: id.into(), generation, version, heartbeat, ..Default::default() }
     }
 
     #[test]
-    fn newer_generation_or_version_wins() {
+    fn newer_generation_version_or_heartbeat_wins() {
         let mut known = BTreeMap::new();
-        assert!(merge_member(&mut known, m("b", 1, 5), "a"));
-        assert!(!merge_member(&mut known, m("b", 1, 4), "a"), "older version ignored");
-        assert!(!merge_member(&mut known, m("b", 1, 5), "a"), "same version is no change");
-        assert!(merge_member(&mut known, m("b", 1, 6), "a"));
-        assert!(merge_member(&mut known, m("b", 2, 0), "a"), "restart wins over any old version");
+        assert_eq!(merge_member(&mut known, m("b", 1, 5, 1), "a"), Merged { state: true, heartbeat: true });
+        assert_eq!(
+            merge_member(&mut known, m("b", 1, 4, 9), "a"),
+            Merged { state: false, heartbeat: true },
+            "older version, newer heartbeat"
+        );
+        assert_eq!(known["b"].version, 5);
+        assert_eq!(merge_member(&mut known, m("b", 1, 5, 9), "a"), Merged::default(), "nothing new");
+        assert_eq!(merge_member(&mut known, m("b", 1, 6, 2), "a"), Merged { state: true, heartbeat: false });
+        assert_eq!(known["b"].heartbeat, 9, "heartbeat never goes back");
+        assert_eq!(merge_member(&mut known, m("b", 2, 0, 0), "a"), Merged { state: true, heartbeat: true }, "restart");
+        assert_eq!(merge_member(&mut known, m("b", 1, 99, 99), "a"), Merged::default(), "older generation ignored");
         assert_eq!(known["b"].generation, 2);
     }
 
     #[test]
     fn own_entry_is_never_overwritten() {
         let mut known = BTreeMap::new();
-        known.insert("a".to_string(), m("a", 1, 1));
-        assert!(!merge_member(&mut known, m("a", 9, 9), "a"));
+        known.insert("a".to_string(), m("a", 1, 1, 1));
+        assert_eq!(merge_member(&mut known, m("a", 9, 9, 9), "a"), Merged::default());
         assert_eq!(known["a"].generation, 1);
     }
 }

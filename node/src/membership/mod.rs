@@ -1,16 +1,32 @@
 //! Membership: who is in the cluster, where they listen, which tokens they
-//! own, and whether this node can currently reach them.
+//! own, their zone and lifecycle state, and whether they are alive (DESIGN §4).
 //!
-//! The member list spreads by push-pull gossip (`gossip.rs`). Liveness is
-//! local: a peer is down when messages to it fail, and up again when one
-//! succeeds. The gossip loop pings every member once per round, so a dead
-//! node is noticed within about one `gossip_interval` even when no client
-//! traffic goes to it. (Phi-accrual detection replaces this in the
-//! membership issue; `is_up` is the seam it plugs into.)
+//! - `gossip.rs`: push-pull gossip of the member list. Each node bumps its
+//!   own heartbeat every round; newer `(generation, version)` wins for
+//!   application state, and newer `(generation, heartbeat)` for the
+//!   heartbeat.
+//! - `detector.rs`: phi accrual over the arrival times of each peer's
+//!   heartbeats. It is judged locally by each node.
+//!
+//! A peer is **up** when its phi is at or below the threshold *and* the last
+//! direct message to it did not fail at the transport. The second condition
+//! makes a killed process (connection refused) count as down at once. It
+//! clears on the next direct success, since gossip now and then contacts a
+//! down peer.
+//!
+//! Two rings come out of the member list. `ring()` holds the current owners
+//! (`normal` and `leaving` nodes) and serves reads and W. `future_ring()`
+//! holds the owners once pending joins and leaves complete (`normal` and
+//! `joining`). Writes also go to the future owners of a key, so a joining
+//! node misses nothing while it streams.
 
+mod detector;
 mod gossip;
+mod lifecycle;
 
-pub use gossip::{merge_member, round as run_round, run as run_gossip};
+pub use detector::PhiDetector;
+pub use gossip::{merge_member, round as run_round, run as run_gossip, Merged};
+pub use lifecycle::{decommission, join, RING_DELAY_ROUNDS};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
@@ -23,12 +39,12 @@ use crate::ring::{Ring, Token};
 /// A member's lifecycle state.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum NodeState {
-    /// Known, but not yet owning tokens.
+    /// Has tokens, streaming its ranges; receives writes, serves no reads.
     #[default]
     Joining,
     /// Owns tokens and serves.
     Normal,
-    /// Handing its ranges away.
+    /// Handing its ranges to their next owners; still serves.
     Leaving,
     /// Gone.
     Left,
@@ -62,16 +78,22 @@ pub struct Member {
     pub id: String,
     /// `host:port` its gRPC server listens on.
     pub address: String,
-    /// Ring tokens it owns.
+    /// Ring tokens it owns (or will own, while joining).
     pub tokens: Vec<Token>,
     /// Its zone.
     pub zone: String,
     /// Bumped on restart; a newer generation wins outright.
     pub generation: u64,
-    /// Bumped on each change within a generation.
+    /// Bumped on each change of the fields above within a generation.
     pub version: u64,
     /// Lifecycle state.
     pub state: NodeState,
+    /// Bumped every gossip round by the node itself.
+    pub heartbeat: u64,
+    /// Keys stored, as of the last heartbeat.
+    pub keys: u64,
+    /// Requests in flight, as of the last heartbeat.
+    pub in_flight: u64,
 }
 
 impl From<&Member> for pb::Member {
@@ -84,6 +106,9 @@ impl From<&Member> for pb::Member {
             generation: m.generation,
             version: m.version,
             state: m.state.as_str().into(),
+            heartbeat: m.heartbeat,
+            keys: m.keys,
+            in_flight: m.in_flight,
         }
     }
 }
@@ -98,30 +123,59 @@ impl From<pb::Member> for Member {
             generation: m.generation,
             version: m.version,
             state: NodeState::parse(&m.state),
+            heartbeat: m.heartbeat,
+            keys: m.keys,
+            in_flight: m.in_flight,
         }
+    }
+}
+
+/// Failure-detector settings.
+#[derive(Clone, Copy, Debug)]
+pub struct DetectorConfig {
+    /// Conviction threshold for phi.
+    pub threshold: f64,
+    /// Expected heartbeat interval (the gossip interval), in ms.
+    pub interval_ms: u64,
+    /// Acceptable pause beyond the mean, in ms.
+    pub pause_ms: u64,
+}
+
+impl DetectorConfig {
+    fn detector(&self, now_ms: u64) -> PhiDetector {
+        PhiDetector::new(now_ms, self.interval_ms, self.pause_ms, self.interval_ms / 4)
     }
 }
 
 struct Inner {
     members: BTreeMap<String, Member>,
-    down: BTreeSet<String>,
+    unreachable: BTreeSet<String>,
+    detectors: BTreeMap<String, PhiDetector>,
     ring: Arc<Ring>,
+    future: Arc<Ring>,
 }
 
 /// This node's view of the cluster.
 pub struct Membership {
     me: String,
+    base: tokio::time::Instant,
+    detector: DetectorConfig,
     inner: RwLock<Inner>,
 }
 
 impl Membership {
     /// A view that knows only `me`.
-    pub fn new(me: Member) -> Self {
+    pub fn new(me: Member, detector: DetectorConfig) -> Self {
         let id = me.id.clone();
         let mut members = BTreeMap::new();
         members.insert(id.clone(), me);
-        let ring = Arc::new(build_ring(&members));
-        Self { me: id, inner: RwLock::new(Inner { members, down: BTreeSet::new(), ring }) }
+        let (ring, future) = build_rings(&members);
+        let inner = Inner { members, unreachable: BTreeSet::new(), detectors: BTreeMap::new(), ring, future };
+        Self { me: id, base: tokio::time::Instant::now(), detector, inner: RwLock::new(inner) }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.base.elapsed().as_millis() as u64
     }
 
     /// This node's id.
@@ -129,9 +183,14 @@ impl Membership {
         &self.me
     }
 
-    /// The current ring (cheap to clone, rebuilt only when tokens change).
+    /// The current owners (normal and leaving nodes): reads and W use it.
     pub fn ring(&self) -> Arc<Ring> {
         self.inner.read().expect("lock").ring.clone()
+    }
+
+    /// The owners once pending joins and leaves complete.
+    pub fn future_ring(&self) -> Arc<Ring> {
+        self.inner.read().expect("lock").future.clone()
     }
 
     /// Every known member, sorted by id.
@@ -144,15 +203,25 @@ impl Membership {
         self.inner.read().expect("lock").members.get(id).cloned()
     }
 
-    /// Merges gossip; returns true when anything changed.
+    /// Merges gossip; returns true when the application state of any
+    /// member changed (the rings are then rebuilt).
     pub fn merge(&self, incoming: impl IntoIterator<Item = Member>) -> bool {
+        let now = self.now_ms();
         let mut inner = self.inner.write().expect("lock");
         let mut changed = false;
         for m in incoming {
-            changed |= merge_member(&mut inner.members, m, &self.me);
+            let id = m.id.clone();
+            let merged = merge_member(&mut inner.members, m, &self.me);
+            changed |= merged.state;
+            if merged.heartbeat {
+                let cfg = self.detector;
+                inner.detectors.entry(id).and_modify(|d| d.heartbeat(now)).or_insert_with(|| cfg.detector(now));
+            }
         }
         if changed {
-            inner.ring = Arc::new(build_ring(&inner.members));
+            let (ring, future) = build_rings(&inner.members);
+            inner.ring = ring;
+            inner.future = future;
         }
         changed
     }
@@ -163,35 +232,90 @@ impl Membership {
         let me = inner.members.get_mut(&self.me).expect("own entry always present");
         f(me);
         me.version += 1;
-        inner.ring = Arc::new(build_ring(&inner.members));
+        let (ring, future) = build_rings(&inner.members);
+        inner.ring = ring;
+        inner.future = future;
+    }
+
+    /// Bumps this node's heartbeat and load figures (once per gossip round).
+    pub fn beat(&self, keys: u64, in_flight: u64) {
+        let mut inner = self.inner.write().expect("lock");
+        let me = inner.members.get_mut(&self.me).expect("own entry always present");
+        me.heartbeat += 1;
+        me.keys = keys;
+        me.in_flight = in_flight;
+    }
+
+    /// Marks another node `left` on behalf of an operator (`removenode`).
+    /// Only a node that is down may be removed.
+    pub fn remove(&self, id: &str) -> Result<(), String> {
+        if id == self.me {
+            return Err("a node cannot remove itself; use decommission".into());
+        }
+        if self.is_up(id) {
+            return Err(format!("{id} is up; decommission it instead, or stop it first"));
+        }
+        let mut inner = self.inner.write().expect("lock");
+        let m = inner.members.get_mut(id).ok_or_else(|| format!("{id} is not a member"))?;
+        m.state = NodeState::Left;
+        m.version += 1;
+        let (ring, future) = build_rings(&inner.members);
+        inner.ring = ring;
+        inner.future = future;
+        Ok(())
+    }
+
+    /// phi for `id` now (0 for this node; 0 before any heartbeat was seen).
+    pub fn phi(&self, id: &str) -> f64 {
+        if id == self.me {
+            return 0.0;
+        }
+        let now = self.now_ms();
+        self.inner.read().expect("lock").detectors.get(id).map_or(0.0, |d| d.phi(now))
     }
 
     /// Whether `id` is reachable as far as this node knows. Always true for itself.
     pub fn is_up(&self, id: &str) -> bool {
-        id == self.me || !self.inner.read().expect("lock").down.contains(id)
+        if id == self.me {
+            return true;
+        }
+        let now = self.now_ms();
+        let inner = self.inner.read().expect("lock");
+        !inner.unreachable.contains(id) && inner.detectors.get(id).is_none_or(|d| d.phi(now) <= self.detector.threshold)
     }
 
-    /// Records the outcome of a message to `id`; logs transitions.
-    pub fn set_up(&self, id: &str, up: bool) {
-        if id == self.me || self.is_up(id) == up {
+    /// Records the transport outcome of a direct message to `id`.
+    pub fn set_reachable(&self, id: &str, reachable: bool) {
+        if id == self.me {
             return;
         }
         let mut inner = self.inner.write().expect("lock");
-        if up {
-            inner.down.remove(id);
-            tracing::info!(node = %self.me, peer = %id, "peer is up");
-        } else {
-            inner.down.insert(id.to_string());
-            tracing::warn!(node = %self.me, peer = %id, "peer is down");
+        let changed = if reachable { inner.unreachable.remove(id) } else { inner.unreachable.insert(id.to_string()) };
+        if changed {
+            if reachable {
+                tracing::info!(node = %self.me, peer = %id, "peer reachable again");
+            } else {
+                tracing::warn!(node = %self.me, peer = %id, "peer unreachable");
+            }
         }
+    }
+
+    /// Members other than this one, split into (up, down), `left` excluded.
+    pub fn peers_by_liveness(&self) -> (Vec<Member>, Vec<Member>) {
+        self.members().into_iter().filter(|m| m.id != self.me && m.state != NodeState::Left).partition(|m| self.is_up(&m.id))
     }
 }
 
-fn build_ring(members: &BTreeMap<String, Member>) -> Ring {
-    Ring::new(
-        members
-            .values()
-            .filter(|m| matches!(m.state, NodeState::Normal | NodeState::Leaving))
-            .map(|m| (m.id.as_str(), m.tokens.as_slice())),
-    )
+fn build_rings(members: &BTreeMap<String, Member>) -> (Arc<Ring>, Arc<Ring>) {
+    let pick = |states: &[NodeState]| {
+        Ring::with_zones(
+            members
+                .values()
+                .filter(|m| states.contains(&m.state) && !m.tokens.is_empty())
+                .map(|m| (m.id.as_str(), m.zone.as_str(), m.tokens.as_slice())),
+        )
+    };
+    let ring = pick(&[NodeState::Normal, NodeState::Leaving]);
+    let future = pick(&[NodeState::Normal, NodeState::Joining]);
+    (Arc::new(ring), Arc::new(future))
 }

@@ -36,6 +36,9 @@ impl pb::admin_server::Admin for AdminService {
             .into_iter()
             .map(|m| pb::NodeStatus {
                 liveness: if self.s.membership.is_up(&m.id) { "up" } else { "down" }.into(),
+                phi: self.s.membership.phi(&m.id),
+                keys: m.keys,
+                in_flight: m.in_flight,
                 ownership: ownership.get(&m.id).copied().unwrap_or(0.0),
                 tokens: m.tokens.len() as u32,
                 state: m.state.as_str().into(),
@@ -95,6 +98,18 @@ impl pb::admin_server::Admin for AdminService {
             _ => return Err(Error::InvalidArgument("a repair range needs both start and end tokens".into()).into()),
         };
         Ok(Response::new(run_pass(&self.s, only).await))
+    }
+
+    async fn decommission(&self, _req: Request<pb::DecommissionRequest>) -> Result<Response<pb::DecommissionResponse>, Status> {
+        Ok(Response::new(crate::membership::decommission(&self.s, self.s.shutdown.clone()).await?))
+    }
+
+    async fn remove_node(&self, req: Request<pb::RemoveNodeRequest>) -> Result<Response<pb::RemoveNodeResponse>, Status> {
+        let id = req.into_inner().id;
+        self.s.membership.remove(&id).map_err(Error::InvalidArgument)?;
+        self.s.save_members();
+        tracing::warn!(node = %self.s.config.id, removed = %id, "node removed from the ring; run a repair to re-replicate its ranges");
+        Ok(Response::new(pb::RemoveNodeResponse {}))
     }
 
     async fn roots(&self, _req: Request<pb::RootsRequest>) -> Result<Response<pb::RootsResponse>, Status> {

@@ -16,6 +16,22 @@ use crate::quorum::Level;
 const SCAN_DEFAULT_LIMIT: usize = 1000;
 const SCAN_MAX_LIMIT: usize = 10_000;
 
+/// Counts a request in flight for as long as it lives.
+struct InFlight<'a>(&'a std::sync::atomic::AtomicU64);
+
+impl<'a> InFlight<'a> {
+    fn new(counter: &'a std::sync::atomic::AtomicU64) -> Self {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Serves `ringkv.v1.Kv`.
 pub struct KvService {
     s: Arc<Shared>,
@@ -56,6 +72,7 @@ fn read_repair(options: Option<&pb::RequestOptions>) -> Result<ReadRepair, Error
 #[tonic::async_trait]
 impl pb::kv_server::Kv for KvService {
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        let _counted = InFlight::new(&self.s.in_flight);
         let req = req.into_inner();
         let options = req.options.as_ref();
         let read = Read {
@@ -73,6 +90,7 @@ impl pb::kv_server::Kv for KvService {
     }
 
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        let _counted = InFlight::new(&self.s.in_flight);
         let req = req.into_inner();
         let write = self.write(req.key, req.value, req.context, false, req.options.as_ref())?;
         let (ctx, receipt) = self.coordinator.write(write, None).await?;
@@ -80,6 +98,7 @@ impl pb::kv_server::Kv for KvService {
     }
 
     async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+        let _counted = InFlight::new(&self.s.in_flight);
         let req = req.into_inner();
         let write = self.write(req.key, Vec::new(), req.context, true, req.options.as_ref())?;
         let (_, receipt) = self.coordinator.write(write, None).await?;
@@ -87,6 +106,7 @@ impl pb::kv_server::Kv for KvService {
     }
 
     async fn scan(&self, req: Request<pb::ScanRequest>) -> Result<Response<pb::ScanResponse>, Status> {
+        let _counted = InFlight::new(&self.s.in_flight);
         let req = req.into_inner();
         let options = req.options.as_ref();
         let limit = match req.limit as usize {

@@ -79,9 +79,7 @@ impl pb::peer_server::Peer for PeerService {
     async fn gossip(&self, req: Request<pb::GossipRequest>) -> Result<Response<pb::GossipResponse>, Status> {
         let req = req.into_inner();
         self.s.membership.merge(req.members.into_iter().map(Member::from));
-        if let Some(m) = self.s.membership.members().into_iter().find(|m| m.id == req.from) {
-            self.s.membership.set_up(&m.id, true);
-        }
+        // A direct message from the peer proves it can reach us, not that we can reach it.
         let members = self.s.membership.members().iter().map(Into::into).collect();
         Ok(Response::new(pb::GossipResponse { members }))
     }
