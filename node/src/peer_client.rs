@@ -91,14 +91,16 @@ impl Peers {
             Ok(Err(status)) => {
                 // An error the peer's own code raised means the peer is alive.
                 let from_node = status.metadata().contains_key(KIND_HEADER);
-                let unreachable = !from_node && matches!(status.code(), Code::Unavailable | Code::Cancelled | Code::Unknown);
-                self.membership.set_reachable(id, !unreachable);
+                // Only a refused or broken connection marks the peer unreachable.
+                let unreachable = !from_node && status.code() == Code::Unavailable;
+                if unreachable || from_node {
+                    self.membership.set_reachable(id, !unreachable);
+                }
                 Err(if from_node { Error::Forwarded(status) } else { status_to_error(id, status) })
             }
-            Err(_) => {
-                self.membership.set_reachable(id, false);
-                Err(Error::PeerTimeout { peer: id.to_string(), ms: timeout.min(self.timeout).as_millis() as u64 })
-            }
+            // A timeout is not proof of death (latency jitter, a slow peer):
+            // the failure detector decides.
+            Err(_) => Err(Error::PeerTimeout { peer: id.to_string(), ms: timeout.min(self.timeout).as_millis() as u64 }),
         }
     }
 
@@ -173,7 +175,11 @@ impl Peers {
         let req = pb::GossipRequest { from: self.membership.me().to_string(), members: members.iter().map(Into::into).collect() };
         let result = tokio::time::timeout(self.timeout, client.rpc.gossip(req)).await;
         if let Some(id) = &target {
-            self.membership.set_reachable(id, matches!(result, Ok(Ok(_))));
+            match &result {
+                Ok(Ok(_)) => self.membership.set_reachable(id, true),
+                Ok(Err(status)) if status.code() == Code::Unavailable => self.membership.set_reachable(id, false),
+                _ => {}
+            }
         }
         let resp = result
             .map_err(|_| Error::Peer { peer: addr.to_string(), reason: "gossip timed out".into() })?

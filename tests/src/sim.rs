@@ -92,31 +92,35 @@ pub fn add_nodes(sim: &mut turmoil::Sim<'_>, n: usize, seed: u64) -> Vec<MemoryS
 }
 
 /// [`add_nodes`] with a hook to adjust node `i`'s config.
-pub fn add_nodes_with(
-    sim: &mut turmoil::Sim<'_>,
-    n: usize,
-    seed: u64,
-    adjust: impl Fn(usize, &mut Config) + Clone + 'static,
-) -> Vec<MemoryStorage> {
-    let stores: Vec<MemoryStorage> = (0..n).map(|_| MemoryStorage::default()).collect();
-    for i in 1..=n {
-        let store = stores[i - 1].clone();
-        let mut cfg = config(i, seed);
-        adjust(i, &mut cfg);
-        sim.host(format!("n{i}"), move || {
-            let (store, cfg) = (store.clone(), cfg.clone());
-            async move {
-                // First boot joins in order; after a crash the tokens are stored.
-                if turmoil::sim_elapsed().unwrap_or_default() < Duration::from_secs(n as u64) {
-                    tokio::time::sleep(Duration::from_secs(i as u64 - 1)).await;
-                }
-                let env = Env { transport: Arc::new(SimTransport), clock: Arc::new(SimClock), storage: Some(Arc::new(store)) };
-                ringkv_node::run(cfg, env, CancellationToken::new()).await?;
-                Ok(())
+pub fn add_nodes_with(sim: &mut turmoil::Sim<'_>, n: usize, seed: u64, adjust: impl Fn(usize, &mut Config)) -> Vec<MemoryStorage> {
+    (1..=n)
+        .map(|i| {
+            let mut cfg = config(i, seed);
+            adjust(i, &mut cfg);
+            add_node(sim, cfg, Duration::from_secs(i as u64 - 1))
+        })
+        .collect()
+}
+
+/// Adds one node as a host that first starts `delay` into the simulation
+/// (a restart after a crash starts at once). Returns its storage, which
+/// survives crashes.
+pub fn add_node(sim: &mut turmoil::Sim<'_>, cfg: Config, delay: Duration) -> MemoryStorage {
+    let store = MemoryStorage::default();
+    let kept = store.clone();
+    sim.host(cfg.id.clone(), move || {
+        let (store, cfg) = (kept.clone(), cfg.clone());
+        async move {
+            let now = turmoil::sim_elapsed().unwrap_or_default();
+            if now < delay {
+                tokio::time::sleep(delay - now).await;
             }
-        });
-    }
-    stores
+            let env = Env { transport: Arc::new(SimTransport), clock: Arc::new(SimClock), storage: Some(Arc::new(store)) };
+            ringkv_node::run(cfg, env, CancellationToken::new()).await?;
+            Ok(())
+        }
+    });
+    store
 }
 
 /// A client routed to the given simulated nodes, in order.
