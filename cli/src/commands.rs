@@ -177,10 +177,11 @@ pub async fn run(cmd: Command, endpoints: &[String], json_mode: bool) -> Result<
         }
         Command::Ring => {
             let r = client.ring().await?;
-            let owners: Vec<Value> = r.owners.iter().map(|o| json!({ "node": o.node, "ownership": o.ownership })).collect();
+            let owners: Vec<Value> = r.owners.iter().map(|o| json!({ "node": o.node, "zone": o.zone, "ownership": o.ownership })).collect();
             let tokens: Vec<Value> = r.tokens.iter().map(|t| json!({ "token": t.token, "node": t.node })).collect();
             print(json_mode, json!({ "skew": r.skew, "nodes": owners, "tokens": tokens }), || {
-                let mut out: Vec<String> = r.owners.iter().map(|o| format!("{:<6} {:>6.2}%", o.node, o.ownership * 100.0)).collect();
+                let mut out: Vec<String> =
+                    r.owners.iter().map(|o| format!("{:<6} {:<10} {:>6.2}%", o.node, o.zone, o.ownership * 100.0)).collect();
                 out.push(format!("{} tokens · skew (max/mean) {:.3}", r.tokens.len(), r.skew));
                 out.join("\n")
             });

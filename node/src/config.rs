@@ -153,7 +153,7 @@ impl Config {
         if self.request_timeout_ms == 0 || self.peer_timeout_ms == 0 || self.gossip_interval_ms == 0 {
             return bad("request_timeout_ms, peer_timeout_ms and gossip_interval_ms must be positive".into());
         }
-        if !(self.phi_threshold > 0.0) {
+        if self.phi_threshold.is_nan() || self.phi_threshold <= 0.0 {
             return bad(format!("phi_threshold is {}; it must be positive", self.phi_threshold));
         }
         if self.hinted_handoff {

@@ -482,3 +482,59 @@ fn sixty_four_nodes_converge_in_a_few_gossip_rounds() {
     });
     run(sim, seed);
 }
+
+#[test]
+fn partitioned_node_comes_back_up_after_the_partition_heals() {
+    let seed = seed(0x5eed_0025);
+    let mut sim = builder(seed).build();
+    add_nodes(&mut sim, 3, seed);
+    sim.client("client", async {
+        cluster_ready().await?;
+        isolate_n3().await?;
+        until("n2 sees n3 down too", CONVERGE, || sees("n2", "n3", "down")).await?;
+        heal_n3().await?;
+        until("n2 sees n3 up", CONVERGE, || sees("n2", "n3", "up")).await?;
+        Ok(())
+    });
+    run(sim, seed);
+}
+
+#[test]
+fn removenode_drops_a_dead_node_and_repair_re_replicates_its_ranges() {
+    let seed = seed(0x5eed_0026);
+    let mut sim = builder(seed).build();
+    add_nodes(&mut sim, 4, seed);
+    let ready = Arc::new(AtomicBool::new(false));
+    let r = ready.clone();
+    sim.client("writer", async move {
+        until("4 nodes up", CONVERGE, || async { sees("n1", "n4", "up").await && sees("n4", "n3", "up").await }).await?;
+        let c = client(&["n1"]);
+        for i in 0..200 {
+            c.put(format!("r{i}").as_bytes(), b"v", None, Options::level(Level::All)).await?;
+        }
+        r.store(true, Ordering::SeqCst);
+        Ok(())
+    });
+    while !ready.load(Ordering::SeqCst) {
+        sim.step().expect("step");
+    }
+    sim.crash("n4");
+    sim.client("operator", async {
+        until("n1 sees n4 down", CONVERGE, || sees("n1", "n4", "down")).await?;
+        ringkv_tests::sim::admin("n1").remove_node(ringkv_client::pb::RemoveNodeRequest { id: "n4".into() }).await?;
+        until("n3 learns n4 left", CONVERGE, || async { client(&["n3"]).ring().await.is_ok_and(|r| r.owners.len() == 3) }).await?;
+        for node in ["n1", "n2", "n3"] {
+            let report = ringkv_tests::sim::repair(node).await?;
+            assert!(report.errors.is_empty(), "{node}: {:?}", report.errors);
+        }
+        // Every key now has its three replicas among n1..n3.
+        let c = client(&["n1"]);
+        for i in 0..200 {
+            let r = c.inspect(format!("r{i}").as_bytes()).await?;
+            assert!(r.replicas.iter().all(|v| v.present && v.node != "n4"), "r{i}: {r:?}");
+            assert_eq!(r.replicas.len(), 3);
+        }
+        Ok(())
+    });
+    run(sim, seed);
+}

@@ -63,7 +63,11 @@ impl pb::admin_server::Admin for AdminService {
         let ring = self.s.membership.ring();
         Ok(Response::new(pb::RingResponse {
             tokens: ring.tokens().iter().map(|(t, n)| pb::RingToken { token: *t, node: n.clone() }).collect(),
-            owners: ring.ownership().into_iter().map(|(node, ownership)| pb::RingOwnership { node, ownership }).collect(),
+            owners: ring
+                .ownership()
+                .into_iter()
+                .map(|(node, ownership)| pb::RingOwnership { zone: ring.zone(&node).to_string(), node, ownership })
+                .collect(),
             skew: ring.skew(),
         }))
     }
