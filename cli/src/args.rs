@@ -19,6 +19,25 @@ pub struct Cli {
     pub command: Command,
 }
 
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => s.split_at(i),
+        None => (s, "ms"),
+    };
+    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 500ms or 2s"))?;
+    let ms = match unit {
+        "ms" => n,
+        "s" => n * 1000.0,
+        "m" => n * 60_000.0,
+        other => return Err(format!("unknown unit {other:?} in {s:?}; use ms, s or m")),
+    };
+    if ms <= 0.0 {
+        return Err("a timeout must be positive".into());
+    }
+    Ok(std::time::Duration::from_micros((ms * 1000.0) as u64))
+}
+
 fn parse_range(s: &str) -> Result<(u64, u64), String> {
     let (a, b) = s.split_once(':').ok_or_else(|| format!("{s:?} is not START:END"))?;
     let tok = |t: &str| t.trim().parse::<u64>().map_err(|e| format!("token {t:?}: {e}"));
@@ -36,6 +55,8 @@ pub enum LevelArg {
     /// A quorum of the replicas in the coordinator's zone.
     #[value(name = "local_quorum")]
     LocalQuorum,
+    /// Writes only: any node, hint holders included.
+    Any,
 }
 
 /// A switch.
@@ -60,9 +81,12 @@ pub struct RequestArgs {
     /// Consistency level.
     #[arg(short = 'c', long = "consistency", value_enum, default_value = "quorum")]
     pub level: LevelArg,
-    /// Deadline for the request, in milliseconds (default: the node's).
+    /// Deadline for the whole request, e.g. 500ms or 2s (default: the node's request_timeout_ms).
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+    /// Writes: let healthy nodes beyond the preference list stand in for down replicas.
     #[arg(long)]
-    pub timeout_ms: Option<u64>,
+    pub sloppy: bool,
     /// Print the receipt: replicas asked and answered, latencies, stale replicas, repairs.
     #[arg(long)]
     pub explain: bool,
@@ -134,6 +158,8 @@ pub enum Command {
         #[arg(long, value_parser = parse_range)]
         range: Option<(u64, u64)>,
     },
+    /// Hints held for down replicas, per target, on every node.
+    Hints,
     /// Stream a node's ranges to their next owners, then stop it.
     Decommission {
         /// The node to decommission.
@@ -242,6 +268,15 @@ pub struct ServeArgs {
     pub phi_threshold: Option<f64>,
     #[arg(long)]
     pub heartbeat_pause_ms: Option<u64>,
+    /// Tolerated silence of a replica, in seconds, before it stops getting hints.
+    #[arg(long)]
+    pub max_hint_window: Option<u64>,
+    #[arg(long)]
+    pub max_hint_bytes_per_target: Option<u64>,
+    #[arg(long)]
+    pub hint_replay_bytes_per_sec: Option<u64>,
+    #[arg(long)]
+    pub speculative_retry_ms: Option<u64>,
     /// Seconds between anti-entropy passes; 0 turns the schedule off.
     #[arg(long)]
     pub anti_entropy_interval: Option<u64>,
@@ -250,7 +285,7 @@ pub struct ServeArgs {
     /// Seconds before repair may purge a tombstone.
     #[arg(long)]
     pub tombstone_grace: Option<u64>,
-    /// on or off (only off until hinted handoff is built).
+    /// on (default) or off.
     #[arg(long)]
     pub hinted_handoff: Option<OnOff>,
     /// Log filter (also RUST_LOG), e.g. info or ringkv_node=debug.

@@ -19,6 +19,7 @@ impl From<LevelArg> for Level {
             LevelArg::Quorum => Level::Quorum,
             LevelArg::All => Level::All,
             LevelArg::LocalQuorum => Level::LocalQuorum,
+            LevelArg::Any => Level::Any,
         }
     }
 }
@@ -31,7 +32,8 @@ fn options(req: &RequestArgs, repair: Option<RepairArg>) -> Options {
             Some(RepairArg::Async) => ReadRepair::Async,
             Some(RepairArg::Off) => ReadRepair::Off,
         },
-        timeout: req.timeout_ms.map(Duration::from_millis),
+        timeout: req.timeout,
+        sloppy: req.sloppy,
     }
 }
 
@@ -149,7 +151,8 @@ pub async fn run(cmd: Command, endpoints: &[String], json_mode: bool) -> Result<
                             "passes": a.passes, "ranges_checked": a.ranges_checked, "ranges_out_of_sync": a.ranges_out_of_sync,
                             "keys_repaired": a.keys_repaired, "bytes_sent": a.bytes_sent, "bytes_received": a.bytes_received,
                             "tombstones_purged": a.tombstones_purged, "trees_ready": a.trees_ready, "trees_total": a.trees_total,
-                        })) }),
+                        })),
+                        "hints": s.hints.iter().map(|h| json!({ "target": h.target, "count": h.count, "bytes": h.bytes, "oldest_age_ms": h.oldest_age_ms })).collect::<Vec<_>>() }),
                 || {
                     let mut out = vec![format!(
                         "as seen by {} · storage {} · durability {} · replication factor {} · {} keys stored locally",
@@ -223,6 +226,7 @@ pub async fn run(cmd: Command, endpoints: &[String], json_mode: bool) -> Result<
         }
         Command::Fault { action } => fault(&client, action, json_mode).await?,
         Command::Repair { node, range } => repair(&client, node, range, json_mode).await?,
+        Command::Hints => hints(&client, json_mode).await?,
         Command::Decommission { node } => decommission(&client, &node, json_mode).await?,
         Command::Removenode { id } => {
             let status = client.status().await?;
@@ -315,6 +319,40 @@ async fn repair(client: &Client, only: Option<String>, range: Option<(u64, u64)>
         for e in &errors {
             out.push(format!("warning: {e}"));
         }
+        out.join("\n")
+    });
+    Ok(())
+}
+
+/// Lists the hints every node holds, per target.
+async fn hints(client: &Client, json_mode: bool) -> Result<()> {
+    let status = client.status().await?;
+    let mut rows = Vec::new();
+    let mut nodes = Vec::new();
+    for n in status.nodes.iter().filter(|n| n.liveness == "up" && n.state != "left") {
+        let h = client
+            .admin(&n.address)?
+            .hints(pb::HintsRequest {})
+            .await
+            .map_err(ringkv_client::Error::from)
+            .with_context(|| format!("cannot read hints on {}", n.id))?
+            .into_inner();
+        for t in &h.targets {
+            rows.push(format!("{:<8} {:<8} {:>8} {:>12} {:>10.1}", h.node, t.target, t.count, t.bytes, t.oldest_age_ms as f64 / 1000.0));
+        }
+        nodes.push(json!({
+            "node": h.node, "replayed": h.replayed, "dropped_window": h.dropped_window, "dropped_budget": h.dropped_budget,
+            "targets": h.targets.iter().map(|t| json!({ "target": t.target, "count": t.count, "bytes": t.bytes, "oldest_age_ms": t.oldest_age_ms })).collect::<Vec<_>>(),
+        }));
+    }
+    let pending: u64 =
+        nodes.iter().flat_map(|n| n["targets"].as_array().cloned().unwrap_or_default()).map(|t| t["count"].as_u64().unwrap_or(0)).sum();
+    print(json_mode, json!({ "pending": pending, "nodes": nodes }), || {
+        if rows.is_empty() {
+            return "no hints pending".into();
+        }
+        let mut out = vec![format!("{:<8} {:<8} {:>8} {:>12} {:>10}", "HOLDER", "TARGET", "HINTS", "BYTES", "OLDEST s")];
+        out.extend(rows);
         out.join("\n")
     });
     Ok(())

@@ -36,6 +36,7 @@ fn name(l: Level) -> &'static str {
         Level::Quorum => "QUORUM",
         Level::All => "ALL",
         Level::LocalQuorum => "LOCAL_QUORUM",
+        Level::Any => "ANY",
         _ => "?",
     }
 }
@@ -104,7 +105,7 @@ pub async fn run(a: DemoArgs, json_mode: bool) -> Result<()> {
             let key = format!("demo:stale:{}:{i}", name(level));
             let value = format!("v{i}");
             c1.put(key.as_bytes(), value.as_bytes(), None, Options::level(Level::One)).await?;
-            let r = c3.get(key.as_bytes(), Options { level, read_repair: ReadRepair::Off, timeout: None }).await?;
+            let r = c3.get(key.as_bytes(), Options { level, read_repair: ReadRepair::Off, ..Default::default() }).await?;
             lat.record(r.receipt.as_ref().map_or(0, |r| r.latency_us))?;
             if !r.siblings.iter().any(|s| s.value == value.as_bytes()) {
                 stale += 1;
@@ -145,7 +146,7 @@ pub async fn run(a: DemoArgs, json_mode: bool) -> Result<()> {
     let before = holds(&c1, "n3").await?;
     apply_fault(&admin, FaultAction::Clear).await.context("the demo could not set a fault")?;
     wait_up(&c1, "n3").await?;
-    let r = c1.get(b"demo:healed", Options { level: Level::All, read_repair: ReadRepair::Blocking, timeout: None }).await?;
+    let r = c1.get(b"demo:healed", Options { level: Level::All, read_repair: ReadRepair::Blocking, ..Default::default() }).await?;
     let receipt = r.receipt.unwrap_or_default();
     let n3 = receipt.replicas.iter().find(|x| x.node == "n3").cloned().unwrap_or_default();
     let after = holds(&c1, "n3").await?;

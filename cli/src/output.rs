@@ -64,6 +64,7 @@ pub fn receipt_json(r: Option<&pb::Receipt>) -> Value {
         "replicas": r.replicas.iter().map(|x| json!({
             "node": x.node, "answered": x.answered, "latency_us": x.latency_us,
             "stale": x.stale, "repaired": x.repaired, "error": x.error,
+            "hinted": x.hinted, "stand_in_for": x.stand_in_for, "speculative": x.speculative,
         })).collect::<Vec<_>>(),
     })
 }
@@ -88,11 +89,20 @@ pub fn receipt_text(r: Option<&pb::Receipt>) -> String {
         } else {
             x.error.clone()
         };
-        let flags = match (x.stale, x.repaired) {
-            (true, true) => " · stale, repaired",
-            (true, false) => " · stale",
-            _ => "",
+        let mut flags = match (x.stale, x.repaired) {
+            (true, true) => " · stale, repaired".to_string(),
+            (true, false) => " · stale".to_string(),
+            _ => String::new(),
         };
+        if x.hinted {
+            flags.push_str(" · hint stored for it");
+        }
+        if !x.stand_in_for.is_empty() {
+            flags.push_str(&format!(" · stand-in for {}", x.stand_in_for));
+        }
+        if x.speculative {
+            flags.push_str(" · speculative retry");
+        }
         out.push_str(&format!("  {:<6} {state}{flags}\n", x.node));
     }
     out.trim_end().to_string()

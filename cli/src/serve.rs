@@ -37,19 +37,26 @@ pub fn load_config(a: &ServeArgs) -> Result<Config> {
         max_value_bytes,
         request_timeout_ms,
         peer_timeout_ms,
-        gossip_interval_ms
+        gossip_interval_ms,
+        initial_tokens,
+        anti_entropy_interval,
+        anti_entropy_bytes_per_sec,
+        tombstone_grace,
+        max_hint_window,
+        max_hint_bytes_per_target,
+        hint_replay_bytes_per_sec,
+        speculative_retry_ms,
+        phi_threshold,
+        heartbeat_pause_ms
     );
+    if let Some(h) = a.hinted_handoff {
+        c.hinted_handoff = h == crate::args::OnOff::On;
+    }
     if a.advertise.is_some() {
         c.advertise = a.advertise.clone();
     }
     if a.rng_seed.is_some() {
         c.rng_seed = a.rng_seed;
-    }
-    if let Some(p) = a.phi_threshold {
-        c.phi_threshold = p;
-    }
-    if let Some(p) = a.heartbeat_pause_ms {
-        c.heartbeat_pause_ms = p;
     }
     if let Some(d) = &a.durability {
         c.durability = match d.as_str() {
@@ -119,4 +126,55 @@ pub async fn cluster(a: ClusterArgs) -> Result<()> {
     cluster.stop();
     eprintln!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::args::{Cli, Command};
+
+    /// Every config field has a `serve` flag that takes effect.
+    #[test]
+    fn every_config_field_can_be_set_by_a_flag() {
+        let flags = [
+            "--id=n9",
+            "--listen=127.0.0.9:7109",
+            "--advertise=127.0.0.9:7109",
+            "--data-dir=/tmp/x",
+            "--seeds=a:1,b:2",
+            "--zone=z",
+            "--replication-factor=5",
+            "--vnodes=8",
+            "--initial-tokens=1,2",
+            "--storage=sled",
+            "--durability=fsync",
+            "--group-commit-ms=7",
+            "--max-clock-skew-ms=9",
+            "--max-key-bytes=10",
+            "--max-value-bytes=11",
+            "--request-timeout-ms=12",
+            "--peer-timeout-ms=13",
+            "--gossip-interval-ms=14",
+            "--rng-seed=15",
+            "--phi-threshold=3.5",
+            "--heartbeat-pause-ms=16",
+            "--anti-entropy-interval=0",
+            "--anti-entropy-bytes-per-sec=17",
+            "--tombstone-grace=18",
+            "--hinted-handoff=off",
+            "--max-hint-window=19",
+            "--max-hint-bytes-per-target=20",
+            "--hint-replay-bytes-per-sec=21",
+            "--speculative-retry-ms=22",
+        ];
+        let cli = Cli::try_parse_from(["ringkv", "serve"].into_iter().chain(flags)).unwrap();
+        let Command::Serve(args) = cli.command else { panic!("not serve") };
+        let got = toml::Value::try_from(super::load_config(&args).unwrap()).unwrap();
+        let default = toml::Value::try_from(ringkv_node::Config::default()).unwrap();
+        for (field, value) in got.as_table().unwrap() {
+            assert_ne!(Some(value), default.get(field), "the flag for {field} had no effect");
+        }
+        assert!(got.get("advertise").is_some() && got.get("rng_seed").is_some());
+    }
 }

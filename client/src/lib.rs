@@ -50,6 +50,9 @@ pub struct Options {
     pub read_repair: ReadRepair,
     /// Deadline; `None` means the node default.
     pub timeout: Option<Duration>,
+    /// Writes: let healthy nodes beyond the preference list stand in for
+    /// down replicas (sloppy quorum).
+    pub sloppy: bool,
 }
 
 impl Options {
@@ -62,7 +65,7 @@ impl Options {
         pb::RequestOptions {
             consistency: self.level as i32,
             read_repair: self.read_repair as i32,
-            sloppy: false,
+            sloppy: self.sloppy,
             timeout_ms: self.timeout.map_or(0, |t| t.as_millis().min(u32::MAX as u128) as u32),
         }
     }

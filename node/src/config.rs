@@ -89,9 +89,18 @@ pub struct Config {
     /// Seconds a tombstone is kept before repair may purge it (once every
     /// replica of its range holds it).
     pub tombstone_grace: u64,
-    /// Hinted handoff. Not built yet (it comes with the failover issue), so
-    /// only `false` is accepted.
+    /// Hinted handoff: keep writes for replicas that are down and replay them.
     pub hinted_handoff: bool,
+    /// Seconds a replica may be silent and still get new hints; after that
+    /// it is left to anti-entropy.
+    pub max_hint_window: u64,
+    /// Largest total size of hints kept for one target, in bytes.
+    pub max_hint_bytes_per_target: u64,
+    /// Byte-rate limit for hint replay; 0 is unlimited.
+    pub hint_replay_bytes_per_sec: u64,
+    /// Speculative-retry delay, in ms, for a replica with too few latency
+    /// samples to have a p99 yet.
+    pub speculative_retry_ms: u64,
 }
 
 impl Default for Config {
@@ -121,7 +130,11 @@ impl Default for Config {
             anti_entropy_interval: 600,
             anti_entropy_bytes_per_sec: 16 * 1024 * 1024,
             tombstone_grace: 10 * 24 * 3600,
-            hinted_handoff: false,
+            hinted_handoff: true,
+            max_hint_window: 3 * 3600,
+            max_hint_bytes_per_target: 64 * 1024 * 1024,
+            hint_replay_bytes_per_sec: 4 * 1024 * 1024,
+            speculative_retry_ms: 20,
         }
     }
 }
@@ -155,9 +168,6 @@ impl Config {
         }
         if self.phi_threshold.is_nan() || self.phi_threshold <= 0.0 {
             return bad(format!("phi_threshold is {}; it must be positive", self.phi_threshold));
-        }
-        if self.hinted_handoff {
-            return bad("hinted handoff is not built yet (it comes with the failover issue); run with --hinted-handoff off".into());
         }
         Ok(())
     }

@@ -33,9 +33,11 @@ use ringkv_proto::v1::ReadRepair;
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
+use crate::hints::Stored;
 use crate::node::Shared;
 use crate::quorum::{Level, Outcome, QuorumTracker};
 use crate::record;
+use crate::store::Ticket;
 use crate::version::{Context, DvvSet, Sibling};
 
 /// A write as the coordinator sees it.
@@ -53,6 +55,8 @@ pub struct Write {
     pub level: Level,
     /// Deadline for the whole request.
     pub timeout: Duration,
+    /// Let healthy nodes beyond the preference list stand in for down replicas.
+    pub sloppy: bool,
 }
 
 /// A read as the coordinator sees it.
@@ -119,6 +123,8 @@ struct Plan {
     required: usize,
     /// Live nodes among `counted`.
     alive_counted: usize,
+    /// Sloppy quorum: (stand-in, the replica it stands in for).
+    stand_ins: Vec<(String, String)>,
 }
 
 impl Coordinator {
@@ -158,16 +164,20 @@ impl Coordinator {
     /// once a join or leave completes. As in Cassandra, each pending
     /// replica adds one to the acknowledgements required, so a quorum of
     /// the future owners holds every acknowledged write.
-    fn plan(&self, key: &[u8], level: Level, write: bool) -> Result<Plan> {
+    ///
+    /// With `sloppy`, each down replica whose answer counts may be replaced
+    /// by a live node beyond the preference list. The stand-in holds the
+    /// write as a hint for that replica and counts toward W.
+    fn plan(&self, key: &[u8], level: Level, write: bool, sloppy: bool) -> Result<Plan> {
         let n = self.s.config.replication_factor;
-        let prefs = self.s.membership.ring().preference_list(key, n);
+        let ring = self.s.membership.ring();
+        let prefs = ring.preference_list(key, n);
         let pending: Vec<String> = if write {
             self.s.membership.future_ring().preference_list(key, n).into_iter().filter(|p| !prefs.contains(p)).collect()
         } else {
             Vec::new()
         };
         let (counted, required) = if level == Level::LocalQuorum {
-            let ring = self.s.membership.ring();
             let future = self.s.membership.future_ring();
             let zone = &self.s.config.zone;
             let local: Vec<String> = prefs.iter().filter(|p| ring.zone(p) == zone).cloned().collect();
@@ -182,21 +192,68 @@ impl Coordinator {
             let local_pending: Vec<String> = pending.iter().filter(|p| future.zone(p) == zone).cloned().collect();
             let required = local.len() / 2 + 1 + local_pending.len();
             (local.into_iter().chain(local_pending).collect::<Vec<_>>(), required)
+        } else if level == Level::Any {
+            (prefs.iter().chain(&pending).cloned().collect(), 1)
         } else {
             (prefs.iter().chain(&pending).cloned().collect(), level.required(n) + pending.len())
         };
-        let alive_counted = counted.iter().filter(|id| self.s.membership.is_up(id)).count();
-        if alive_counted < required {
+        let up = |id: &String| self.s.membership.is_up(id);
+        let alive_counted = counted.iter().filter(|id| up(id)).count();
+        let mut stand_ins = Vec::new();
+        if sloppy && write && alive_counted < required {
+            let down: Vec<&String> = counted.iter().filter(|id| !up(id)).collect();
+            let spare =
+                ring.preference_list(key, ring.nodes().len()).into_iter().filter(|c| !prefs.contains(c) && !pending.contains(c) && up(c));
+            stand_ins = spare.zip(down).map(|(si, target)| (si, target.clone())).collect();
+        }
+        let any_can_hint = level == Level::Any && self.s.config.hinted_handoff;
+        if alive_counted + stand_ins.len() < required && !any_can_hint {
             let hint = if prefs.len() < n {
                 format!("; the ring has {} node(s) but replication_factor is {n}", prefs.len())
             } else {
-                let down: Vec<&str> = counted.iter().filter(|p| !self.s.membership.is_up(p)).map(String::as_str).collect();
-                format!("; down: {}", down.join(", "))
+                let down: Vec<&str> = counted.iter().filter(|p| !up(p)).map(String::as_str).collect();
+                let mut h = format!("; down: {}", down.join(", "));
+                if sloppy {
+                    h.push_str(&format!(
+                        "; sloppy quorum found {} healthy node(s) outside the preference list to stand in (the ring has {} nodes for replication factor {n})",
+                        stand_ins.len(),
+                        ring.nodes().len()
+                    ));
+                }
+                h
             };
             return Err(Error::Unavailable { level: level.as_str().into(), required: required as u32, alive: alive_counted as u32, hint });
         }
-        let targets = prefs.iter().chain(&pending).filter(|id| self.s.membership.is_up(id)).cloned().collect();
-        Ok(Plan { prefs, pending, targets, counted, required, alive_counted })
+        let targets = prefs.iter().chain(&pending).filter(|id| up(id)).cloned().collect();
+        Ok(Plan { prefs, pending, targets, counted, required, alive_counted, stand_ins })
+    }
+
+    /// Stores a hint for `target` on this node, if hinted handoff allows.
+    fn hint(s: &Shared, target: &str, key: &[u8], version: &DvvSet) -> Option<Ticket> {
+        if !s.config.hinted_handoff {
+            return None;
+        }
+        let silent = s.membership.silent_ms(target);
+        let offered = s.hints.offer(
+            target,
+            key,
+            version,
+            s.clock.wall_ms(),
+            silent,
+            s.config.max_hint_window * 1000,
+            s.config.max_hint_bytes_per_target,
+        );
+        match offered {
+            Ok(Stored::Yes(t)) => Some(t),
+            Ok(other) => {
+                tracing::debug!(peer = %target, outcome = ?other, "write not hinted");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(peer = %target, error = %e, "could not store a hint");
+                None
+            }
+        }
     }
 
     fn receipt(&self, level: Level, required: usize, prefs: &[String]) -> pb::Receipt {
@@ -221,9 +278,12 @@ impl Coordinator {
         self.check_key(&w.key)?;
         self.check_value(&w.value)?;
         let start = Instant::now();
-        let plan = self.plan(&w.key, w.level, true)?;
-        let (prefs, required) = (&plan.prefs, plan.required);
-        if !prefs.iter().any(|p| p == self.me()) {
+        let plan = self.plan(&w.key, w.level, true, w.sloppy)?;
+        let required = plan.required;
+        if !plan.prefs.iter().any(|p| p == self.me()) {
+            if w.level == Level::Any && plan.alive_counted == 0 {
+                return self.hint_only(w, &plan, start).await;
+            }
             if forwarded_from.is_some() {
                 return Err(Error::Unavailable {
                     level: w.level.as_str().into(),
@@ -232,7 +292,7 @@ impl Coordinator {
                     hint: "; the forwarding node and this one disagree about the ring; retry once gossip settles".into(),
                 });
             }
-            let alive: Vec<String> = prefs.iter().filter(|p| plan.targets.contains(p)).cloned().collect();
+            let alive: Vec<String> = plan.prefs.iter().filter(|p| plan.targets.contains(p)).cloned().collect();
             return self.forward(w, &alive, start).await;
         }
 
@@ -249,6 +309,7 @@ impl Coordinator {
         })?;
         let encoded = record::encode(&dvv);
 
+        // (node, whose answer it stands for, counts toward W)
         let mut pending: FuturesUnordered<ReplicaFuture<()>> = FuturesUnordered::new();
         for id in plan.targets.iter().cloned() {
             let s = self.s.clone();
@@ -263,35 +324,85 @@ impl Coordinator {
                 .boxed(),
             );
         }
+        for (stand_in, target) in plan.stand_ins.iter().cloned() {
+            let s = self.s.clone();
+            let (key, version, me) = (w.key.clone(), encoded.clone(), me.clone());
+            pending.push(
+                async move {
+                    let t0 = Instant::now();
+                    let req = pb::StoreHintRequest { target, key, version, from: me };
+                    let r = s.peers.store_hint(&stand_in, req, w.timeout).await;
+                    (stand_in, r, t0.elapsed())
+                }
+                .boxed(),
+            );
+        }
 
-        let everyone: Vec<String> = prefs.iter().chain(&plan.pending).cloned().collect();
+        let everyone: Vec<String> =
+            plan.prefs.iter().chain(&plan.pending).chain(plan.stand_ins.iter().map(|(si, _)| si)).cloned().collect();
         let mut receipt = self.receipt(w.level, required, &everyone);
-        let mut tracker = QuorumTracker::new(required, plan.alive_counted);
+        for (si, target) in &plan.stand_ins {
+            report_for(&mut receipt, si).stand_in_for = target.clone();
+        }
+        let counts = |id: &str| plan.counted.iter().any(|c| c == id) || plan.stand_ins.iter().any(|(si, _)| si == id);
+        let asked_counted = plan.alive_counted + plan.stand_ins.len();
+
+        // Hints for the replicas that are down and have no stand-in.
+        let mut hint_tickets = Vec::new();
+        for target in plan.prefs.iter().chain(&plan.pending) {
+            let covered = plan.stand_ins.iter().any(|(_, t)| t == target);
+            if !plan.targets.contains(target) && !covered {
+                if let Some(t) = Self::hint(&self.s, target, &w.key, &dvv) {
+                    hint_tickets.push(t);
+                    report_for(&mut receipt, target).hinted = true;
+                }
+            }
+        }
+        // Under ANY a durable hint counts as the one acknowledgement.
+        let mut tracker = QuorumTracker::new(required, asked_counted + usize::from(w.level == Level::Any && !hint_tickets.is_empty()));
+        if w.level == Level::Any && !hint_tickets.is_empty() {
+            let last = hint_tickets.iter().copied().max().unwrap_or_default();
+            if self.s.store.durable(last).await.is_ok() {
+                tracker.ack();
+            } else {
+                tracker.fail();
+            }
+        }
+
         let mut errors = Vec::new();
         let deadline = start + w.timeout;
         let mut timed_out = false;
-        while tracker.outcome() == Outcome::Pending {
-            match tokio::time::timeout_at(deadline, pending.next()).await {
-                Ok(Some((id, result, latency))) => {
-                    let counts = plan.counted.contains(&id);
-                    let report = report_for(&mut receipt, &id);
-                    report.latency_us = latency.as_micros() as u64;
-                    match result {
-                        Ok(()) => {
-                            report.answered = true;
-                            if counts {
-                                tracker.ack();
-                            }
-                        }
-                        Err(e) => {
-                            report.error = e.to_string();
-                            errors.push(format!("{id}: {e}"));
-                            if counts {
-                                tracker.fail();
-                            }
-                        }
+        let settle = |receipt: &mut pb::Receipt,
+                      tracker: &mut QuorumTracker,
+                      errors: &mut Vec<String>,
+                      id: String,
+                      result: Result<()>,
+                      latency: Duration| {
+            let counted = counts(&id);
+            let report = report_for(receipt, &id);
+            report.latency_us = latency.as_micros() as u64;
+            match result {
+                Ok(()) => {
+                    report.answered = true;
+                    if counted {
+                        tracker.ack();
                     }
                 }
+                Err(e) => {
+                    report.error = e.to_string();
+                    errors.push(format!("{id}: {e}"));
+                    if report.stand_in_for.is_empty() && Self::hint(&self.s, &id, &w.key, &dvv).is_some() {
+                        report.hinted = true;
+                    }
+                    if counted {
+                        tracker.fail();
+                    }
+                }
+            }
+        };
+        while tracker.outcome() == Outcome::Pending {
+            match tokio::time::timeout_at(deadline, pending.next()).await {
+                Ok(Some((id, result, latency))) => settle(&mut receipt, &mut tracker, &mut errors, id, result, latency),
                 Ok(None) => break,
                 Err(_) => {
                     timed_out = true;
@@ -303,25 +414,23 @@ impl Coordinator {
         // error count every replica that stored the write.
         if tracker.outcome() == Outcome::Impossible {
             while let Ok(Some((id, result, latency))) = tokio::time::timeout_at(deadline, pending.next()).await {
-                let counts = plan.counted.contains(&id);
-                let report = report_for(&mut receipt, &id);
-                report.latency_us = latency.as_micros() as u64;
-                match result {
-                    Ok(()) => {
-                        report.answered = true;
-                        if counts {
-                            tracker.ack();
-                        }
-                    }
-                    Err(e) => errors.push(format!("{id}: {e}")),
-                }
+                settle(&mut receipt, &mut tracker, &mut errors, id, result, latency);
             }
         }
-        // Every live replica still gets the write, after the client has its answer.
+        // Every live replica still gets the write after the client has its
+        // answer; one that fails then gets a hint.
         if !pending.is_empty() {
-            tokio::spawn(async move { while pending.next().await.is_some() {} });
+            let (s, key, dvv) = (self.s.clone(), w.key.clone(), dvv.clone());
+            tokio::spawn(async move {
+                while let Some((id, result, _)) = pending.next().await {
+                    if result.is_err() && s.config.id != id {
+                        Self::hint(&s, &id, &key, &dvv);
+                    }
+                }
+            });
         }
         receipt.acked = tracker.acks() as u32;
+        receipt.hints_stored = receipt.replicas.iter().any(|r| r.hinted || !r.stand_in_for.is_empty());
         receipt.latency_us = start.elapsed().as_micros() as u64;
         receipt.forwarded_from = forwarded_from.unwrap_or_default();
         if tracker.outcome() != Outcome::Met {
@@ -333,6 +442,39 @@ impl Coordinator {
             tracing::warn!(node = %me, acks = tracker.acks(), required, cl = w.level.as_str(), "write quorum not met");
             return Err(Error::Indeterminate { acked: tracker.acks() as u32, required: required as u32, reason });
         }
+        Ok((dvv.context(), receipt))
+    }
+
+    /// ANY with every replica down, on a node that is not a replica: keep
+    /// the write as hints for all of them. The new sibling's dot gets a
+    /// one-off id, since this node keeps no history of the key to continue
+    /// a counter from.
+    async fn hint_only(&self, w: Write, plan: &Plan, start: Instant) -> Result<(Context, pb::Receipt)> {
+        let now = self.s.hlc.now(self.s.clock.wall_ms());
+        let dot_id = format!("{}~{}.{}", self.me(), now.wall_ms, now.logical);
+        let mut dvv = DvvSet::default();
+        let blind = w.context.is_none();
+        dvv.update(&w.context.unwrap_or_default(), &dot_id, Sibling { hlc: now, value: w.value, tombstone: w.tombstone }, blind);
+        let mut receipt = self.receipt(w.level, 1, &plan.prefs);
+        let mut last = None;
+        for target in &plan.prefs {
+            if let Some(t) = Self::hint(&self.s, target, &w.key, &dvv) {
+                report_for(&mut receipt, target).hinted = true;
+                last = last.max(Some(t));
+            }
+        }
+        let Some(last) = last else {
+            return Err(Error::Unavailable {
+                level: "ANY".into(),
+                required: 1,
+                alive: 0,
+                hint: "; every replica is down and no hint could be stored (hint window passed or budget full)".into(),
+            });
+        };
+        self.s.store.durable(last).await?;
+        receipt.acked = 1;
+        receipt.hints_stored = true;
+        receipt.latency_us = start.elapsed().as_micros() as u64;
         Ok((dvv.context(), receipt))
     }
 
@@ -407,46 +549,80 @@ impl Coordinator {
     pub async fn read(&self, r: Read) -> Result<ReadResult> {
         self.check_key(&r.key)?;
         let start = Instant::now();
-        let plan = self.plan(&r.key, r.level, false)?;
+        if r.level == Level::Any {
+            return Err(Error::InvalidArgument("ANY is a write level; read at ONE or higher".into()));
+        }
+        let plan = self.plan(&r.key, r.level, false, false)?;
         let required = plan.required;
-        let mut pending: FuturesUnordered<_> = plan.targets.iter().map(|id| self.read_from(id.clone(), r.key.clone(), r.timeout)).collect();
-
+        // Ask only as many replicas as the level needs: this node first, then
+        // by recent median latency. Ask one more when an asked replica fails,
+        // or has not answered within its recent p99 (speculative retry).
+        let mut order: Vec<String> = plan.targets.iter().filter(|t| plan.counted.contains(t)).cloned().collect();
+        order.sort_by_key(
+            |id| if id == self.me() { 0 } else { 1 + self.s.peers.read_latency(id).map_or(0, |(p50, _)| p50.as_micros() as u64) },
+        );
+        let mut unasked: std::collections::VecDeque<String> = order.into();
+        let mut pending = FuturesUnordered::new();
         let mut receipt = self.receipt(r.level, required, &plan.prefs);
+        let mut outstanding: Vec<String> = Vec::new();
+        for _ in 0..required {
+            if let Some(id) = unasked.pop_front() {
+                outstanding.push(id.clone());
+                pending.push(self.read_from(id, r.key.clone(), r.timeout));
+            }
+        }
+        let patience = |outstanding: &[String]| -> Duration {
+            outstanding
+                .iter()
+                .filter(|id| *id != self.me())
+                .map(|id| self.s.peers.read_latency(id).map_or(Duration::from_millis(self.s.config.speculative_retry_ms), |(_, p99)| p99))
+                .max()
+                .unwrap_or(r.timeout)
+        };
+        let mut speculate_at = Instant::now() + patience(&outstanding);
+
         let mut tracker = QuorumTracker::new(required, plan.alive_counted);
         let mut answers: Vec<(String, Option<DvvSet>)> = Vec::new();
         let mut errors = Vec::new();
         let deadline = start + r.timeout;
         while tracker.outcome() == Outcome::Pending {
-            match tokio::time::timeout_at(deadline, pending.next()).await {
-                Ok(Some((id, result, latency))) => {
-                    let counts = plan.counted.contains(&id);
+            tokio::select! {
+                next = pending.next() => {
+                    let Some((id, result, latency)) = next else { break };
+                    outstanding.retain(|o| *o != id);
                     let report = report_for(&mut receipt, &id);
                     report.latency_us = latency.as_micros() as u64;
                     match result {
                         Ok(v) => {
                             report.answered = true;
                             answers.push((id, v));
-                            if counts {
-                                tracker.ack();
-                            }
+                            tracker.ack();
                         }
                         Err(e) => {
                             report.error = e.to_string();
                             errors.push(format!("{id}: {e}"));
-                            if counts {
-                                tracker.fail();
+                            tracker.fail();
+                            if let Some(next) = unasked.pop_front() {
+                                outstanding.push(next.clone());
+                                pending.push(self.read_from(next, r.key.clone(), r.timeout));
                             }
                         }
                     }
                 }
-                Ok(None) => break,
-                Err(_) => {
+                _ = tokio::time::sleep_until(speculate_at), if !unasked.is_empty() && !outstanding.is_empty() => {
+                    let next = unasked.pop_front().expect("checked non-empty");
+                    report_for(&mut receipt, &next).speculative = true;
+                    outstanding.push(next.clone());
+                    pending.push(self.read_from(next, r.key.clone(), r.timeout));
+                    speculate_at = Instant::now() + patience(&outstanding);
+                }
+                _ = tokio::time::sleep_until(deadline) => {
                     return Err(Error::Timeout {
                         what: format!("read at {}", r.level.as_str()),
                         answered: tracker.acks() as u32,
                         required: required as u32,
                         timeout_ms: r.timeout.as_millis() as u64,
-                    })
+                    });
                 }
             }
         }

@@ -14,6 +14,7 @@ pub mod config;
 pub mod coordinator;
 pub mod error;
 pub mod fault;
+pub mod hints;
 pub mod membership;
 pub mod node;
 pub mod peer_client;

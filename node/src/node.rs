@@ -24,6 +24,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::fault::Faults;
+use crate::hints::{self, Hints};
 use crate::membership::{self, DetectorConfig, Member, Membership, NodeState};
 use crate::peer_client::{Peers, MAX_MESSAGE_BYTES};
 use crate::ring::Token;
@@ -76,6 +77,8 @@ pub struct Shared {
     pub rng: Arc<Mutex<StdRng>>,
     /// Anti-entropy counters.
     pub anti_entropy: antientropy::Stats,
+    /// Hints held for other replicas.
+    pub hints: Hints,
     /// Cancelled to stop the node (shutdown, or the end of a decommission).
     pub shutdown: CancellationToken,
     /// Client requests being served now (gossiped as load).
@@ -142,6 +145,7 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
     let rng = Arc::new(Mutex::new(StdRng::seed_from_u64(seed)));
     let faults = Arc::new(Faults::new(rng.clone()));
     let peers = Peers::new(env.transport.clone(), faults.clone(), membership.clone(), Duration::from_millis(config.peer_timeout_ms));
+    let hints = Hints::open(store.clone())?;
     let shared = Arc::new(Shared {
         hlc: HlcClock::new(config.id.clone(), config.max_clock_skew_ms),
         config,
@@ -152,6 +156,7 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
         faults,
         rng,
         anti_entropy: antientropy::Stats::default(),
+        hints,
         in_flight: Default::default(),
         shutdown: shutdown.clone(),
     });
@@ -182,6 +187,7 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
     tasks.spawn(membership::join(shared.clone(), shutdown.clone()));
     tasks.spawn(gossip(shared.clone(), shutdown.clone()));
     tasks.spawn(antientropy::run_worker(shared.clone(), shutdown.clone()));
+    tasks.spawn(hints::run_replay(shared.clone(), shutdown.clone()));
     tracing::info!(node = %shared.config.id, listen = %shared.config.listen, "serving");
 
     let served = server.await;

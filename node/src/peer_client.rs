@@ -5,7 +5,7 @@
 //! (DESIGN §2). Every call passes through the fault layer, runs under a
 //! deadline, and reports its outcome to the membership's up/down view.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,12 +39,18 @@ pub struct Peers {
     membership: Arc<Membership>,
     timeout: Duration,
     clients: Mutex<HashMap<String, PeerClient>>,
+    read_latencies: Mutex<HashMap<String, VecDeque<Duration>>>,
 }
+
+/// Read latencies kept per peer for speculative retry.
+const LATENCY_WINDOW: usize = 128;
+/// Samples needed before a peer's p99 is trusted.
+const MIN_SAMPLES: usize = 8;
 
 impl Peers {
     /// A registry dialing through `transport`, with `timeout` per message.
     pub fn new(transport: Arc<dyn Transport>, faults: Arc<Faults>, membership: Arc<Membership>, timeout: Duration) -> Self {
-        Self { transport, faults, membership, timeout, clients: Mutex::new(HashMap::new()) }
+        Self { transport, faults, membership, timeout, clients: Mutex::new(HashMap::new()), read_latencies: Mutex::new(HashMap::new()) }
     }
 
     /// The per-message deadline.
@@ -110,11 +116,32 @@ impl Peers {
         self.call(id, timeout, |mut c| async move { c.replicate(req).await }).await.map(|_| ())
     }
 
-    /// Reads the peer's stored version of `key`.
+    /// Reads the peer's stored version of `key`, recording the latency.
     pub async fn read(&self, id: &str, key: &[u8], timeout: Duration) -> Result<Option<DvvSet>> {
         let req = pb::ReadRequest { key: key.to_vec() };
-        let resp = self.call(id, timeout, |mut c| async move { c.read(req).await }).await?;
-        resp.version.map(|b| record::decode(key, &b)).transpose()
+        let started = tokio::time::Instant::now();
+        let result = self.call(id, timeout, |mut c| async move { c.read(req).await }).await;
+        // A failure counts as slow as the deadline, so a failing peer sinks.
+        let took = if result.is_ok() { started.elapsed() } else { timeout.min(self.timeout) };
+        {
+            let mut all = self.read_latencies.lock().expect("lock");
+            let window = all.entry(id.to_string()).or_default();
+            if window.len() == LATENCY_WINDOW {
+                window.pop_front();
+            }
+            window.push_back(took);
+        }
+        result?.version.map(|b| record::decode(key, &b)).transpose()
+    }
+
+    /// Recent (p50, p99) read latency of a peer, once there are enough samples.
+    pub fn read_latency(&self, id: &str) -> Option<(Duration, Duration)> {
+        let all = self.read_latencies.lock().expect("lock");
+        let window = all.get(id).filter(|w| w.len() >= MIN_SAMPLES)?;
+        let mut sorted: Vec<Duration> = window.iter().copied().collect();
+        sorted.sort();
+        let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+        Some((at(0.5), at(0.99)))
     }
 
     /// Hands a write to a replica to coordinate.
@@ -155,6 +182,11 @@ impl Peers {
     /// A page of a token range.
     pub async fn fetch_range(&self, id: &str, req: pb::FetchRangeRequest) -> Result<pb::KeyVersions> {
         self.call(id, self.timeout, |mut c| async move { c.fetch_range(req).await }).await
+    }
+
+    /// Asks a stand-in to hold a write for a down replica.
+    pub async fn store_hint(&self, id: &str, req: pb::StoreHintRequest, timeout: Duration) -> Result<()> {
+        self.call(id, timeout, |mut c| async move { c.store_hint(req).await }).await.map(|_| ())
     }
 
     /// A liveness probe.

@@ -23,6 +23,8 @@ pub enum Level {
     All,
     /// A majority of the replicas in the coordinator's zone.
     LocalQuorum,
+    /// Writes only: any node durably holding the write, a hint included.
+    Any,
 }
 
 impl Level {
@@ -34,6 +36,7 @@ impl Level {
             Level::Quorum => n / 2 + 1,
             Level::All => n,
             Level::LocalQuorum => n / 2 + 1,
+            Level::Any => 1,
         }
     }
 
@@ -45,6 +48,7 @@ impl Level {
             Level::Quorum => "QUORUM",
             Level::All => "ALL",
             Level::LocalQuorum => "LOCAL_QUORUM",
+            Level::Any => "ANY",
         }
     }
 
@@ -56,6 +60,7 @@ impl Level {
             Level::Quorum => Consistency::Quorum,
             Level::All => Consistency::All,
             Level::LocalQuorum => Consistency::LocalQuorum,
+            Level::Any => Consistency::Any,
         }
     }
 
@@ -67,10 +72,7 @@ impl Level {
             Ok(Consistency::Two) => Ok(Level::Two),
             Ok(Consistency::All) => Ok(Level::All),
             Ok(Consistency::LocalQuorum) => Ok(Level::LocalQuorum),
-            Ok(other @ Consistency::Any) => Err(Error::InvalidArgument(format!(
-                "consistency level {} is not supported yet; use ONE, TWO, QUORUM, LOCAL_QUORUM or ALL",
-                other.as_str_name().trim_start_matches("CONSISTENCY_")
-            ))),
+            Ok(Consistency::Any) => Ok(Level::Any),
             Err(_) => Err(Error::InvalidArgument(format!("unknown consistency level {raw}; expected ONE, TWO, QUORUM or ALL"))),
         }
     }
@@ -168,7 +170,6 @@ mod tests {
         assert_eq!(Level::from_proto(0).unwrap(), Level::Quorum);
         let e = Level::from_proto(99).unwrap_err().to_string();
         assert!(e.contains("unknown consistency level 99"), "{e}");
-        let e = Level::from_proto(Consistency::Any as i32).unwrap_err().to_string();
-        assert!(e.contains("ANY is not supported yet"), "{e}");
+        assert_eq!(Level::from_proto(Consistency::Any as i32).unwrap(), Level::Any);
     }
 }

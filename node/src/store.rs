@@ -157,6 +157,13 @@ impl Store {
         Ok(Ticket(self.written.fetch_add(1, Ordering::SeqCst) + 1))
     }
 
+    /// Writes a raw record into another tree (hints), with a ticket for
+    /// durability like a data write.
+    pub fn put_raw(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<Ticket> {
+        self.engine.put(tree, key, value)?;
+        Ok(Ticket(self.written.fetch_add(1, Ordering::SeqCst) + 1))
+    }
+
     /// Removes `key` if its stored record is still `expected` (tombstone
     /// purge); returns whether it did.
     pub fn purge(&self, key: &[u8], expected: &[u8]) -> Result<bool> {

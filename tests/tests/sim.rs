@@ -88,7 +88,7 @@ fn blocking_read_repair_at_all_heals_the_stale_replica() {
         turmoil::repair("n3", "n1");
         turmoil::repair("n3", "n2");
         until("n1 sees n3 up", CONVERGE, || sees("n1", "n3", "up")).await?;
-        let got = c.get(b"healed", Options { level: Level::All, read_repair: ReadRepair::Blocking, timeout: None }).await?;
+        let got = c.get(b"healed", Options { level: Level::All, read_repair: ReadRepair::Blocking, ..Default::default() }).await?;
         assert_eq!(got.siblings[0].value, b"during-partition");
         let report = got.receipt.unwrap().replicas.into_iter().find(|r| r.node == "n3").unwrap();
         assert!(report.stale && report.repaired, "n3 should be found stale and repaired: {report:?}");
@@ -132,7 +132,13 @@ fn edge_keys() -> Vec<String> {
     (0..16).map(|i| format!("edge-{i}")).collect()
 }
 
+/// Anti-entropy tests run without hints, so only repair can heal.
+fn no_hints(_: usize, cfg: &mut ringkv_node::Config) {
+    cfg.hinted_handoff = false;
+}
+
 fn with_edge_tokens(i: usize, cfg: &mut ringkv_node::Config) {
+    no_hints(i, cfg);
     if i == 1 {
         cfg.initial_tokens = edge_keys().iter().map(|k| ringkv_node::ring::token_of(k.as_bytes())).collect();
     }
@@ -200,7 +206,7 @@ fn partitioned_replica_catches_up_through_repair_alone_including_range_boundarie
 fn repair_interrupted_by_a_partition_completes_on_the_next_pass() {
     let seed = seed(0x5eed_0011);
     let mut sim = builder(seed).build();
-    add_nodes(&mut sim, 3, seed);
+    ringkv_tests::sim::add_nodes_with(&mut sim, 3, seed, no_hints);
     sim.client("client", async {
         cluster_ready().await?;
         isolate_n3().await?;
@@ -229,7 +235,10 @@ fn repair_interrupted_by_a_partition_completes_on_the_next_pass() {
 fn tombstone_is_purged_only_once_every_replica_holds_it() {
     let seed = seed(0x5eed_0012);
     let mut sim = builder(seed).build();
-    ringkv_tests::sim::add_nodes_with(&mut sim, 3, seed, |_, cfg| cfg.tombstone_grace = 0);
+    ringkv_tests::sim::add_nodes_with(&mut sim, 3, seed, |i, cfg| {
+        no_hints(i, cfg);
+        cfg.tombstone_grace = 0;
+    });
     sim.client("client", async {
         cluster_ready().await?;
         let c = client(&["n1"]);

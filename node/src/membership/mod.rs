@@ -274,6 +274,13 @@ impl Membership {
         self.inner.read().expect("lock").detectors.get(id).map_or(0.0, |d| d.phi(now))
     }
 
+    /// How long since a heartbeat of `id` was last seen, in ms (0 for this
+    /// node or one never heard from).
+    pub fn silent_ms(&self, id: &str) -> u64 {
+        let now = self.now_ms();
+        self.inner.read().expect("lock").detectors.get(id).map_or(0, |d| now.saturating_sub(d.last_ms()))
+    }
+
     /// Whether `id` is reachable as far as this node knows. Always true for itself.
     pub fn is_up(&self, id: &str) -> bool {
         if id == self.me {

@@ -25,6 +25,18 @@ impl AdminService {
     }
 }
 
+impl AdminService {
+    fn hint_targets(&self) -> Result<Vec<pb::HintTarget>, Error> {
+        let now = self.s.clock.wall_ms();
+        let mut out = Vec::new();
+        for (target, t) in self.s.hints.pending() {
+            let oldest = self.s.hints.oldest_ms(&target)?;
+            out.push(pb::HintTarget { target, count: t.count, bytes: t.bytes, oldest_age_ms: oldest.map_or(0, |o| now.saturating_sub(o)) });
+        }
+        Ok(out)
+    }
+}
+
 #[tonic::async_trait]
 impl pb::admin_server::Admin for AdminService {
     async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
@@ -56,6 +68,7 @@ impl pb::admin_server::Admin for AdminService {
             nodes,
             local_keys: self.s.store.len()?,
             anti_entropy: Some(self.s.anti_entropy.snapshot(&self.s.store.trees())),
+            hints: self.hint_targets()?,
         }))
     }
 
@@ -114,6 +127,18 @@ impl pb::admin_server::Admin for AdminService {
         self.s.save_members();
         tracing::warn!(node = %self.s.config.id, removed = %id, "node removed from the ring; run a repair to re-replicate its ranges");
         Ok(Response::new(pb::RemoveNodeResponse {}))
+    }
+
+    async fn hints(&self, _req: Request<pb::HintsRequest>) -> Result<Response<pb::HintsResponse>, Status> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let h = &self.s.hints;
+        Ok(Response::new(pb::HintsResponse {
+            node: self.s.config.id.clone(),
+            targets: self.hint_targets()?,
+            dropped_window: h.dropped_window.load(Relaxed),
+            dropped_budget: h.dropped_budget.load(Relaxed),
+            replayed: h.replayed.load(Relaxed),
+        }))
     }
 
     async fn roots(&self, _req: Request<pb::RootsRequest>) -> Result<Response<pb::RootsResponse>, Status> {

@@ -59,6 +59,7 @@ impl KvService {
             tombstone,
             level: Level::from_proto(options.map_or(0, |o| o.consistency))?,
             timeout: timeout(options, &self.s.config),
+            sloppy: options.is_some_and(|o| o.sloppy),
         })
     }
 }

@@ -10,6 +10,7 @@ use crate::antientropy::purge_tombstones;
 use crate::antientropy::sync::answer;
 use crate::coordinator::{decode_context, encode_context, Coordinator, Write};
 use crate::error::Error;
+use crate::hints::Stored;
 use crate::membership::Member;
 use crate::node::Shared;
 use crate::quorum::Level;
@@ -71,6 +72,7 @@ impl pb::peer_server::Peer for PeerService {
             tombstone: req.tombstone,
             level: Level::from_proto(options.map_or(0, |o| o.consistency))?,
             timeout: timeout(options, &self.s.config),
+            sloppy: options.is_some_and(|o| o.sloppy),
         };
         let (ctx, receipt) = self.coordinator.write(write, Some(req.from)).await?;
         Ok(Response::new(pb::ForwardWriteResponse { context: encode_context(&ctx), receipt: Some(receipt) }))
@@ -123,6 +125,36 @@ impl pb::peer_server::Peer for PeerService {
         let r = req.range.unwrap_or_default();
         let purged = purge_tombstones(&self.s.store, r.start, r.end, req.cutoff_wall_ms)?;
         Ok(Response::new(pb::PurgeResponse { purged }))
+    }
+
+    async fn store_hint(&self, req: Request<pb::StoreHintRequest>) -> Result<Response<pb::StoreHintResponse>, Status> {
+        let req = req.into_inner();
+        let version: DvvSet = record::decode(&req.key, &req.version)
+            .map_err(|e| Error::InvalidArgument(format!("hint from {} did not decode: {e}", req.from)))?;
+        let c = &self.s.config;
+        let silent = self.s.membership.silent_ms(&req.target);
+        let offered = self.s.hints.offer(
+            &req.target,
+            &req.key,
+            &version,
+            self.s.clock.wall_ms(),
+            silent,
+            c.max_hint_window * 1000,
+            c.max_hint_bytes_per_target,
+        )?;
+        match offered {
+            Stored::Yes(ticket) => {
+                self.s.store.durable(ticket).await?;
+                Ok(Response::new(pb::StoreHintResponse {}))
+            }
+            other => Err(Error::Unavailable {
+                level: "sloppy stand-in".into(),
+                required: 1,
+                alive: 0,
+                hint: format!("; {} will not hold hints for {} ({other:?})", c.id, req.target),
+            }
+            .into()),
+        }
     }
 
     async fn ping(&self, _req: Request<pb::PingRequest>) -> Result<Response<pb::PingResponse>, Status> {

@@ -1,0 +1,265 @@
+//! Hinted handoff (DESIGN §5): writes kept for a replica that could not
+//! take them, and replayed when it comes back.
+//!
+//! A hint is stored under `target \0 key` in the `hints` tree, as the
+//! key's DVVSet plus when it was first stored. A second write to the same
+//! key for the same target merges into the same hint, so a long outage
+//! costs one hint per distinct key, not one per write.
+//!
+//! Bounds, so a long outage cannot turn into a hint storm:
+//! - no new hints for a target silent longer than `max_hint_window`; it is
+//!   left to anti-entropy;
+//! - at most `max_hint_bytes_per_target` bytes per target. Past that,
+//!   writes are not hinted and a counter says so (back-pressure).
+//!
+//! Replay runs when the failure detector sees the target up again. It pushes
+//! the hints in pages with the same merge every replica uses, rate-limited,
+//! and deletes a hint only after the target has acknowledged it, and only
+//! if the hint has not changed meanwhile. Hints live in storage, so a
+//! restart of the holder loses none.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ringkv_proto::v1 as pb;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::antientropy::sync::RateLimit;
+use crate::error::Result;
+use crate::node::Shared;
+use crate::record;
+use crate::storage::Tree;
+use crate::store::{Store, Ticket};
+use crate::version::DvvSet;
+
+/// Hints pushed per replay message.
+const PAGE: usize = 256;
+/// How often the replay worker looks for targets that came back.
+const TICK: Duration = Duration::from_millis(500);
+
+/// One stored hint.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Hint {
+    version: DvvSet,
+    stored_at_ms: u64,
+}
+
+fn hint_key(target: &str, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(target.len() + 1 + key.len());
+    k.extend_from_slice(target.as_bytes());
+    k.push(0);
+    k.extend_from_slice(key);
+    k
+}
+
+fn split(hk: &[u8]) -> Option<(String, Vec<u8>)> {
+    let i = hk.iter().position(|b| *b == 0)?;
+    Some((String::from_utf8_lossy(&hk[..i]).into_owned(), hk[i + 1..].to_vec()))
+}
+
+/// Pending hints for one target.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TargetHints {
+    /// Hints (distinct keys) waiting.
+    pub count: u64,
+    /// Their stored size.
+    pub bytes: u64,
+}
+
+/// The hint store and its counters.
+pub struct Hints {
+    store: Arc<Store>,
+    pending: Mutex<BTreeMap<String, TargetHints>>,
+    lock: Mutex<()>,
+    /// Hints refused because the target was down longer than the window.
+    pub dropped_window: AtomicU64,
+    /// Hints refused because the target's byte budget was full.
+    pub dropped_budget: AtomicU64,
+    /// Hints delivered.
+    pub replayed: AtomicU64,
+}
+
+/// What happened to a write offered as a hint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stored {
+    /// Stored; wait on the ticket for durability.
+    Yes(Ticket),
+    /// Not stored: the target has been down longer than the hint window.
+    WindowExpired,
+    /// Not stored: the target's hint budget is full.
+    BudgetFull,
+}
+
+impl Hints {
+    /// Opens the hints kept in `store`, counting what is pending.
+    pub fn open(store: Arc<Store>) -> Result<Self> {
+        let mut pending: BTreeMap<String, TargetHints> = BTreeMap::new();
+        let mut cursor = Vec::new();
+        let mut inclusive = true;
+        loop {
+            let rows = store.engine().scan(Tree::Hints, &cursor, inclusive, 1024)?;
+            let Some(last) = rows.last().map(|(k, _)| k.clone()) else { break };
+            for (hk, v) in rows {
+                if let Some((target, _)) = split(&hk) {
+                    let t = pending.entry(target).or_default();
+                    t.count += 1;
+                    t.bytes += v.len() as u64;
+                }
+            }
+            cursor = last;
+            inclusive = false;
+        }
+        Ok(Self {
+            store,
+            pending: Mutex::new(pending),
+            lock: Mutex::new(()),
+            dropped_window: AtomicU64::new(0),
+            dropped_budget: AtomicU64::new(0),
+            replayed: AtomicU64::new(0),
+        })
+    }
+
+    /// Keeps `version` of `key` for `target`, unless `silent_ms` (how long
+    /// the target has been silent) exceeds `window_ms` or the target's
+    /// budget is full.
+    pub fn offer(
+        &self,
+        target: &str,
+        key: &[u8],
+        version: &DvvSet,
+        now_ms: u64,
+        silent_ms: u64,
+        window_ms: u64,
+        budget: u64,
+    ) -> Result<Stored> {
+        if silent_ms > window_ms {
+            self.dropped_window.fetch_add(1, Ordering::Relaxed);
+            return Ok(Stored::WindowExpired);
+        }
+        let _guard = self.lock.lock().expect("hints lock");
+        let hk = hint_key(target, key);
+        let old = self.store.engine().get(Tree::Hints, &hk)?;
+        let old_hint: Option<Hint> = old.as_deref().map(|b| record::decode(&hk, b)).transpose()?;
+        let hint = match &old_hint {
+            Some(h) => Hint { version: h.version.merged(version), stored_at_ms: h.stored_at_ms },
+            None => Hint { version: version.clone(), stored_at_ms: now_ms },
+        };
+        let bytes = record::encode(&hint);
+        let old_len = old.as_ref().map_or(0, |o| o.len() as u64);
+        let mut pending = self.pending.lock().expect("pending lock");
+        let t = pending.entry(target.to_string()).or_default();
+        if t.bytes - old_len + bytes.len() as u64 > budget {
+            self.dropped_budget.fetch_add(1, Ordering::Relaxed);
+            return Ok(Stored::BudgetFull);
+        }
+        let ticket = self.store.put_raw(Tree::Hints, &hk, &bytes)?;
+        t.bytes = t.bytes - old_len + bytes.len() as u64;
+        if old.is_none() {
+            t.count += 1;
+        }
+        Ok(Stored::Yes(ticket))
+    }
+
+    /// Pending hints per target.
+    pub fn pending(&self) -> BTreeMap<String, TargetHints> {
+        self.pending.lock().expect("pending lock").iter().filter(|(_, t)| t.count > 0).map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// Up to `limit` hints for `target`: (key, version, stored bytes, stored at).
+    fn page(&self, target: &str, limit: usize) -> Result<Vec<(Vec<u8>, DvvSet, Vec<u8>, u64)>> {
+        let prefix = hint_key(target, b"");
+        let rows = self.store.engine().scan(Tree::Hints, &prefix, true, limit)?;
+        let mut out = Vec::new();
+        for (hk, raw) in rows {
+            if !hk.starts_with(&prefix) {
+                break;
+            }
+            let hint: Hint = record::decode(&hk, &raw)?;
+            out.push((hk[prefix.len()..].to_vec(), hint.version, raw, hint.stored_at_ms));
+        }
+        Ok(out)
+    }
+
+    /// The oldest pending hint's store time for `target`.
+    pub fn oldest_ms(&self, target: &str) -> Result<Option<u64>> {
+        let mut oldest = None;
+        let prefix = hint_key(target, b"");
+        let mut cursor = prefix.clone();
+        let mut inclusive = true;
+        loop {
+            let rows = self.store.engine().scan(Tree::Hints, &cursor, inclusive, 1024)?;
+            let Some(last) = rows.last().map(|(k, _)| k.clone()) else { break };
+            for (hk, raw) in &rows {
+                if !hk.starts_with(&prefix) {
+                    return Ok(oldest);
+                }
+                let hint: Hint = record::decode(hk, raw)?;
+                oldest = Some(oldest.map_or(hint.stored_at_ms, |o: u64| o.min(hint.stored_at_ms)));
+            }
+            cursor = last;
+            inclusive = false;
+        }
+        Ok(oldest)
+    }
+
+    /// Deletes a delivered hint, unless it changed since it was read.
+    fn remove(&self, target: &str, key: &[u8], delivered: &[u8]) -> Result<()> {
+        let _guard = self.lock.lock().expect("hints lock");
+        let hk = hint_key(target, key);
+        if self.store.engine().get(Tree::Hints, &hk)?.as_deref() != Some(delivered) {
+            return Ok(());
+        }
+        self.store.engine().delete(Tree::Hints, &hk)?;
+        let mut pending = self.pending.lock().expect("pending lock");
+        if let Some(t) = pending.get_mut(target) {
+            t.count = t.count.saturating_sub(1);
+            t.bytes = t.bytes.saturating_sub(delivered.len() as u64);
+        }
+        Ok(())
+    }
+}
+
+/// Replays every pending hint for `target`; returns how many were delivered.
+pub async fn replay(s: &Shared, target: &str, rate: &mut RateLimit) -> Result<u64> {
+    let mut delivered = 0;
+    loop {
+        let page = s.hints.page(target, PAGE)?;
+        if page.is_empty() {
+            return Ok(delivered);
+        }
+        let entries: Vec<pb::KeyVersion> =
+            page.iter().map(|(key, v, _, _)| pb::KeyVersion { key: key.clone(), version: record::encode(v) }).collect();
+        let bytes: usize = entries.iter().map(|e| e.key.len() + e.version.len()).sum();
+        s.peers.push_keys(target, pb::PushKeysRequest { from: s.config.id.clone(), entries }).await?;
+        for (key, _, raw, _) in &page {
+            s.hints.remove(target, key, raw)?;
+        }
+        delivered += page.len() as u64;
+        s.hints.replayed.fetch_add(page.len() as u64, Ordering::Relaxed);
+        rate.consume(bytes as u64).await;
+    }
+}
+
+/// Replays hints to every target that is up, until shutdown.
+pub async fn run_replay(s: Arc<Shared>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(TICK) => {}
+        }
+        for (target, _) in s.hints.pending() {
+            if !s.membership.is_up(&target) {
+                continue;
+            }
+            let mut rate = RateLimit::new(s.config.hint_replay_bytes_per_sec);
+            match replay(&s, &target, &mut rate).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(node = %s.config.id, peer = %target, hints = n, "hints replayed"),
+                Err(e) => tracing::warn!(node = %s.config.id, peer = %target, error = %e, "hint replay failed; will retry"),
+            }
+        }
+    }
+}
