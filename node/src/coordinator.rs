@@ -488,6 +488,7 @@ impl Coordinator {
             options: Some(pb::RequestOptions {
                 consistency: w.level.to_proto() as i32,
                 timeout_ms: w.timeout.as_millis() as u32,
+                sloppy: w.sloppy,
                 ..Default::default()
             }),
             from: self.me().to_string(),
