@@ -33,7 +33,7 @@ use ringkv_proto::v1::ReadRepair;
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::hints::Stored;
+use crate::hints::{Limits, Stored};
 use crate::node::Shared;
 use crate::quorum::{Level, Outcome, QuorumTracker};
 use crate::record;
@@ -125,6 +125,8 @@ struct Plan {
     alive_counted: usize,
     /// Sloppy quorum: (stand-in, the replica it stands in for).
     stand_ins: Vec<(String, String)>,
+    /// Sloppy quorum: more live nodes to recruit if a replica fails mid-write.
+    spares: Vec<String>,
 }
 
 impl Coordinator {
@@ -200,11 +202,16 @@ impl Coordinator {
         let up = |id: &String| self.s.membership.is_up(id);
         let alive_counted = counted.iter().filter(|id| up(id)).count();
         let mut stand_ins = Vec::new();
-        if sloppy && write && alive_counted < required {
+        let mut spares = Vec::new();
+        if sloppy && write {
             let down: Vec<&String> = counted.iter().filter(|id| !up(id)).collect();
-            let spare =
-                ring.preference_list(key, ring.nodes().len()).into_iter().filter(|c| !prefs.contains(c) && !pending.contains(c) && up(c));
-            stand_ins = spare.zip(down).map(|(si, target)| (si, target.clone())).collect();
+            spares = ring
+                .preference_list(key, ring.nodes().len())
+                .into_iter()
+                .filter(|c| !prefs.contains(c) && !pending.contains(c) && up(c))
+                .collect();
+            let needed = required.saturating_sub(alive_counted).min(down.len()).min(spares.len());
+            stand_ins = spares.drain(..needed).zip(down).map(|(si, target)| (si, target.clone())).collect();
         }
         let any_can_hint = level == Level::Any && self.s.config.hinted_handoff;
         if alive_counted + stand_ins.len() < required && !any_can_hint {
@@ -225,7 +232,7 @@ impl Coordinator {
             return Err(Error::Unavailable { level: level.as_str().into(), required: required as u32, alive: alive_counted as u32, hint });
         }
         let targets = prefs.iter().chain(&pending).filter(|id| up(id)).cloned().collect();
-        Ok(Plan { prefs, pending, targets, counted, required, alive_counted, stand_ins })
+        Ok(Plan { prefs, pending, targets, counted, required, alive_counted, stand_ins, spares })
     }
 
     /// Stores a hint for `target` on this node, if hinted handoff allows.
@@ -234,15 +241,8 @@ impl Coordinator {
             return None;
         }
         let silent = s.membership.silent_ms(target);
-        let offered = s.hints.offer(
-            target,
-            key,
-            version,
-            s.clock.wall_ms(),
-            silent,
-            s.config.max_hint_window * 1000,
-            s.config.max_hint_bytes_per_target,
-        );
+        let limits = Limits { silent_ms: silent, window_ms: s.config.max_hint_window * 1000, budget: s.config.max_hint_bytes_per_target };
+        let offered = s.hints.offer(target, key, version, s.clock.wall_ms(), limits);
         match offered {
             Ok(Stored::Yes(t)) => Some(t),
             Ok(other) => {
@@ -324,19 +324,22 @@ impl Coordinator {
                 .boxed(),
             );
         }
-        for (stand_in, target) in plan.stand_ins.iter().cloned() {
+        let stand_in = |stand_in: String, target: String| -> ReplicaFuture<()> {
             let s = self.s.clone();
             let (key, version, me) = (w.key.clone(), encoded.clone(), me.clone());
-            pending.push(
-                async move {
-                    let t0 = Instant::now();
-                    let req = pb::StoreHintRequest { target, key, version, from: me };
-                    let r = s.peers.store_hint(&stand_in, req, w.timeout).await;
-                    (stand_in, r, t0.elapsed())
-                }
-                .boxed(),
-            );
+            async move {
+                let t0 = Instant::now();
+                let req = pb::StoreHintRequest { target, key, version, from: me };
+                let r = s.peers.store_hint(&stand_in, req, w.timeout).await;
+                (stand_in, r, t0.elapsed())
+            }
+            .boxed()
+        };
+        for (si, target) in plan.stand_ins.iter().cloned() {
+            pending.push(stand_in(si, target));
         }
+        let mut spares: std::collections::VecDeque<String> = plan.spares.iter().cloned().collect();
+        let mut recruited: Vec<(String, String)> = Vec::new();
 
         let everyone: Vec<String> =
             plan.prefs.iter().chain(&plan.pending).chain(plan.stand_ins.iter().map(|(si, _)| si)).cloned().collect();
@@ -344,7 +347,9 @@ impl Coordinator {
         for (si, target) in &plan.stand_ins {
             report_for(&mut receipt, si).stand_in_for = target.clone();
         }
-        let counts = |id: &str| plan.counted.iter().any(|c| c == id) || plan.stand_ins.iter().any(|(si, _)| si == id);
+        let counts = |id: &str, recruited: &[(String, String)]| {
+            plan.counted.iter().any(|c| c == id) || plan.stand_ins.iter().chain(recruited).any(|(si, _)| si == id)
+        };
         let asked_counted = plan.alive_counted + plan.stand_ins.len();
 
         // Hints for the replicas that are down and have no stand-in.
@@ -372,13 +377,16 @@ impl Coordinator {
         let mut errors = Vec::new();
         let deadline = start + w.timeout;
         let mut timed_out = false;
+        // Returns the id of a counted replica (not a stand-in) that failed.
         let settle = |receipt: &mut pb::Receipt,
                       tracker: &mut QuorumTracker,
                       errors: &mut Vec<String>,
+                      recruited: &[(String, String)],
                       id: String,
                       result: Result<()>,
-                      latency: Duration| {
-            let counted = counts(&id);
+                      latency: Duration|
+         -> Option<String> {
+            let counted = counts(&id, recruited);
             let report = report_for(receipt, &id);
             report.latency_us = latency.as_micros() as u64;
             match result {
@@ -391,18 +399,35 @@ impl Coordinator {
                 Err(e) => {
                     report.error = e.to_string();
                     errors.push(format!("{id}: {e}"));
-                    if report.stand_in_for.is_empty() && Self::hint(&self.s, &id, &w.key, &dvv).is_some() {
+                    let replica = report.stand_in_for.is_empty();
+                    if replica && Self::hint(&self.s, &id, &w.key, &dvv).is_some() {
                         report.hinted = true;
                     }
                     if counted {
                         tracker.fail();
+                        if replica {
+                            return Some(id);
+                        }
                     }
                 }
             }
+            None
         };
-        while tracker.outcome() == Outcome::Pending {
+        while tracker.outcome() != Outcome::Met {
             match tokio::time::timeout_at(deadline, pending.next()).await {
-                Ok(Some((id, result, latency))) => settle(&mut receipt, &mut tracker, &mut errors, id, result, latency),
+                Ok(Some((id, result, latency))) => {
+                    let failed = settle(&mut receipt, &mut tracker, &mut errors, &recruited, id, result, latency);
+                    // Sloppy quorum: a replica failed mid-write, so recruit a stand-in for it.
+                    if let (Some(target), Some(si)) = (failed, spares.pop_front()) {
+                        report_for(&mut receipt, &si).stand_in_for = target.clone();
+                        recruited.push((si.clone(), target.clone()));
+                        tracker.add_asked();
+                        pending.push(stand_in(si, target));
+                    }
+                    if tracker.outcome() == Outcome::Impossible {
+                        break;
+                    }
+                }
                 Ok(None) => break,
                 Err(_) => {
                     timed_out = true;
@@ -414,7 +439,7 @@ impl Coordinator {
         // error count every replica that stored the write.
         if tracker.outcome() == Outcome::Impossible {
             while let Ok(Some((id, result, latency))) = tokio::time::timeout_at(deadline, pending.next()).await {
-                settle(&mut receipt, &mut tracker, &mut errors, id, result, latency);
+                settle(&mut receipt, &mut tracker, &mut errors, &recruited, id, result, latency);
             }
         }
         // Every live replica still gets the write after the client has its
@@ -770,7 +795,15 @@ impl Coordinator {
     }
 }
 
+/// The receipt's report for `id`, added if this is the first word of it
+/// (a stand-in recruited mid-write).
 fn report_for<'a>(receipt: &'a mut pb::Receipt, id: &str) -> &'a mut pb::ReplicaReport {
-    let i = receipt.replicas.iter().position(|r| r.node == id).expect("every asked replica has a report");
+    let i = match receipt.replicas.iter().position(|r| r.node == id) {
+        Some(i) => i,
+        None => {
+            receipt.replicas.push(pb::ReplicaReport { node: id.to_string(), ..Default::default() });
+            receipt.replicas.len() - 1
+        }
+    };
     &mut receipt.replicas[i]
 }

@@ -69,6 +69,20 @@ pub struct TargetHints {
     pub bytes: u64,
 }
 
+/// When a hint may be kept.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// How long the target has been silent, in ms.
+    pub silent_ms: u64,
+    /// `max_hint_window`, in ms.
+    pub window_ms: u64,
+    /// `max_hint_bytes_per_target`.
+    pub budget: u64,
+}
+
+/// One page of hints: key, version, the stored bytes, when stored.
+type Page = Vec<(Vec<u8>, DvvSet, Vec<u8>, u64)>;
+
 /// The hint store and its counters.
 pub struct Hints {
     store: Arc<Store>,
@@ -122,19 +136,10 @@ impl Hints {
         })
     }
 
-    /// Keeps `version` of `key` for `target`, unless `silent_ms` (how long
-    /// the target has been silent) exceeds `window_ms` or the target's
-    /// budget is full.
-    pub fn offer(
-        &self,
-        target: &str,
-        key: &[u8],
-        version: &DvvSet,
-        now_ms: u64,
-        silent_ms: u64,
-        window_ms: u64,
-        budget: u64,
-    ) -> Result<Stored> {
+    /// Keeps `version` of `key` for `target`, unless the target has been
+    /// silent longer than the window or its budget is full.
+    pub fn offer(&self, target: &str, key: &[u8], version: &DvvSet, now_ms: u64, limits: Limits) -> Result<Stored> {
+        let Limits { silent_ms, window_ms, budget } = limits;
         if silent_ms > window_ms {
             self.dropped_window.fetch_add(1, Ordering::Relaxed);
             return Ok(Stored::WindowExpired);
@@ -169,7 +174,7 @@ impl Hints {
     }
 
     /// Up to `limit` hints for `target`: (key, version, stored bytes, stored at).
-    fn page(&self, target: &str, limit: usize) -> Result<Vec<(Vec<u8>, DvvSet, Vec<u8>, u64)>> {
+    fn page(&self, target: &str, limit: usize) -> Result<Page> {
         let prefix = hint_key(target, b"");
         let rows = self.store.engine().scan(Tree::Hints, &prefix, true, limit)?;
         let mut out = Vec::new();

@@ -116,6 +116,11 @@ impl QuorumTracker {
         self.outcome()
     }
 
+    /// One more replica was asked (a sloppy-quorum stand-in recruited late).
+    pub fn add_asked(&mut self) {
+        self.asked += 1;
+    }
+
     /// Acknowledgements so far.
     pub fn acks(&self) -> usize {
         self.acks

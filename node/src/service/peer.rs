@@ -10,7 +10,7 @@ use crate::antientropy::purge_tombstones;
 use crate::antientropy::sync::answer;
 use crate::coordinator::{decode_context, encode_context, Coordinator, Write};
 use crate::error::Error;
-use crate::hints::Stored;
+use crate::hints::{Limits, Stored};
 use crate::membership::Member;
 use crate::node::Shared;
 use crate::quorum::Level;
@@ -133,15 +133,8 @@ impl pb::peer_server::Peer for PeerService {
             .map_err(|e| Error::InvalidArgument(format!("hint from {} did not decode: {e}", req.from)))?;
         let c = &self.s.config;
         let silent = self.s.membership.silent_ms(&req.target);
-        let offered = self.s.hints.offer(
-            &req.target,
-            &req.key,
-            &version,
-            self.s.clock.wall_ms(),
-            silent,
-            c.max_hint_window * 1000,
-            c.max_hint_bytes_per_target,
-        )?;
+        let limits = Limits { silent_ms: silent, window_ms: c.max_hint_window * 1000, budget: c.max_hint_bytes_per_target };
+        let offered = self.s.hints.offer(&req.target, &req.key, &version, self.s.clock.wall_ms(), limits)?;
         match offered {
             Stored::Yes(ticket) => {
                 self.s.store.durable(ticket).await?;
