@@ -739,3 +739,58 @@ fn speculative_retry_masks_a_slow_replica() {
     });
     run(sim, seed);
 }
+
+#[test]
+fn any_succeeds_through_a_hint_when_the_only_replica_is_down() {
+    let seed = seed(0x5eed_0035);
+    let mut sim = builder(seed).build();
+    ringkv_tests::sim::add_nodes_with(&mut sim, 3, seed, |_, cfg| cfg.replication_factor = 1);
+    sim.client("client", async {
+        cluster_ready().await?;
+        let c = client(&["n1"]);
+        // A key whose single replica is n3.
+        let mut key = String::new();
+        for i in 0.. {
+            key = format!("any-{i}");
+            if c.inspect(key.as_bytes()).await?.replicas[0].node == "n3" {
+                break;
+            }
+        }
+        isolate_n3().await?;
+        match c.put(key.as_bytes(), b"v", None, Options::level(Level::One)).await {
+            Err(ringkv_client::Error::Unavailable { .. }) => {}
+            other => panic!("ONE with the only replica down: {other:?}"),
+        }
+        let r = c.put(key.as_bytes(), b"v", None, Options::level(Level::Any)).await?;
+        let receipt = r.receipt.unwrap();
+        assert!(receipt.hints_stored && receipt.acked == 1, "{receipt:?}");
+        heal_n3().await?;
+        until("the hint reaches n3", CONVERGE, || async {
+            c.get(key.as_bytes(), Options::level(Level::One)).await.is_ok_and(|g| g.siblings.iter().any(|s| s.value == b"v"))
+        })
+        .await?;
+        Ok(())
+    });
+    run(sim, seed);
+}
+
+#[test]
+fn the_coordinator_never_waits_past_the_deadline() {
+    let seed = seed(0x5eed_0036);
+    let mut sim = builder(seed).build();
+    add_nodes(&mut sim, 3, seed);
+    sim.client("client", async {
+        cluster_ready().await?;
+        // Cut n3 off without waiting: n1 still believes it is up and sends to it.
+        turmoil::partition("n3", "n1");
+        turmoil::partition("n3", "n2");
+        let c = client(&["n1"]);
+        let started = tokio::time::Instant::now();
+        let r = c.put(b"late", b"v", None, Options { level: Level::All, timeout: Some(Duration::from_millis(300)), ..Default::default() }).await;
+        let took = started.elapsed();
+        assert!(matches!(r, Err(ringkv_client::Error::Indeterminate { .. })), "a write stored on n1 and n2 but not acknowledged at ALL: {r:?}");
+        assert!(took < Duration::from_millis(400), "answered after {took:?}, deadline 300 ms");
+        Ok(())
+    });
+    run(sim, seed);
+}
