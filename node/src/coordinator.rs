@@ -613,6 +613,7 @@ impl Coordinator {
         let deadline = start + r.timeout;
         while tracker.outcome() == Outcome::Pending {
             tokio::select! {
+                biased;
                 next = pending.next() => {
                     let Some((id, result, latency)) = next else { break };
                     outstanding.retain(|o| *o != id);

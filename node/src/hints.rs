@@ -252,6 +252,7 @@ pub async fn replay(s: &Shared, target: &str, rate: &mut RateLimit) -> Result<u6
 pub async fn run_replay(s: Arc<Shared>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
+            biased;
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(TICK) => {}
         }

@@ -216,6 +216,7 @@ async fn gossip(s: Arc<Shared>, shutdown: CancellationToken) {
         }
     };
     tokio::select! {
+        biased;
         _ = membership::run_gossip(s.clone(), shutdown.clone()) => {}
         _ = watcher => {}
         _ = shutdown.cancelled() => {}

@@ -309,6 +309,7 @@ impl Store {
         }
         loop {
             tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => break,
                 _ = self.kick.notified() => {}
             }

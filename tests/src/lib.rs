@@ -5,6 +5,11 @@
 //!   with memory storage that survives a crash.
 //! - [`process`]: real `ringkv serve` processes on 127.0.0.1, driven
 //!   through the CLI binary.
+//! - [`history`] and [`checkers`]: recorded client histories and the pure
+//!   invariant checks run over them.
 
+pub mod checkers;
+pub mod history;
 pub mod process;
 pub mod sim;
+pub mod sweep;

@@ -786,11 +786,58 @@ fn the_coordinator_never_waits_past_the_deadline() {
         turmoil::partition("n3", "n2");
         let c = client(&["n1"]);
         let started = tokio::time::Instant::now();
-        let r = c.put(b"late", b"v", None, Options { level: Level::All, timeout: Some(Duration::from_millis(300)), ..Default::default() }).await;
+        let r = c
+            .put(b"late", b"v", None, Options { level: Level::All, timeout: Some(Duration::from_millis(300)), ..Default::default() })
+            .await;
         let took = started.elapsed();
-        assert!(matches!(r, Err(ringkv_client::Error::Indeterminate { .. })), "a write stored on n1 and n2 but not acknowledged at ALL: {r:?}");
+        assert!(
+            matches!(r, Err(ringkv_client::Error::Indeterminate { .. })),
+            "a write stored on n1 and n2 but not acknowledged at ALL: {r:?}"
+        );
         assert!(took < Duration::from_millis(400), "answered after {took:?}, deadline 300 ms");
         Ok(())
     });
     run(sim, seed);
+}
+
+// ---- randomized nemesis sweep ----
+
+/// Seeds swept by default in CI; `RINGKV_SIM_SEEDS=1000` sweeps more, and
+/// `RINGKV_SIM_SEED=s` reruns one.
+const SWEEP_SEEDS: u64 = 50;
+const SWEEP_FAULT_SECS: u64 = 30;
+
+#[test]
+fn randomized_nemesis_sweep_keeps_every_invariant() {
+    let seeds: Vec<u64> = match std::env::var("RINGKV_SIM_SEED") {
+        Ok(s) => vec![s.parse().expect("RINGKV_SIM_SEED is a number")],
+        Err(_) => {
+            let n = std::env::var("RINGKV_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(SWEEP_SEEDS);
+            (0..n).map(|i| 0x5ee9_0000 + i).collect()
+        }
+    };
+    let started = std::time::Instant::now();
+    let mut simulated = 0.0;
+    for seed in &seeds {
+        let r = ringkv_tests::sweep::run_sweep(*seed, SWEEP_FAULT_SECS);
+        simulated += r.simulated_secs;
+        assert!(
+            r.violations.is_empty(),
+            "seed {seed}: {} violations, first {:?}\nfaults: {:?}\n{}\nrerun: RINGKV_SIM_SEED={seed}",
+            r.violations.len(),
+            &r.violations[..r.violations.len().min(5)],
+            r.faults,
+            ringkv_tests::sweep::describe(&r)
+        );
+    }
+    let wall = started.elapsed().as_secs_f64();
+    eprintln!("swept {} seeds: {simulated:.0} simulated s in {wall:.1} wall s ({:.1}x)", seeds.len(), simulated / wall);
+}
+
+#[test]
+fn one_seed_replays_the_same_history() {
+    let a = ringkv_tests::sweep::run_sweep(0x5ee9_d1d1, 10);
+    let b = ringkv_tests::sweep::run_sweep(0x5ee9_d1d1, 10);
+    assert!(a.history.ops.len() > 50, "{}", ringkv_tests::sweep::describe(&a));
+    assert_eq!(a.digest, b.digest, "the same seed gave different histories");
 }

@@ -238,6 +238,7 @@ pub async fn run_worker(s: Arc<Shared>, shutdown: CancellationToken) {
             last_pass = Instant::now();
         }
         tokio::select! {
+            biased;
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(TICK) => {}
         }

@@ -108,6 +108,7 @@ pub async fn run(s: Arc<Shared>, shutdown: CancellationToken) {
     let mut was_down: BTreeSet<String> = BTreeSet::new();
     loop {
         tokio::select! {
+            biased;
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => round(&s).await,
         }

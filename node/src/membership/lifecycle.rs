@@ -59,6 +59,7 @@ pub async fn join(s: Arc<Shared>, shutdown: CancellationToken) {
     }
     tracing::info!(node = %s.config.id, delay_ms = ring_delay(&s).as_millis() as u64, "joining: announced; waiting for the ring to hear of it");
     tokio::select! {
+        biased;
         _ = shutdown.cancelled() => return,
         _ = tokio::time::sleep(ring_delay(&s)) => {}
     }
@@ -70,6 +71,7 @@ pub async fn join(s: Arc<Shared>, shutdown: CancellationToken) {
             Err(e) => {
                 tracing::warn!(node = %s.config.id, error = %e, "bootstrap streaming failed; retrying");
                 tokio::select! {
+                    biased;
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(backoff) => {}
                 }
@@ -97,6 +99,7 @@ async fn take_tokens(s: &Arc<Shared>, shutdown: &CancellationToken) -> bool {
             tracing::warn!(node = %s.config.id, seeds = ?seeds, attempts, "still waiting to reach a seed");
         }
         tokio::select! {
+            biased;
             _ = shutdown.cancelled() => return false,
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
