@@ -27,6 +27,9 @@ use crate::checkers;
 use crate::history::{History, Kind, Op, Outcome};
 use crate::sim::{add_nodes, builder, client, repair, roots, sees, until};
 
+/// A node and its root for one range.
+type NodeRoot = (String, Vec<u8>);
+
 /// Nodes in the sweep cluster.
 pub const NODES: usize = 5;
 const CLIENTS: usize = 3;
@@ -224,7 +227,7 @@ pub fn run_sweep(seed: u64, fault_secs: u64) -> SweepResult {
             }
         }
         // Convergence: every replica of every range has the same root.
-        let mut by_range: BTreeMap<(u64, u64), Vec<(String, Vec<u8>)>> = BTreeMap::new();
+                let mut by_range: BTreeMap<(u64, u64), Vec<NodeRoot>> = BTreeMap::new();
         for i in 0..NODES {
             for (s, e, root) in roots(&node(i)).await? {
                 by_range.entry((s, e)).or_default().push((node(i), root));
