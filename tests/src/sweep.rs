@@ -110,10 +110,20 @@ fn heal(sim: &mut turmoil::Sim<'_>, crashed: &mut Option<String>, held: &mut Opt
     }
 }
 
-fn inject(sim: &mut turmoil::Sim<'_>, rng: &mut StdRng, crashed: &mut Option<String>, held: &mut Option<(String, String)>) -> String {
+/// Fault kinds, by number: isolate, split, majorities ring, one-way, hold, crash.
+pub const FAULT_KINDS: usize = 6;
+
+fn inject(
+    sim: &mut turmoil::Sim<'_>,
+    rng: &mut StdRng,
+    only: Option<usize>,
+    crashed: &mut Option<String>,
+    held: &mut Option<(String, String)>,
+) -> String {
     let mut all: Vec<usize> = (0..NODES).collect();
     all.shuffle(rng);
-    match rng.random_range(0..6) {
+    let kind = rng.random_range(0..FAULT_KINDS);
+    match only.unwrap_or(kind) {
         0 => {
             for o in 0..NODES {
                 if o != all[0] {
@@ -159,8 +169,13 @@ fn inject(sim: &mut turmoil::Sim<'_>, rng: &mut StdRng, crashed: &mut Option<Str
     }
 }
 
-/// Runs one seed: `fault_secs` of faults, then heal, repair and check.
+/// Runs one seed: `fault_secs` of random faults, then heal, repair and check.
 pub fn run_sweep(seed: u64, fault_secs: u64) -> SweepResult {
+    run_nemesis(seed, fault_secs, None)
+}
+
+/// [`run_sweep`] with every fault of one kind (see [`FAULT_KINDS`]).
+pub fn run_nemesis(seed: u64, fault_secs: u64, only: Option<usize>) -> SweepResult {
     let mut b = builder(seed);
     b.simulation_duration(Duration::from_secs(fault_secs + 120));
     let mut sim = b.build();
@@ -200,7 +215,7 @@ pub fn run_sweep(seed: u64, fault_secs: u64) -> SweepResult {
             // Two faults in three; otherwise a quiet spell.
             if rng.random_bool(2.0 / 3.0) {
                 let at = sim.elapsed().as_millis();
-                faults.push(format!("{at} ms: {}", inject(&mut sim, &mut rng, &mut crashed, &mut held)));
+                faults.push(format!("{at} ms: {}", inject(&mut sim, &mut rng, only, &mut crashed, &mut held)));
             }
             next = sim.elapsed() + Duration::from_millis(rng.random_range(1500..4000));
         }
@@ -220,14 +235,30 @@ pub fn run_sweep(seed: u64, fault_secs: u64) -> SweepResult {
                 }
             }
         }
-        for i in 0..NODES {
-            let report = repair(&node(i)).await?;
-            if !report.errors.is_empty() {
-                c.lock().unwrap().push(format!("repair on {} reported {:?}", node(i), report.errors));
+        // Repair every node until a whole round is clean: links that were
+        // cut may take a keepalive period to reconnect after the heal.
+        let healed = tokio::time::Instant::now();
+        let mut last_errors = Vec::new();
+        for _ in 0..20 {
+            last_errors.clear();
+            for i in 0..NODES {
+                let report = repair(&node(i)).await?;
+                last_errors.extend(report.errors.into_iter().map(|e| format!("{}: {e}", node(i))));
             }
+            if last_errors.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        if !last_errors.is_empty() {
+            c.lock().unwrap().push(format!(
+                "repair still failing {:?} after heal: {:?}",
+                healed.elapsed(),
+                &last_errors[..last_errors.len().min(3)]
+            ));
         }
         // Convergence: every replica of every range has the same root.
-                let mut by_range: BTreeMap<(u64, u64), Vec<NodeRoot>> = BTreeMap::new();
+        let mut by_range: BTreeMap<(u64, u64), Vec<NodeRoot>> = BTreeMap::new();
         for i in 0..NODES {
             for (s, e, root) in roots(&node(i)).await? {
                 by_range.entry((s, e)).or_default().push((node(i), root));

@@ -807,8 +807,39 @@ fn the_coordinator_never_waits_past_the_deadline() {
 const SWEEP_SEEDS: u64 = 50;
 const SWEEP_FAULT_SECS: u64 = 30;
 
+/// Runs the named test of this binary in a fresh process with `env`, and
+/// returns its stdout (the line the child printed after `marker`).
+fn child(test: &str, env: (&str, String), marker: &str) -> Result<String, String> {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(env.0, env.1)
+        .output()
+        .expect("rerun the test binary");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)));
+    }
+    stdout.lines().find_map(|l| l.split(marker).nth(1).map(|d| d.trim().to_string())).ok_or(stdout)
+}
+
+/// The sweep. Each seed runs in a fresh process (two at a time), exactly
+/// as `RINGKV_SIM_SEED=s` reruns it, so a failing seed reproduces.
 #[test]
 fn randomized_nemesis_sweep_keeps_every_invariant() {
+    if let Some(seed) = std::env::var("RINGKV_SWEEP_CHILD").ok().and_then(|s| s.parse::<u64>().ok()) {
+        let r = ringkv_tests::sweep::run_sweep(seed, SWEEP_FAULT_SECS);
+        assert!(
+            r.violations.is_empty(),
+            "seed {seed}: {} violations, first {:?}\nfaults: {:?}\n{}\ndigest {}\nrerun: RINGKV_SIM_SEED={seed}",
+            r.violations.len(),
+            &r.violations[..r.violations.len().min(5)],
+            r.faults,
+            ringkv_tests::sweep::describe(&r),
+            r.digest
+        );
+        println!("SWEEP={} {}", r.simulated_secs, r.digest);
+        return;
+    }
     let seeds: Vec<u64> = match std::env::var("RINGKV_SIM_SEED") {
         Ok(s) => vec![s.parse().expect("RINGKV_SIM_SEED is a number")],
         Err(_) => {
@@ -818,26 +849,206 @@ fn randomized_nemesis_sweep_keeps_every_invariant() {
     };
     let started = std::time::Instant::now();
     let mut simulated = 0.0;
-    for seed in &seeds {
-        let r = ringkv_tests::sweep::run_sweep(*seed, SWEEP_FAULT_SECS);
-        simulated += r.simulated_secs;
-        assert!(
-            r.violations.is_empty(),
-            "seed {seed}: {} violations, first {:?}\nfaults: {:?}\n{}\nrerun: RINGKV_SIM_SEED={seed}",
-            r.violations.len(),
-            &r.violations[..r.violations.len().min(5)],
-            r.faults,
-            ringkv_tests::sweep::describe(&r)
-        );
+    for pair in seeds.chunks(2) {
+        let runs: Vec<_> = pair
+            .iter()
+            .map(|&seed| {
+                std::thread::spawn(move || {
+                    (seed, child("randomized_nemesis_sweep_keeps_every_invariant", ("RINGKV_SWEEP_CHILD", seed.to_string()), "SWEEP="))
+                })
+            })
+            .collect();
+        for run in runs {
+            let (seed, result) = run.join().unwrap();
+            match result {
+                Ok(line) => simulated += line.split_whitespace().next().and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0),
+                Err(output) => panic!("seed {seed} failed:\n{output}\nrerun: RINGKV_SIM_SEED={seed}"),
+            }
+        }
     }
     let wall = started.elapsed().as_secs_f64();
     eprintln!("swept {} seeds: {simulated:.0} simulated s in {wall:.1} wall s ({:.1}x)", seeds.len(), simulated / wall);
 }
 
+/// Two runs of one seed, each in a fresh process (as a rerun from the
+/// printed seed is), record the same history. Within one process, later
+/// runs start from other per-thread `HashMap` hash keys, which libraries
+/// underneath may iterate, so each run gets its own process.
 #[test]
 fn one_seed_replays_the_same_history() {
-    let a = ringkv_tests::sweep::run_sweep(0x5ee9_d1d1, 10);
-    let b = ringkv_tests::sweep::run_sweep(0x5ee9_d1d1, 10);
-    assert!(a.history.ops.len() > 50, "{}", ringkv_tests::sweep::describe(&a));
-    assert_eq!(a.digest, b.digest, "the same seed gave different histories");
+    const SEED: u64 = 0x5ee9_d1d1;
+    if std::env::var_os("RINGKV_DIGEST_CHILD").is_some() {
+        let r = ringkv_tests::sweep::run_sweep(SEED, 10);
+        assert!(r.history.ops.len() > 50, "{}", ringkv_tests::sweep::describe(&r));
+        println!("DIGEST={}", r.digest);
+        return;
+    }
+    let run =
+        || child("one_seed_replays_the_same_history", ("RINGKV_DIGEST_CHILD", "1".into()), "DIGEST=").unwrap_or_else(|e| panic!("{e}"));
+    let (a, b) = (run(), run());
+    assert_eq!(a, b, "the same seed gave different histories");
+}
+
+// ---- named fault scenarios (the nemesis with one fault kind, then the checkers) ----
+
+fn scenario(seed: u64, kind: usize) {
+    let seed = self::seed(seed);
+    let r = ringkv_tests::sweep::run_nemesis(seed, 20, Some(kind));
+    assert!(!r.faults.is_empty(), "no fault was injected");
+    assert!(r.violations.is_empty(), "{:?}\nfaults {:?}\nrerun: RINGKV_SIM_SEED={seed}", r.violations, r.faults);
+}
+
+#[test]
+fn isolated_nodes_lose_no_acknowledged_quorum_write() {
+    scenario(0x5eed_0040, 0);
+}
+
+#[test]
+fn minority_majority_splits_lose_no_acknowledged_quorum_write() {
+    scenario(0x5eed_0041, 1);
+}
+
+#[test]
+fn majorities_ring_loses_no_acknowledged_quorum_write() {
+    scenario(0x5eed_0042, 2);
+}
+
+#[test]
+fn one_way_partitions_lose_no_acknowledged_quorum_write() {
+    scenario(0x5eed_0043, 3);
+}
+
+#[test]
+fn held_and_released_messages_lose_no_acknowledged_quorum_write() {
+    scenario(0x5eed_0044, 4);
+}
+
+#[test]
+fn crash_restart_with_group_durability_loses_no_acknowledged_quorum_write() {
+    scenario(0x5eed_0045, 5);
+}
+
+#[test]
+fn minority_side_refuses_quorum_but_serves_one() {
+    let seed = seed(0x5eed_0046);
+    let mut sim = builder(seed).build();
+    add_nodes(&mut sim, 3, seed);
+    sim.client("client", async {
+        cluster_ready().await?;
+        isolate_n3().await?;
+        until("n3 sees n1 and n2 down", CONVERGE, || async { sees("n3", "n1", "down").await && sees("n3", "n2", "down").await }).await?;
+        let minority = client(&["n3"]);
+        assert!(matches!(
+            minority.put(b"m", b"v", None, Options::level(Level::Quorum)).await,
+            Err(ringkv_client::Error::Unavailable { .. })
+        ));
+        assert!(matches!(minority.get(b"m", Options::level(Level::Quorum)).await, Err(ringkv_client::Error::Unavailable { .. })));
+        minority.put(b"m", b"v", None, Options::level(Level::One)).await?;
+        assert_eq!(minority.get(b"m", Options::level(Level::One)).await?.siblings[0].value, b"v");
+        client(&["n1"]).put(b"m2", b"w", None, Options::level(Level::Quorum)).await?;
+        Ok(())
+    });
+    run(sim, seed);
+}
+
+#[test]
+fn retry_after_a_lost_ack_is_idempotent() {
+    let seed = seed(0x5eed_0047);
+    let mut sim = builder(seed).build();
+    add_nodes(&mut sim, 3, seed);
+    sim.client("client", async {
+        cluster_ready().await?;
+        // n2's replies to n1 are lost: n2 stores the write but n1 never hears.
+        turmoil::partition_oneway("n2", "n1");
+        let c = client(&["n1"]);
+        let opts = Options { level: Level::All, timeout: Some(Duration::from_millis(400)), ..Default::default() };
+        let first = c.put(b"once", b"v", None, opts).await;
+        assert!(matches!(first, Err(ringkv_client::Error::Indeterminate { .. })), "{first:?}");
+        turmoil::repair_oneway("n2", "n1");
+        until("n1 sees n2 up", CONVERGE, || sees("n1", "n2", "up")).await?;
+        // The client retries the same blind write until it is acknowledged:
+        // one value results, not two.
+        until("the retry is acknowledged", CONVERGE, || async { c.put(b"once", b"v", None, Options::level(Level::All)).await.is_ok() })
+            .await?;
+        let r = c.inspect(b"once").await?;
+        for v in &r.replicas {
+            let live: Vec<&[u8]> = v.siblings.iter().filter(|s| !s.tombstone).map(|s| s.value.as_slice()).collect();
+            assert_eq!(live, [b"v".as_slice()], "{} holds exactly one copy", v.node);
+        }
+        Ok(())
+    });
+    run(sim, seed);
+}
+
+#[test]
+fn an_old_write_released_late_does_not_beat_a_newer_one() {
+    let seed = seed(0x5eed_0048);
+    let mut sim = builder(seed).build();
+    add_nodes(&mut sim, 3, seed);
+    sim.client("client", async {
+        cluster_ready().await?;
+        turmoil::hold("n1", "n3");
+        let (c1, c2) = (client(&["n1"]), client(&["n2"]));
+        c1.put(b"race", b"old", None, Options::level(Level::One)).await?;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        c2.put(b"race", b"new", None, Options::level(Level::Quorum)).await?;
+        turmoil::release("n1", "n3");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let got = c2.get(b"race", Options::level(Level::All)).await?;
+        let values: Vec<&[u8]> = got.siblings.iter().map(|s| s.value.as_slice()).collect();
+        assert_eq!(values, [b"new".as_slice()], "the newer blind write wins everywhere");
+        Ok(())
+    });
+    run(sim, seed);
+}
+
+#[test]
+fn split_brain_writes_with_contexts_become_siblings_and_collapse_on_write_back() {
+    let seed = seed(0x5eed_0049);
+    let mut sim = builder(seed).build();
+    add_nodes(&mut sim, 3, seed);
+    sim.client("client", async {
+        cluster_ready().await?;
+        let (c1, c3) = (client(&["n1"]), client(&["n3"]));
+        c1.put(b"cart", b"base", None, Options::level(Level::All)).await?;
+        let ctx = c1.get(b"cart", Options::level(Level::All)).await?.context;
+        isolate_n3().await?;
+        c1.put(b"cart", b"left", Some(ctx.clone()), Options::level(Level::Quorum)).await?;
+        c3.put(b"cart", b"right", Some(ctx), Options::level(Level::One)).await?;
+        heal_n3().await?;
+        let got = c1.get(b"cart", Options::level(Level::All)).await?;
+        let mut values: Vec<&[u8]> = got.siblings.iter().map(|s| s.value.as_slice()).collect();
+        values.sort();
+        assert_eq!(values, [b"left".as_slice(), b"right".as_slice()], "both concurrent writes survive as siblings");
+        c1.put(b"cart", b"merged", Some(got.context), Options::level(Level::All)).await?;
+        let after = c3.get(b"cart", Options::level(Level::All)).await?;
+        let values: Vec<&[u8]> = after.siblings.iter().map(|s| s.value.as_slice()).collect();
+        assert_eq!(values, [b"merged".as_slice()], "a write-back with the merged context collapses them");
+        Ok(())
+    });
+    run(sim, seed);
+}
+
+#[test]
+fn join_during_a_partition_streams_from_the_replicas_it_can_reach() {
+    let seed = seed(0x5eed_004a);
+    let mut sim = builder(seed).build();
+    add_nodes(&mut sim, 3, seed);
+    ringkv_tests::sim::add_node(&mut sim, ringkv_tests::sim::config(4, seed), Duration::from_secs(15));
+    sim.client("client", async {
+        cluster_ready().await?;
+        let c = client(&["n1"]);
+        for i in 0..100 {
+            c.put(format!("j{i}").as_bytes(), b"v", None, Options::level(Level::All)).await?;
+        }
+        isolate_n3().await?;
+        until("n4 joins while n3 is cut off", Duration::from_secs(60), || sees("n1", "n4", "up")).await?;
+        heal_n3().await?;
+        for i in 0..100 {
+            let got = c.get(format!("j{i}").as_bytes(), Options::level(Level::All)).await?;
+            assert_eq!(got.siblings.len(), 1, "j{i}");
+        }
+        Ok(())
+    });
+    run(sim, seed);
 }
