@@ -277,6 +277,13 @@ impl Coordinator {
     pub async fn write(&self, w: Write, forwarded_from: Option<String>) -> Result<(Context, pb::Receipt)> {
         self.check_key(&w.key)?;
         self.check_value(&w.value)?;
+        // A node whose clock disagrees with most of its peers stamps no
+        // writes: its timestamps would shadow (or lose to) everyone else's.
+        let max_skew = self.s.config.max_clock_skew_ms;
+        if let Some(offset) = self.s.membership.self_skew(max_skew) {
+            tracing::error!(node = %self.me(), offset_ms = offset, "clock skew: refusing to coordinate writes");
+            return Err(Error::OwnClockSkew { offset_ms: offset.unsigned_abs(), max_ms: max_skew });
+        }
         let start = Instant::now();
         let plan = self.plan(&w.key, w.level, true, w.sloppy)?;
         let required = plan.required;

@@ -60,6 +60,15 @@ pub enum Error {
         /// The configured limit.
         max_ms: u64,
     },
+    /// This node's own clock disagrees with most of its peers; it refuses
+    /// to stamp writes until that is fixed.
+    #[error("clock skew: this node's clock is {offset_ms} ms off most of its peers (max_clock_skew is {max_ms} ms); fix NTP on this node, or send the write through another node")]
+    OwnClockSkew {
+        /// How far off, in ms.
+        offset_ms: u64,
+        /// The configured limit.
+        max_ms: u64,
+    },
     /// A stored record failed its checksum or could not be decoded.
     #[error("corrupt record for key {key:?}: {reason}")]
     Corrupt {
@@ -108,7 +117,7 @@ impl Error {
             Error::Indeterminate { .. } => "indeterminate",
             Error::Timeout { .. } => "timeout",
             Error::InvalidArgument(_) => "invalid_argument",
-            Error::ClockSkew { .. } => "clock_skew",
+            Error::ClockSkew { .. } | Error::OwnClockSkew { .. } => "clock_skew",
             Error::Corrupt { .. } => "corrupt",
             Error::Storage(_) => "storage",
             Error::Peer { .. } | Error::PeerTimeout { .. } => "peer",
@@ -141,7 +150,7 @@ impl From<Error> for tonic::Status {
             Error::Unavailable { .. } | Error::Peer { .. } => Code::Unavailable,
             Error::Indeterminate { .. } | Error::Timeout { .. } => Code::DeadlineExceeded,
             Error::InvalidArgument(_) | Error::Config(_) => Code::InvalidArgument,
-            Error::ClockSkew { .. } => Code::FailedPrecondition,
+            Error::ClockSkew { .. } | Error::OwnClockSkew { .. } => Code::FailedPrecondition,
             Error::Corrupt { .. } => Code::DataLoss,
             Error::Storage(_) => Code::Internal,
             Error::PeerTimeout { .. } => Code::DeadlineExceeded,

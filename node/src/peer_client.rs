@@ -196,7 +196,8 @@ impl Peers {
 
     /// Push-pull gossip with the node at `addr` (which may be a seed whose id
     /// is unknown, so this bypasses the per-id fault rules).
-    pub async fn gossip(&self, addr: &str, members: &[Member]) -> Result<Vec<Member>> {
+    /// Returns the peer's members and its wall clock.
+    pub async fn gossip(&self, addr: &str, members: &[Member], wall_ms: u64) -> Result<(Vec<Member>, u64)> {
         let mut client = self.client(addr)?;
         let target = self.membership.members().into_iter().find(|m| m.address == addr).map(|m| m.id);
         if let Some(id) = &target {
@@ -204,7 +205,7 @@ impl Peers {
                 return Err(Error::Peer { peer: id.clone(), reason: reason.into() });
             }
         }
-        let req = pb::GossipRequest { from: self.membership.me().to_string(), members: members.iter().map(Into::into).collect() };
+        let req = pb::GossipRequest { from: self.membership.me().to_string(), members: members.iter().map(Into::into).collect(), wall_ms };
         let result = tokio::time::timeout(self.timeout, client.rpc.gossip(req)).await;
         if let Some(id) = &target {
             match &result {
@@ -216,7 +217,8 @@ impl Peers {
         let resp = result
             .map_err(|_| Error::Peer { peer: addr.to_string(), reason: "gossip timed out".into() })?
             .map_err(|s| status_to_error(addr, s))?;
-        Ok(resp.into_inner().members.into_iter().map(Member::from).collect())
+        let resp = resp.into_inner();
+        Ok((resp.members.into_iter().map(Member::from).collect(), resp.wall_ms))
     }
 }
 

@@ -41,13 +41,28 @@ impl Transport for SimTransport {
     }
 }
 
-/// Simulated wall time: a fixed epoch plus simulated elapsed time.
-pub struct SimClock;
+/// Simulated wall time: a fixed epoch plus simulated elapsed time, plus an
+/// offset a test can set to skew one node's clock.
+#[derive(Default)]
+pub struct SimClock {
+    /// Added to this node's wall time, in ms.
+    pub offset_ms: std::sync::atomic::AtomicI64,
+}
 
 impl Clock for SimClock {
     fn wall_ms(&self) -> u64 {
-        EPOCH_MS + turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64
+        let now = EPOCH_MS + turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64;
+        now.saturating_add_signed(self.offset_ms.load(std::sync::atomic::Ordering::Relaxed))
     }
+}
+
+/// A simulated node's handles that outlive crashes.
+#[derive(Clone)]
+pub struct SimNode {
+    /// Its storage.
+    pub storage: MemoryStorage,
+    /// Its clock, for skew injection.
+    pub clock: Arc<SimClock>,
 }
 
 /// The seed for this run: `RINGKV_SIM_SEED` when set, else `pinned`.
@@ -87,12 +102,12 @@ pub fn config(i: usize, seed: u64) -> Config {
 /// Adds `n` nodes as hosts. Node `i` starts `i - 1` simulated seconds in,
 /// so that nodes join one at a time (a joining node picks tokens from the
 /// ring it sees). Each keeps its storage across crashes.
-pub fn add_nodes(sim: &mut turmoil::Sim<'_>, n: usize, seed: u64) -> Vec<MemoryStorage> {
+pub fn add_nodes(sim: &mut turmoil::Sim<'_>, n: usize, seed: u64) -> Vec<SimNode> {
     add_nodes_with(sim, n, seed, |_, _| {})
 }
 
 /// [`add_nodes`] with a hook to adjust node `i`'s config.
-pub fn add_nodes_with(sim: &mut turmoil::Sim<'_>, n: usize, seed: u64, adjust: impl Fn(usize, &mut Config)) -> Vec<MemoryStorage> {
+pub fn add_nodes_with(sim: &mut turmoil::Sim<'_>, n: usize, seed: u64, adjust: impl Fn(usize, &mut Config)) -> Vec<SimNode> {
     (1..=n)
         .map(|i| {
             let mut cfg = config(i, seed);
@@ -105,22 +120,22 @@ pub fn add_nodes_with(sim: &mut turmoil::Sim<'_>, n: usize, seed: u64, adjust: i
 /// Adds one node as a host that first starts `delay` into the simulation
 /// (a restart after a crash starts at once). Returns its storage, which
 /// survives crashes.
-pub fn add_node(sim: &mut turmoil::Sim<'_>, cfg: Config, delay: Duration) -> MemoryStorage {
-    let store = MemoryStorage::default();
-    let kept = store.clone();
+pub fn add_node(sim: &mut turmoil::Sim<'_>, cfg: Config, delay: Duration) -> SimNode {
+    let node = SimNode { storage: MemoryStorage::default(), clock: Arc::new(SimClock::default()) };
+    let kept = node.clone();
     sim.host(cfg.id.clone(), move || {
-        let (store, cfg) = (kept.clone(), cfg.clone());
+        let (store, clock, cfg) = (kept.storage.clone(), kept.clock.clone(), cfg.clone());
         async move {
             let now = turmoil::sim_elapsed().unwrap_or_default();
             if now < delay {
                 tokio::time::sleep(delay - now).await;
             }
-            let env = Env { transport: Arc::new(SimTransport), clock: Arc::new(SimClock), storage: Some(Arc::new(store)) };
+            let env = Env { transport: Arc::new(SimTransport), clock, storage: Some(Arc::new(store)) };
             ringkv_node::run(cfg, env, CancellationToken::new()).await?;
             Ok(())
         }
     });
-    store
+    node
 }
 
 /// A client routed to the given simulated nodes, in order.

@@ -1052,3 +1052,38 @@ fn join_during_a_partition_streams_from_the_replicas_it_can_reach() {
     });
     run(sim, seed);
 }
+
+#[test]
+fn a_node_with_a_skewed_clock_refuses_writes_instead_of_shadowing_others() {
+    let seed = seed(0x5eed_004b);
+    let mut sim = builder(seed).build();
+    let nodes = add_nodes(&mut sim, 3, seed);
+    let n3_clock = nodes[2].clock.clone();
+    sim.client("client", async move {
+        cluster_ready().await?;
+        let (c1, c3) = (client(&["n1"]), client(&["n3"]));
+        c1.put(b"t", b"before", None, Options::level(Level::All)).await?;
+        // n3's clock jumps 10 s ahead, far past max_clock_skew (500 ms).
+        n3_clock.offset_ms.store(10_000, Ordering::SeqCst);
+        until("n3 notices its clock is off", CONVERGE, || async {
+            matches!(c3.put(b"probe", b"x", None, Options::level(Level::One)).await, Err(ringkv_client::Error::Other { ref kind, .. }) if kind == "clock_skew")
+        })
+        .await?;
+        for level in [Level::One, Level::Quorum, Level::All] {
+            match c3.put(b"t", b"skewed", None, Options::level(level)).await {
+                Err(ringkv_client::Error::Other { kind, message }) => assert!(kind == "clock_skew" && message.contains("fix NTP"), "{message}"),
+                other => panic!("a write through the skewed node must be refused: {other:?}"),
+            }
+        }
+        // The healthy nodes keep working, and see no skew in themselves.
+        c1.put(b"t", b"after", None, Options::level(Level::Quorum)).await?;
+        let got = c1.get(b"t", Options::level(Level::All)).await?;
+        let values: Vec<&[u8]> = got.siblings.iter().map(|s| s.value.as_slice()).collect();
+        assert_eq!(values, [b"after".as_slice()], "no skewed write shadows the newer one");
+        // Fixing the clock brings n3 back.
+        n3_clock.offset_ms.store(0, Ordering::SeqCst);
+        until("n3 accepts writes again", CONVERGE, || async { c3.put(b"probe", b"y", None, Options::level(Level::Quorum)).await.is_ok() }).await?;
+        Ok(())
+    });
+    run(sim, seed);
+}

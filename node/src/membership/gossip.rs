@@ -92,8 +92,14 @@ pub async fn round(s: &Shared) {
     }
     let members = s.membership.members();
     for addr in targets {
-        match s.peers.gossip(&addr, &members).await {
-            Ok(theirs) => {
+        let sent = s.clock.wall_ms();
+        match s.peers.gossip(&addr, &members, sent).await {
+            Ok((theirs, their_wall)) => {
+                // Their clock against the midpoint of our send and receive.
+                let mid = (sent + s.clock.wall_ms()) / 2;
+                if let Some(m) = s.membership.members().into_iter().find(|m| m.address == addr) {
+                    s.membership.set_offset(&m.id, their_wall as i64 - mid as i64);
+                }
                 s.membership.merge(theirs);
             }
             Err(e) => tracing::debug!(node = %s.membership.me(), peer = %addr, error = %e, "gossip failed"),

@@ -149,6 +149,8 @@ impl DetectorConfig {
 
 struct Inner {
     members: BTreeMap<String, Member>,
+    /// Each peer's clock minus ours, in ms, from the last gossip exchange.
+    offsets: BTreeMap<String, i64>,
     unreachable: BTreeSet<String>,
     detectors: BTreeMap<String, PhiDetector>,
     ring: Arc<Ring>,
@@ -170,7 +172,7 @@ impl Membership {
         let mut members = BTreeMap::new();
         members.insert(id.clone(), me);
         let (ring, future) = build_rings(&members);
-        let inner = Inner { members, unreachable: BTreeSet::new(), detectors: BTreeMap::new(), ring, future };
+        let inner = Inner { members, offsets: BTreeMap::new(), unreachable: BTreeSet::new(), detectors: BTreeMap::new(), ring, future };
         Self { me: id, base: tokio::time::Instant::now(), detector, inner: RwLock::new(inner) }
     }
 
@@ -305,6 +307,29 @@ impl Membership {
                 tracing::warn!(node = %self.me, peer = %id, "peer unreachable");
             }
         }
+    }
+
+    /// Records `peer`'s clock offset (its clock minus ours), in ms.
+    pub fn set_offset(&self, peer: &str, offset_ms: i64) {
+        self.inner.write().expect("lock").offsets.insert(peer.to_string(), offset_ms);
+    }
+
+    /// When more than half of the live peers' clocks differ from ours by
+    /// more than `max_ms` (all in the same direction), our clock is the
+    /// odd one out: returns the median offset (positive when we are
+    /// behind). One skewed peer cannot make the others think they are.
+    pub fn self_skew(&self, max_ms: u64) -> Option<i64> {
+        let (up, _) = self.peers_by_liveness();
+        let inner = self.inner.read().expect("lock");
+        let mut offs: Vec<i64> = up.iter().filter_map(|m| inner.offsets.get(&m.id).copied()).collect();
+        if offs.is_empty() {
+            return None;
+        }
+        offs.sort();
+        let max = max_ms as i64;
+        let ahead = offs.iter().filter(|o| **o < -max).count();
+        let behind = offs.iter().filter(|o| **o > max).count();
+        (ahead * 2 > offs.len() || behind * 2 > offs.len()).then(|| offs[offs.len() / 2])
     }
 
     /// Members other than this one, split into (up, down), `left` excluded.

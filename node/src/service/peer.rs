@@ -83,7 +83,7 @@ impl pb::peer_server::Peer for PeerService {
         self.s.membership.merge(req.members.into_iter().map(Member::from));
         // A direct message from the peer proves it can reach us, not that we can reach it.
         let members = self.s.membership.members().iter().map(Into::into).collect();
-        Ok(Response::new(pb::GossipResponse { members }))
+        Ok(Response::new(pb::GossipResponse { members, wall_ms: self.s.clock.wall_ms() }))
     }
 
     async fn fetch_range(&self, req: Request<pb::FetchRangeRequest>) -> Result<Response<pb::KeyVersions>, Status> {
