@@ -26,19 +26,12 @@ use serde_json::{json, Value};
 use crate::args::{DemoArgs, FaultAction, FaultTarget};
 use crate::commands::apply_fault;
 use crate::local_cluster::LocalCluster;
+use crate::output::level_name;
 
 const LEVELS: [Level; 3] = [Level::One, Level::Quorum, Level::All];
 
-fn name(l: Level) -> &'static str {
-    match l {
-        Level::One => "ONE",
-        Level::Two => "TWO",
-        Level::Quorum => "QUORUM",
-        Level::All => "ALL",
-        Level::LocalQuorum => "LOCAL_QUORUM",
-        Level::Any => "ANY",
-        _ => "?",
-    }
+fn name(l: Level) -> String {
+    level_name(l as i32)
 }
 
 fn free_ports(n: usize) -> Result<Vec<u16>> {

@@ -9,6 +9,11 @@ use ringkv_tests::sim::{add_nodes, builder, client, roots, run, seed, sees, unti
 
 const CONVERGE: Duration = Duration::from_secs(20);
 
+/// The live sibling values of a read.
+fn values(r: &ringkv_client::pb::GetResponse) -> Vec<&[u8]> {
+    r.siblings.iter().map(|s| s.value.as_slice()).collect()
+}
+
 /// Waits until n1 sees all three nodes normal and up.
 async fn cluster_ready() -> Result<(), Box<dyn std::error::Error>> {
     until("n1 sees 3 nodes up", CONVERGE, || async {
@@ -29,8 +34,7 @@ fn quorum_write_is_readable_at_quorum_through_another_coordinator() {
         let via_n2 = client(&["n2"]);
         via_n1.put(b"k", b"v1", None, Options::level(Level::Quorum)).await?;
         let got = via_n2.get(b"k", Options::level(Level::Quorum)).await?;
-        let values: Vec<&[u8]> = got.siblings.iter().map(|s| s.value.as_slice()).collect();
-        assert_eq!(values, [b"v1".as_slice()]);
+        assert_eq!(values(&got), [b"v1".as_slice()]);
         let receipt = got.receipt.unwrap();
         assert_eq!(receipt.coordinator, "n2");
         assert!(receipt.acked >= 2, "QUORUM read answered by {} replicas", receipt.acked);
@@ -995,8 +999,7 @@ fn an_old_write_released_late_does_not_beat_a_newer_one() {
         turmoil::release("n1", "n3");
         tokio::time::sleep(Duration::from_secs(1)).await;
         let got = c2.get(b"race", Options::level(Level::All)).await?;
-        let values: Vec<&[u8]> = got.siblings.iter().map(|s| s.value.as_slice()).collect();
-        assert_eq!(values, [b"new".as_slice()], "the newer blind write wins everywhere");
+        assert_eq!(values(&got), [b"new".as_slice()], "the newer blind write wins everywhere");
         Ok(())
     });
     run(sim, seed);
@@ -1017,13 +1020,12 @@ fn split_brain_writes_with_contexts_become_siblings_and_collapse_on_write_back()
         c3.put(b"cart", b"right", Some(ctx), Options::level(Level::One)).await?;
         heal_n3().await?;
         let got = c1.get(b"cart", Options::level(Level::All)).await?;
-        let mut values: Vec<&[u8]> = got.siblings.iter().map(|s| s.value.as_slice()).collect();
-        values.sort();
-        assert_eq!(values, [b"left".as_slice(), b"right".as_slice()], "both concurrent writes survive as siblings");
+        let mut seen = values(&got);
+        seen.sort();
+        assert_eq!(seen, [b"left".as_slice(), b"right".as_slice()], "both concurrent writes survive as siblings");
         c1.put(b"cart", b"merged", Some(got.context), Options::level(Level::All)).await?;
         let after = c3.get(b"cart", Options::level(Level::All)).await?;
-        let values: Vec<&[u8]> = after.siblings.iter().map(|s| s.value.as_slice()).collect();
-        assert_eq!(values, [b"merged".as_slice()], "a write-back with the merged context collapses them");
+        assert_eq!(values(&after), [b"merged".as_slice()], "a write-back with the merged context collapses them");
         Ok(())
     });
     run(sim, seed);
@@ -1078,8 +1080,7 @@ fn a_node_with_a_skewed_clock_refuses_writes_instead_of_shadowing_others() {
         // The healthy nodes keep working, and see no skew in themselves.
         c1.put(b"t", b"after", None, Options::level(Level::Quorum)).await?;
         let got = c1.get(b"t", Options::level(Level::All)).await?;
-        let values: Vec<&[u8]> = got.siblings.iter().map(|s| s.value.as_slice()).collect();
-        assert_eq!(values, [b"after".as_slice()], "no skewed write shadows the newer one");
+        assert_eq!(values(&got), [b"after".as_slice()], "no skewed write shadows the newer one");
         // Fixing the clock brings n3 back.
         n3_clock.offset_ms.store(0, Ordering::SeqCst);
         until("n3 accepts writes again", CONVERGE, || async { c3.put(b"probe", b"y", None, Options::level(Level::Quorum)).await.is_ok() }).await?;
