@@ -56,3 +56,41 @@ fn missing_key_is_exit_0_with_no_values_and_usage_errors_are_exit_2() {
     assert_eq!(out.status.code(), Some(1), "unreachable endpoint is operational");
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: cannot reach any endpoint"));
 }
+
+#[test]
+fn put_reads_stdin_and_scan_pages_through_a_prefix_without_deleted_keys() {
+    use std::io::Write;
+    let root = tempfile::tempdir().unwrap();
+    let nodes = cluster(root.path(), 1, &["--replication-factor", "1"]);
+    let n1 = nodes[0].addr.clone();
+
+    // `put K` with no value reads it from stdin, binary-safe.
+    let mut child = std::process::Command::new(ringkv_tests::process::ringkv_bin())
+        .args(["--endpoints", &n1, "put", "blob", "--json"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&[0, 159, 146, 150]).unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+    assert_eq!(cli_json(&n1, &["get", "blob"])["values"][0]["base64"], "AJ+Slg==");
+
+    for i in 0..25 {
+        cli_json(&n1, &["put", &format!("user:{i:02}"), &format!("u{i}")]);
+    }
+    cli_json(&n1, &["put", "other", "x"]);
+    cli_json(&n1, &["delete", "user:03"]);
+    let mut keys = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = cli_json(&n1, &["scan", "--prefix", "user:", "--limit", "10", "--start-after", &after]);
+        let entries = page["entries"].as_array().unwrap();
+        keys.extend(entries.iter().map(|e| e["key"].as_str().unwrap().to_string()));
+        if page["more"] != true {
+            break;
+        }
+        after = keys.last().unwrap().clone();
+    }
+    let want: Vec<String> = (0..25).filter(|i| *i != 3).map(|i| format!("user:{i:02}")).collect();
+    assert_eq!(keys, want, "every user: key once, in order, without the deleted one or other prefixes");
+}
