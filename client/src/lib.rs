@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod policy;
 
 pub use error::Error;
 pub use ringkv_proto::v1 as pb;
