@@ -15,8 +15,32 @@ pub struct Cli {
     /// Print one JSON object on stdout instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Which node coordinates each request: endpoints (in the order given), round-robin,
+    /// weighted, least-outstanding, least-latency, sticky, token-aware, bounded-load,
+    /// dynamic-load, or zone-aware:ZONE.
+    #[arg(long, global = true, env = "RINGKV_POLICY", default_value = "endpoints", value_parser = parse_policy)]
+    pub policy: String,
     #[command(subcommand)]
     pub command: Command,
+}
+
+fn parse_policy(s: &str) -> Result<String, String> {
+    const NAMES: [&str; 9] = [
+        "endpoints",
+        "round-robin",
+        "weighted",
+        "least-outstanding",
+        "least-latency",
+        "sticky",
+        "token-aware",
+        "bounded-load",
+        "dynamic-load",
+    ];
+    if NAMES.contains(&s) || s.strip_prefix("zone-aware:").is_some_and(|z| !z.is_empty()) {
+        Ok(s.to_string())
+    } else {
+        Err(format!("unknown policy {s:?}; expected one of {}, or zone-aware:ZONE", NAMES.join(", ")))
+    }
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {

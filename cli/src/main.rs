@@ -21,7 +21,7 @@ fn main() {
             Command::Serve(a) => serve::run(*a).await,
             Command::Cluster(a) => serve::cluster(a).await,
             Command::Demo(a) => demo::run(a, cli.json).await,
-            other => commands::run(other, &cli.endpoints, cli.json).await,
+            other => commands::run(other, &cli.endpoints, &cli.policy, cli.json).await,
         }
     });
     if let Err(e) = result {

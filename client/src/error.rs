@@ -71,6 +71,13 @@ impl Error {
         matches!(self, Error::Unavailable { .. } | Error::Timeout { .. } | Error::Connect { .. })
     }
 
+    /// True when the connection was refused or never made: the request
+    /// cannot have arrived, so even a non-idempotent one may go elsewhere.
+    pub(crate) fn not_delivered(status: &tonic::Status) -> bool {
+        let m = status.message().to_ascii_lowercase();
+        m.contains("connection refused") || m.contains("tcp connect error") || m.contains("dns error")
+    }
+
     /// True when the status came from the transport, not from a node: the
     /// request may never have arrived, so another endpoint can be tried.
     pub(crate) fn is_transport(status: &tonic::Status) -> bool {

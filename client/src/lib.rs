@@ -24,10 +24,12 @@
 
 mod error;
 pub mod policy;
+mod routing;
 
 pub use error::Error;
 pub use ringkv_proto::v1 as pb;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use pb::admin_client::AdminClient;
@@ -73,9 +75,92 @@ impl Options {
 }
 
 /// A connection to a ringkv cluster.
+///
+/// [`Client::connect`] tries its endpoints in the order given. A client
+/// from [`Client::builder`] with a [`policy`](ClientBuilder::policy)
+/// discovers the cluster instead, and routes each request as the policy
+/// says. Either way an idempotent request (a get, a scan, a blind put or
+/// delete) moves on to the next node when one cannot serve it. A write with
+/// a context is retried only when the connection was refused, since it
+/// cannot have been delivered; anything else comes back as is
+/// (indeterminate outcomes included).
 #[derive(Clone)]
 pub struct Client {
     endpoints: Vec<(String, Channel)>,
+    router: Option<Arc<routing::Router>>,
+}
+
+/// Builds a [`Client`].
+///
+/// ```no_run
+/// # async fn example() -> Result<(), ringkv_client::Error> {
+/// use ringkv_client::{policy, Client};
+/// let client = Client::builder()
+///     .endpoints(["127.0.0.1:7101"])
+///     .policy(Box::new(policy::TokenAware::new(Box::new(policy::LeastOutstanding))))
+///     .build()
+///     .await?;
+/// # Ok(()) }
+/// ```
+pub struct ClientBuilder {
+    endpoints: Vec<String>,
+    policy: Option<Box<dyn policy::Policy>>,
+    client_id: String,
+    weights: std::collections::BTreeMap<String, u32>,
+    health_interval: Duration,
+    refresh_interval: Duration,
+}
+
+impl ClientBuilder {
+    /// Nodes to start from (`host:port`).
+    pub fn endpoints<S: AsRef<str>>(mut self, endpoints: impl IntoIterator<Item = S>) -> Self {
+        self.endpoints = endpoints.into_iter().map(|e| e.as_ref().to_string()).collect();
+        self
+    }
+
+    /// Route with `policy` (default: the endpoints in the order given).
+    pub fn policy(mut self, policy: Box<dyn policy::Policy>) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// A stable id for sticky routing (default: a random one).
+    pub fn client_id(mut self, id: impl Into<String>) -> Self {
+        self.client_id = id.into();
+        self
+    }
+
+    /// Weights for weighted round robin, by node id (default 1).
+    pub fn weight(mut self, node: impl Into<String>, weight: u32) -> Self {
+        self.weights.insert(node.into(), weight);
+        self
+    }
+
+    /// How often to probe each node's `grpc.health.v1` (default 2 s).
+    pub fn health_check_interval(mut self, d: Duration) -> Self {
+        self.health_interval = d;
+        self
+    }
+
+    /// How often to refresh the cluster view (default 10 s).
+    pub fn refresh_interval(mut self, d: Duration) -> Self {
+        self.refresh_interval = d;
+        self
+    }
+
+    /// Connects; with a policy, also discovers the cluster.
+    pub async fn build(self) -> Result<Client, Error> {
+        let mut client = Client::connect(&self.endpoints).await?;
+        if let Some(policy) = self.policy {
+            let router = Arc::new(routing::Router::new(policy, self.client_id, self.weights));
+            router.discover(&client.endpoints).await?;
+            let bg =
+                routing::Router::background(Arc::downgrade(&router), client.endpoints.clone(), self.health_interval, self.refresh_interval);
+            tokio::spawn(bg);
+            client.router = Some(router);
+        }
+        Ok(client)
+    }
 }
 
 impl Client {
@@ -101,13 +186,31 @@ impl Client {
         if out.is_empty() {
             return Err(Error::InvalidArgument { message: "no endpoints given; pass --endpoints host:port[,host:port...]".into() });
         }
-        Ok(Self { endpoints: out })
+        Ok(Self { endpoints: out, router: None })
+    }
+
+    /// A builder for a client with a load-balancing policy.
+    pub fn builder() -> ClientBuilder {
+        let id = format!("client-{:x}", rand::random::<u64>());
+        ClientBuilder {
+            endpoints: Vec::new(),
+            policy: None,
+            client_id: id,
+            weights: Default::default(),
+            health_interval: Duration::from_secs(2),
+            refresh_interval: Duration::from_secs(10),
+        }
+    }
+
+    /// The routing policy's name ("endpoints" without one).
+    pub fn policy_name(&self) -> String {
+        self.router.as_ref().map_or("endpoints".into(), |r| r.policy.name())
     }
 
     /// A client over channels built elsewhere, e.g. through a simulated
     /// network. Each pair is an endpoint name and its channel.
     pub fn from_channels(endpoints: Vec<(String, Channel)>) -> Self {
-        Self { endpoints }
+        Self { endpoints, router: None }
     }
 
     /// The endpoints, in the order they are tried.
@@ -137,22 +240,56 @@ impl Client {
         F: Fn(Channel) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let mut last = None;
-        for (_, ch) in &self.endpoints {
-            match f(ch.clone()).await {
+        self.route(policy::OpKind::Read, b"", true, f).await
+    }
+
+    /// Runs `f` on the nodes in routing order until one serves it. Moves
+    /// on after a transport failure (or, for an idempotent request, after
+    /// `Unavailable` from a node that could not reach enough replicas).
+    async fn route<T, F, Fut>(&self, kind: policy::OpKind, key: &[u8], idempotent: bool, f: F) -> Result<T, Error>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let routed = self.router.as_ref().map(|r| r.order(&policy::Request { key, kind, client_id: &r.client_id }));
+        let candidates: Vec<(Channel, Option<Arc<routing::NodeState>>)> = match routed {
+            Some(nodes) => nodes.into_iter().map(|n| (n.channel.clone(), Some(n))).collect(),
+            None => self.endpoints.iter().map(|(_, ch)| (ch.clone(), None)).collect(),
+        };
+        let mut last: Option<Error> = None;
+        for (ch, node) in candidates {
+            if let Some(n) = &node {
+                n.outstanding.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            let started = std::time::Instant::now();
+            let result = f(ch).await;
+            if let Some(n) = &node {
+                n.outstanding.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                let transport = result.as_ref().err().is_some_and(Error::is_transport);
+                routing::Router::record(n, started.elapsed(), transport);
+            }
+            match result {
                 Ok(r) => return Ok(r.into_inner()),
-                Err(s) if Error::is_transport(&s) => last = Some(s),
-                Err(s) => return Err(s.into()),
+                Err(s) if Error::is_transport(&s) && (idempotent || Error::not_delivered(&s)) => {
+                    last = Some(Error::Connect { endpoints: self.endpoints().join(","), message: s.message().to_string() })
+                }
+                Err(s) => {
+                    let e = Error::from(s);
+                    if idempotent && matches!(e, Error::Unavailable { .. }) && self.router.is_some() {
+                        last = Some(e);
+                        continue;
+                    }
+                    return Err(e);
+                }
             }
         }
-        let message = last.map(|s| s.message().to_string()).unwrap_or_default();
-        Err(Error::Connect { endpoints: self.endpoints().join(","), message })
+        Err(last.unwrap_or_else(|| Error::Connect { endpoints: self.endpoints().join(","), message: "no node to send to".into() }))
     }
 
     /// Reads a key: its live siblings, causal context and receipt.
     pub async fn get(&self, key: &[u8], opts: Options) -> Result<pb::GetResponse, Error> {
         let req = pb::GetRequest { key: key.to_vec(), options: Some(opts.to_proto()) };
-        self.first(|ch| {
+        self.route(policy::OpKind::Read, key, true, |ch| {
             let req = req.clone();
             async move { Self::kv(&ch).get(req).await }
         })
@@ -162,8 +299,9 @@ impl Client {
     /// Writes a value. With `context` (from a get) it supersedes exactly
     /// what that read saw; without, it is a blind last-writer-wins write.
     pub async fn put(&self, key: &[u8], value: &[u8], context: Option<Vec<u8>>, opts: Options) -> Result<pb::PutResponse, Error> {
+        let blind = context.is_none();
         let req = pb::PutRequest { key: key.to_vec(), value: value.to_vec(), context, options: Some(opts.to_proto()) };
-        self.first(|ch| {
+        self.route(policy::OpKind::Write, key, blind, |ch| {
             let req = req.clone();
             async move { Self::kv(&ch).put(req).await }
         })
@@ -172,8 +310,9 @@ impl Client {
 
     /// Deletes a key (writes a tombstone).
     pub async fn delete(&self, key: &[u8], context: Option<Vec<u8>>, opts: Options) -> Result<pb::DeleteResponse, Error> {
+        let blind = context.is_none();
         let req = pb::DeleteRequest { key: key.to_vec(), context, options: Some(opts.to_proto()) };
-        self.first(|ch| {
+        self.route(policy::OpKind::Write, key, blind, |ch| {
             let req = req.clone();
             async move { Self::kv(&ch).delete(req).await }
         })
@@ -183,7 +322,7 @@ impl Client {
     /// One page of keys under `prefix`, after `start_after`.
     pub async fn scan(&self, prefix: &[u8], start_after: &[u8], limit: u32, opts: Options) -> Result<pb::ScanResponse, Error> {
         let req = pb::ScanRequest { prefix: prefix.to_vec(), start_after: start_after.to_vec(), limit, options: Some(opts.to_proto()) };
-        self.first(|ch| {
+        self.route(policy::OpKind::Scan, b"", true, |ch| {
             let req = req.clone();
             async move { Self::kv(&ch).scan(req).await }
         })

@@ -1,0 +1,58 @@
+//! The client library against real processes: token-aware routing saves the
+//! forwarding hop, and idempotent requests fail over past a dead node.
+
+use std::time::Duration;
+
+use ringkv_client::{policy, Client, Level, Options};
+use ringkv_tests::process::{cluster, liveness, wait_until};
+
+#[test]
+fn token_aware_routing_never_forwards_and_idempotent_requests_fail_over() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(root.path(), 5, &["--gossip-interval-ms", "300"]);
+    let all: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        // Through n1 alone, keys n1 does not replicate are forwarded.
+        let fixed = Client::connect([all[0].as_str()]).await.unwrap();
+        let mut forwarded = 0;
+        for i in 0..200 {
+            let r = fixed.put(format!("t{i}").as_bytes(), b"v", None, Options::level(Level::Quorum)).await.unwrap();
+            forwarded += usize::from(!r.receipt.unwrap().forwarded_from.is_empty());
+        }
+        assert!(forwarded > 20, "with 5 nodes and 3 replicas, about 2 keys in 5 skip n1: {forwarded}");
+
+        // Token-aware: always a replica, so never a hop.
+        let aware = Client::builder()
+            .endpoints([all[0].as_str()])
+            .policy(Box::new(policy::TokenAware::new(Box::new(policy::RoundRobin::default()))))
+            .build()
+            .await
+            .unwrap();
+        let mut coordinators = std::collections::BTreeSet::new();
+        for i in 0..200 {
+            let r = aware.put(format!("t{i}").as_bytes(), b"w", None, Options::level(Level::Quorum)).await.unwrap();
+            let receipt = r.receipt.unwrap();
+            assert_eq!(receipt.forwarded_from, "", "t{i} was forwarded");
+            coordinators.insert(receipt.coordinator);
+        }
+        assert_eq!(coordinators.len(), 5, "discovery found every node from one endpoint");
+    });
+
+    // Kill a node: round-robin gets keep succeeding by moving on.
+    nodes[4].kill9();
+    wait_until("n1 sees n5 down", Duration::from_secs(15), || liveness(&all[0], "n5") == "down");
+    rt.block_on(async {
+        let rr = Client::builder()
+            .endpoints([all[0].as_str()])
+            .policy(Box::new(policy::RoundRobin::default()))
+            .health_check_interval(Duration::from_millis(200))
+            .build()
+            .await
+            .unwrap();
+        for i in 0..100 {
+            let got = rr.get(format!("t{}", i % 200).as_bytes(), Options::level(Level::Quorum)).await;
+            assert!(got.is_ok(), "get {i}: {got:?}");
+        }
+    });
+}
