@@ -195,6 +195,8 @@ pub enum Command {
         /// The dead node's id.
         id: String,
     },
+    /// YCSB-style load: workloads a, b, c, write and ping, with percentiles and coordinator skew.
+    Bench(BenchArgs),
     /// Inject or clear faults on peer links (block, delay, drop).
     Fault {
         #[command(subcommand)]
@@ -341,4 +343,63 @@ pub struct DemoArgs {
     /// Delay injected on the slow replica's links, in milliseconds.
     #[arg(long, default_value_t = 20)]
     pub delay_ms: u32,
+}
+
+/// A bench workload.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+#[value(rename_all = "lower")]
+pub enum Workload {
+    /// 50% reads, 50% updates.
+    A,
+    /// 95% reads, 5% updates.
+    B,
+    /// Reads only.
+    C,
+    /// Updates only.
+    Write,
+    /// A no-op RPC: the gRPC floor.
+    Ping,
+}
+
+/// Key popularity.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+#[value(rename_all = "lower")]
+pub enum Distribution {
+    Uniform,
+    Zipfian,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    #[arg(long, value_enum, default_value = "a")]
+    pub workload: Workload,
+    #[arg(long, value_enum, default_value = "zipfian")]
+    pub distribution: Distribution,
+    /// Distinct keys.
+    #[arg(long, default_value_t = 10_000)]
+    pub keys: u64,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub value_size: usize,
+    /// Level for reads.
+    #[arg(long, value_enum, default_value = "one")]
+    pub read_level: LevelArg,
+    /// Level for writes.
+    #[arg(long, value_enum, default_value = "quorum")]
+    pub write_level: LevelArg,
+    /// Requests in flight.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// How long to run, e.g. 10s (ignored when --ops is set).
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub duration: std::time::Duration,
+    /// Stop after this many operations.
+    #[arg(long)]
+    pub ops: Option<u64>,
+    /// At most this many operations per second (0: unlimited).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Write the keys first (not counted).
+    #[arg(long)]
+    pub load: bool,
 }

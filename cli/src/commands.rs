@@ -274,7 +274,7 @@ pub async fn run(cmd: Command, endpoints: &[String], policy_name: &str, json_mod
             tokio::time::sleep(Duration::from_secs(3)).await;
             repair(&client, None, None, json_mode).await?;
         }
-        Command::Serve(_) | Command::Cluster(_) | Command::Demo(_) => unreachable!("dispatched in main"),
+        Command::Serve(_) | Command::Cluster(_) | Command::Demo(_) | Command::Bench(_) => unreachable!("dispatched in main"),
     }
     Ok(())
 }

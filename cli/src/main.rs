@@ -3,6 +3,7 @@
 //! operational error (one `error: ...` line on stderr), 2 a usage error.
 
 mod args;
+mod bench;
 mod commands;
 mod demo;
 mod local_cluster;
@@ -21,6 +22,7 @@ fn main() {
             Command::Serve(a) => serve::run(*a).await,
             Command::Cluster(a) => serve::cluster(a).await,
             Command::Demo(a) => demo::run(a, cli.json).await,
+            Command::Bench(a) => bench::run(a, commands::connect(&cli.endpoints, &cli.policy).await?, cli.json).await,
             other => commands::run(other, &cli.endpoints, &cli.policy, cli.json).await,
         }
     });

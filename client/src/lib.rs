@@ -339,6 +339,12 @@ impl Client {
         self.first(|ch| async move { AdminClient::new(ch).ring(pb::RingRequest {}).await }).await
     }
 
+    /// A no-op round trip to the first reachable node: the gRPC floor that
+    /// `ringkv bench --workload ping` measures.
+    pub async fn ping(&self) -> Result<(), Error> {
+        self.first(|ch| async move { pb::peer_client::PeerClient::new(ch).ping(pb::PingRequest {}).await }).await.map(|_| ())
+    }
+
     /// Every replica's stored version of a key, side by side.
     pub async fn inspect(&self, key: &[u8]) -> Result<pb::InspectResponse, Error> {
         let req = pb::InspectRequest { key: key.to_vec() };

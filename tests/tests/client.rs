@@ -56,3 +56,26 @@ fn token_aware_routing_never_forwards_and_idempotent_requests_fail_over() {
         }
     });
 }
+
+#[test]
+fn bench_reports_throughput_percentiles_and_coordinator_skew_as_json() {
+    let root = tempfile::tempdir().unwrap();
+    let nodes = cluster(root.path(), 3, &[]);
+    let all: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    let out = ringkv_tests::process::cli(
+        &all.join(","),
+        &["--policy", "token-aware", "bench", "--workload", "a", "--ops", "2000", "--keys", "200", "--concurrency", "8", "--json"],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["ops"], 2000, "{r}");
+    assert!(r["ops_per_sec"].as_f64().unwrap() > 0.0);
+    for op in ["reads", "writes"] {
+        for field in ["p50_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms"] {
+            assert!(r[op][field].as_f64().is_some(), "{op}.{field} in {r}");
+        }
+    }
+    assert_eq!(r["errors"], serde_json::json!({}));
+    assert_eq!(r["coordinators"].as_object().unwrap().len(), 3, "{r}");
+    assert!(r["coordinator_skew"].as_f64().unwrap() >= 1.0);
+}
