@@ -343,6 +343,9 @@ pub struct DemoArgs {
     /// Delay injected on the slow replica's links, in milliseconds.
     #[arg(long, default_value_t = 20)]
     pub delay_ms: u32,
+    /// Where to write the SVG chart.
+    #[arg(long, default_value = "ringkv-demo.svg")]
+    pub svg: std::path::PathBuf,
 }
 
 /// A bench workload.

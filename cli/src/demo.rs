@@ -24,6 +24,7 @@ use ringkv_client::{pb, Client, Error as ClientError, Level, Options, ReadRepair
 use serde_json::{json, Value};
 
 use crate::args::{DemoArgs, FaultAction, FaultTarget};
+use crate::chart::{render, Group, Panel};
 use crate::commands::apply_fault;
 use crate::local_cluster::LocalCluster;
 use crate::output::level_name;
@@ -67,6 +68,7 @@ pub async fn run(a: DemoArgs, json_mode: bool) -> Result<()> {
     say(&format!("   {} puts and {} gets per level through n1; latency from the receipts", a.ops, a.ops));
     say(&format!("   {:<8} {:>10} {:>10} {:>10} {:>10}", "level", "put p50", "put p99", "get p50", "get p99"));
     let mut ch1 = Vec::new();
+    let mut healthy_p50 = Vec::new();
     for level in LEVELS {
         let (mut put, mut get) = (Histogram::<u64>::new(3)?, Histogram::<u64>::new(3)?);
         for i in 0..a.ops {
@@ -79,6 +81,7 @@ pub async fn run(a: DemoArgs, json_mode: bool) -> Result<()> {
         let row = [put.value_at_quantile(0.5), put.value_at_quantile(0.99), get.value_at_quantile(0.5), get.value_at_quantile(0.99)];
         say(&format!("   {:<8} {:>8.2}ms {:>8.2}ms {:>8.2}ms {:>8.2}ms", name(level), ms(row[0]), ms(row[1]), ms(row[2]), ms(row[3])));
         ch1.push(json!({ "level": name(level), "put_p50_us": row[0], "put_p99_us": row[1], "get_p50_us": row[2], "get_p99_us": row[3] }));
+        healthy_p50.push(ms(row[2]));
     }
     report.insert("latency".into(), Value::Array(ch1));
 
@@ -90,6 +93,7 @@ pub async fn run(a: DemoArgs, json_mode: bool) -> Result<()> {
     say("   write at ONE through n1, then read at once through n3 (n3 hears of the write late)");
     say(&format!("   {:<8} {:>10} {:>12} {:>12}", "read at", "get p50", "stale reads", "of"));
     let mut ch2 = Vec::new();
+    let (mut slow_p50, mut stale_pct) = (Vec::new(), Vec::new());
     let rounds = (a.ops / 4).max(10);
     for level in LEVELS {
         let mut lat = Histogram::<u64>::new(3)?;
@@ -106,6 +110,8 @@ pub async fn run(a: DemoArgs, json_mode: bool) -> Result<()> {
         }
         say(&format!("   {:<8} {:>8.2}ms {:>12} {:>12}", name(level), ms(lat.value_at_quantile(0.5)), stale, rounds));
         ch2.push(json!({ "level": name(level), "get_p50_us": lat.value_at_quantile(0.5), "stale_reads": stale, "reads": rounds }));
+        slow_p50.push(ms(lat.value_at_quantile(0.5)));
+        stale_pct.push(stale as f64 * 100.0 / rounds as f64);
     }
     report.insert("slow_replica".into(), Value::Array(ch2));
 
@@ -153,6 +159,27 @@ pub async fn run(a: DemoArgs, json_mode: bool) -> Result<()> {
     }
 
     cluster.stop();
+    let groups = |f: &dyn Fn(usize) -> Vec<f64>| LEVELS.iter().enumerate().map(|(i, l)| Group { label: name(*l), values: f(i) }).collect();
+    let svg = render(
+        "ringkv demo: what each consistency level costs (PACELC, else-branch)",
+        &[
+            Panel {
+                title: "read latency p50".into(),
+                unit: "ms".into(),
+                series: vec!["healthy links".into(), format!("n3 slowed {} ms", a.delay_ms)],
+                groups: groups(&|i| vec![healthy_p50[i], slow_p50[i]]),
+            },
+            Panel {
+                title: "stale reads right after a write at ONE".into(),
+                unit: "%".into(),
+                series: vec!["reads through the slow replica".into()],
+                groups: groups(&|i| vec![stale_pct[i]]),
+            },
+        ],
+    );
+    std::fs::write(&a.svg, svg).with_context(|| format!("cannot write {}", a.svg.display()))?;
+    say(&format!("\nchart written to {}", a.svg.display()));
+    report.insert("chart".into(), json!(a.svg.display().to_string()));
     let secs = started.elapsed().as_secs_f64();
     report.insert("seconds".into(), json!(secs));
     if json_mode {

@@ -4,6 +4,7 @@
 
 mod args;
 mod bench;
+mod chart;
 mod commands;
 mod demo;
 mod local_cluster;

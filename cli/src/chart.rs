@@ -1,0 +1,112 @@
+//! A small self-contained SVG bar chart for the demo: no JavaScript, no
+//! fonts beyond the viewer's default, viewable in any browser.
+
+use std::fmt::Write as _;
+
+/// One group of bars (e.g. a consistency level) with a value per series.
+pub struct Group {
+    /// Label under the group.
+    pub label: String,
+    /// One value per series.
+    pub values: Vec<f64>,
+}
+
+/// One panel: a title, the unit of its values, series names and groups.
+pub struct Panel {
+    /// Title above the panel.
+    pub title: String,
+    /// Unit shown after each value.
+    pub unit: String,
+    /// Names of the series, in the order of `Group::values`.
+    pub series: Vec<String>,
+    /// The groups.
+    pub groups: Vec<Group>,
+}
+
+const COLORS: [&str; 4] = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759"];
+const PANEL_W: f64 = 420.0;
+const PANEL_H: f64 = 260.0;
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// Renders panels side by side as one SVG document.
+pub fn render(title: &str, panels: &[Panel]) -> String {
+    let width = PANEL_W * panels.len() as f64 + 40.0;
+    let height = PANEL_H + 90.0;
+    let mut svg = String::new();
+    let _ = write!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/><text x="20" y="24" font-size="16" font-weight="bold">{}</text>"#,
+        escape(title)
+    );
+    for (p, panel) in panels.iter().enumerate() {
+        let x0 = 20.0 + p as f64 * PANEL_W;
+        let (top, bottom) = (70.0, 50.0 + PANEL_H);
+        let max = panel.groups.iter().flat_map(|g| &g.values).cloned().fold(0.0, f64::max).max(1e-9);
+        let _ = write!(svg, r#"<text x="{x0}" y="50" font-weight="bold">{}</text>"#, escape(&panel.title));
+        let _ = write!(svg, r#"<line x1="{x0}" y1="{bottom}" x2="{}" y2="{bottom}" stroke="black"/>"#, x0 + PANEL_W - 40.0);
+        let group_w = (PANEL_W - 60.0) / panel.groups.len().max(1) as f64;
+        let bar_w = group_w / (panel.series.len() as f64 + 1.0);
+        for (g, group) in panel.groups.iter().enumerate() {
+            let gx = x0 + 10.0 + g as f64 * group_w;
+            for (s, v) in group.values.iter().enumerate() {
+                let h = (bottom - top) * v / max;
+                let bx = gx + s as f64 * bar_w;
+                let _ = write!(
+                    svg,
+                    r#"<rect x="{bx:.1}" y="{:.1}" width="{:.1}" height="{h:.1}" fill="{}"><title>{}: {v:.2} {}</title></rect><text x="{:.1}" y="{:.1}" font-size="10" text-anchor="middle">{v:.1}</text>"#,
+                    bottom - h,
+                    bar_w - 2.0,
+                    COLORS[s % COLORS.len()],
+                    escape(&panel.series[s]),
+                    escape(&panel.unit),
+                    bx + bar_w / 2.0,
+                    bottom - h - 3.0
+                );
+            }
+            let _ = write!(
+                svg,
+                r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"#,
+                gx + group_w / 2.0 - bar_w / 2.0,
+                bottom + 16.0,
+                escape(&group.label)
+            );
+        }
+        for (s, name) in panel.series.iter().enumerate() {
+            let ly = bottom + 34.0 + 0.0 * s as f64;
+            let lx = x0 + s as f64 * 150.0;
+            let _ = write!(
+                svg,
+                r#"<rect x="{lx}" y="{}" width="10" height="10" fill="{}"/><text x="{}" y="{ly}">{} ({})</text>"#,
+                ly - 9.0,
+                COLORS[s % COLORS.len()],
+                lx + 14.0,
+                escape(name),
+                escape(&panel.unit)
+            );
+        }
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_one_bar_per_value_with_escaped_labels() {
+        let panel = Panel {
+            title: "latency <p50>".into(),
+            unit: "ms".into(),
+            series: vec!["healthy".into(), "slow".into()],
+            groups: vec![Group { label: "ONE".into(), values: vec![0.1, 0.2] }, Group { label: "ALL".into(), values: vec![0.3, 21.0] }],
+        };
+        let svg = render("demo", &[panel]);
+        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
+        assert_eq!(svg.matches("<rect x=").count(), 4 + 2, "four bars and two legend swatches");
+        assert!(svg.contains("latency &lt;p50&gt;"));
+    }
+}
