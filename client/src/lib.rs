@@ -257,6 +257,15 @@ impl Client {
             None => self.endpoints.iter().map(|(_, ch)| (ch.clone(), None)).collect(),
         };
         let mut last: Option<Error> = None;
+        // A write attempt that failed without proof it never arrived makes
+        // any later failure indeterminate, never a definite "not written".
+        let mut maybe_applied = false;
+        let settle = |e: Error, maybe_applied: bool| match e {
+            Error::Unavailable { .. } | Error::Connect { .. } | Error::Other { .. } if maybe_applied && kind == policy::OpKind::Write => {
+                Error::Indeterminate { message: format!("{e}; an earlier attempt on another node may have been applied") }
+            }
+            e => e,
+        };
         for (ch, node) in candidates {
             if let Some(n) = &node {
                 n.outstanding.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -271,6 +280,7 @@ impl Client {
             match result {
                 Ok(r) => return Ok(r.into_inner()),
                 Err(s) if Error::is_transport(&s) && (idempotent || Error::not_delivered(&s)) => {
+                    maybe_applied |= !Error::not_delivered(&s);
                     last = Some(Error::Connect { endpoints: self.endpoints().join(","), message: s.message().to_string() })
                 }
                 Err(s) => {
@@ -279,11 +289,12 @@ impl Client {
                         last = Some(e);
                         continue;
                     }
-                    return Err(e);
+                    return Err(settle(e, maybe_applied));
                 }
             }
         }
-        Err(last.unwrap_or_else(|| Error::Connect { endpoints: self.endpoints().join(","), message: "no node to send to".into() }))
+        let e = last.unwrap_or_else(|| Error::Connect { endpoints: self.endpoints().join(","), message: "no node to send to".into() });
+        Err(settle(e, maybe_applied))
     }
 
     /// Reads a key: its live siblings, causal context and receipt.

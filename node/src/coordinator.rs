@@ -526,6 +526,10 @@ impl Coordinator {
             from: self.me().to_string(),
         };
         let mut last = None;
+        // Set once an attempt failed in a way that does not prove the write
+        // never arrived: from then on no failure may be reported as definite.
+        let mut maybe_applied: Option<String> = None;
+        let required = w.level.required(self.s.config.replication_factor) as u32;
         for target in alive {
             let remaining = w.timeout.saturating_sub(start.elapsed());
             match self.s.peers.forward_write(target, req.clone(), remaining).await {
@@ -535,19 +539,33 @@ impl Coordinator {
                     receipt.latency_us = start.elapsed().as_micros() as u64;
                     return Ok((decode_context(&resp.context)?, receipt));
                 }
-                // The replica answered: its verdict (unavailable, indeterminate…) stands.
-                Err(e @ Error::Forwarded(_)) => return Err(e),
+                // The replica answered: its verdict (unavailable, indeterminate…)
+                // stands, unless an earlier attempt may have landed.
+                Err(e @ Error::Forwarded(_)) => {
+                    return Err(match maybe_applied {
+                        Some(earlier) => Error::Indeterminate { acked: 0, required, reason: format!("{earlier}, then {e}") },
+                        None => e,
+                    })
+                }
                 // It may have applied the write; trying another could apply it twice.
                 Err(Error::PeerTimeout { peer, ms }) => {
                     return Err(Error::Indeterminate {
                         acked: 0,
-                        required: w.level.required(self.s.config.replication_factor) as u32,
+                        required,
                         reason: format!("the write was forwarded to {peer}, which did not answer within {ms} ms"),
                     })
                 }
-                // Not delivered: try the next replica.
-                Err(e) => last = Some(e),
+                // Try the next replica; remember if this one may have applied it.
+                Err(e) => {
+                    if !not_sent(&e) {
+                        maybe_applied.get_or_insert_with(|| format!("forwarding to {target} failed ({e})"));
+                    }
+                    last = Some(e);
+                }
             }
+        }
+        if let Some(earlier) = maybe_applied {
+            return Err(Error::Indeterminate { acked: 0, required, reason: earlier });
         }
         Err(last.unwrap_or_else(|| Error::Unavailable {
             level: w.level.as_str().into(),
@@ -800,6 +818,18 @@ impl Coordinator {
         let timeout = self.s.peers.timeout();
         let reads = prefs.into_iter().map(|id| self.read_from(id, key.to_vec(), timeout));
         Ok(futures::future::join_all(reads).await.into_iter().map(|(id, r, _)| (id, r)).collect())
+    }
+}
+
+/// True when a failed peer call cannot have delivered its message: the
+/// fault layer stopped it, the connection was refused, or the peer is unknown.
+fn not_sent(e: &Error) -> bool {
+    match e {
+        Error::Peer { reason, .. } => {
+            let r = reason.to_ascii_lowercase();
+            ["fault layer", "connection refused", "tcp connect", "not a known member"].iter().any(|m| r.contains(m))
+        }
+        _ => false,
     }
 }
 

@@ -809,7 +809,11 @@ fn the_coordinator_never_waits_past_the_deadline() {
 /// Seeds swept by default in CI; `RINGKV_SIM_SEEDS=1000` sweeps more, and
 /// `RINGKV_SIM_SEED=s` reruns one.
 const SWEEP_SEEDS: u64 = 50;
-const SWEEP_FAULT_SECS: u64 = 30;
+/// Simulated seconds of faults per seed; `RINGKV_SIM_FAULT_SECS=300` runs
+/// five minutes of them.
+fn sweep_fault_secs() -> u64 {
+    std::env::var("RINGKV_SIM_FAULT_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60)
+}
 
 /// Runs the named test of this binary in a fresh process with `env`, and
 /// returns its stdout (the line the child printed after `marker`).
@@ -831,7 +835,7 @@ fn child(test: &str, env: (&str, String), marker: &str) -> Result<String, String
 #[test]
 fn randomized_nemesis_sweep_keeps_every_invariant() {
     if let Some(seed) = std::env::var("RINGKV_SWEEP_CHILD").ok().and_then(|s| s.parse::<u64>().ok()) {
-        let r = ringkv_tests::sweep::run_sweep(seed, SWEEP_FAULT_SECS);
+        let r = ringkv_tests::sweep::run_sweep(seed, sweep_fault_secs());
         assert!(
             r.violations.is_empty(),
             "seed {seed}: {} violations, first {:?}\nfaults: {:?}\n{}\ndigest {}\nrerun: RINGKV_SIM_SEED={seed}",
