@@ -9,37 +9,40 @@ use ringkv_tests::process::{cli_json, cluster, liveness, wait_until, NodeProc};
 
 const KEYS: usize = 10_000;
 
-async fn write_all(c: &Client) {
-    let mut tasks = Vec::new();
-    for t in 0..16 {
-        let c = c.clone();
-        tasks.push(tokio::spawn(async move {
-            for i in (t..KEYS).step_by(16) {
-                let k = format!("m-{i:05}");
-                c.put(k.as_bytes(), k.as_bytes(), None, Options::level(Level::Quorum)).await.expect("put");
-            }
-        }));
-    }
+/// Runs `op` on every key, 16 keys in flight.
+async fn each_key<F, Fut>(c: &Client, op: F)
+where
+    F: Fn(Client, String) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let tasks: Vec<_> = (0..16)
+        .map(|t| {
+            let (c, op) = (c.clone(), op.clone());
+            tokio::spawn(async move {
+                for i in (t..KEYS).step_by(16) {
+                    op(c.clone(), format!("m-{i:05}")).await;
+                }
+            })
+        })
+        .collect();
     for t in tasks {
         t.await.unwrap();
     }
 }
 
+async fn write_all(c: &Client) {
+    each_key(c, |c, k| async move {
+        c.put(k.as_bytes(), k.as_bytes(), None, Options::level(Level::Quorum)).await.expect("put");
+    })
+    .await
+}
+
 async fn read_all(c: &Client, level: Level) {
-    let mut tasks = Vec::new();
-    for t in 0..16 {
-        let c = c.clone();
-        tasks.push(tokio::spawn(async move {
-            for i in (t..KEYS).step_by(16) {
-                let k = format!("m-{i:05}");
-                let got = c.get(k.as_bytes(), Options::level(level)).await.unwrap_or_else(|e| panic!("{k}: {e}"));
-                assert!(got.siblings.iter().any(|s| s.value == k.as_bytes()), "{k} missing at {level:?}");
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
+    each_key(c, move |c, k| async move {
+        let got = c.get(k.as_bytes(), Options::level(level)).await.unwrap_or_else(|e| panic!("{k}: {e}"));
+        assert!(got.siblings.iter().any(|s| s.value == k.as_bytes()), "{k} missing at {level:?}");
+    })
+    .await
 }
 
 fn state(endpoint: &str, node: &str) -> String {
