@@ -224,7 +224,16 @@ pub enum FaultAction {
         #[arg(long)]
         fraction: f64,
     },
-    /// Remove every fault rule on every node.
+    /// Shift one node's wall clock (its HLC still never goes backwards).
+    Clock {
+        /// The node whose clock moves.
+        #[arg(long)]
+        node: String,
+        /// Offset from the system clock in ms (negative is behind); 0 undoes it.
+        #[arg(long, allow_hyphen_values = true)]
+        offset_ms: i64,
+    },
+    /// Remove every fault rule on every node (clock offsets stay; set them to 0).
     Clear,
 }
 

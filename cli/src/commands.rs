@@ -420,6 +420,20 @@ async fn fault(client: &Client, action: FaultAction, json_mode: bool) -> Result<
 pub async fn apply_fault(client: &Client, action: FaultAction) -> Result<(Value, String)> {
     let status = client.status().await?;
     let ids: Vec<String> = status.nodes.iter().map(|n| n.id.clone()).collect();
+    if let FaultAction::Clock { node, offset_ms } = &action {
+        let Some(n) = status.nodes.iter().find(|n| &n.id == node) else {
+            bail!("unknown node {node:?}; the cluster has {}", ids.join(", "));
+        };
+        let r = client
+            .admin(&n.address)?
+            .set_clock(pb::SetClockRequest { offset_ms: *offset_ms })
+            .await
+            .map_err(ringkv_client::Error::from)
+            .with_context(|| format!("cannot shift {node}'s clock ({})", n.address))?
+            .into_inner();
+        let text = format!("{node}'s clock is now {offset_ms:+} ms off the system clock");
+        return Ok((json!({ "ok": true, "node": r.node, "offset_ms": r.offset_ms, "wall_ms": r.wall_ms }), text));
+    }
     let rule = |peer: &str, a: &FaultAction| {
         let mut r = pb::FaultRule { peer: peer.into(), ..Default::default() };
         match a {
@@ -428,13 +442,13 @@ pub async fn apply_fault(client: &Client, action: FaultAction) -> Result<(Value,
             FaultAction::Drop { fraction, .. } => {
                 r.drop = *fraction;
             }
-            FaultAction::Clear => {}
+            FaultAction::Clear | FaultAction::Clock { .. } => {}
         }
         r
     };
     // (node whose outgoing traffic changes, peer) pairs.
     let links: Vec<(String, String)> = match &action {
-        FaultAction::Clear => Vec::new(),
+        FaultAction::Clear | FaultAction::Clock { .. } => Vec::new(),
         FaultAction::Block(t) | FaultAction::Delay { target: t, .. } | FaultAction::Drop { target: t, .. } => links_for(t, &ids)?,
     };
     if let FaultAction::Drop { fraction, .. } = &action {

@@ -24,9 +24,9 @@ use ringkv_client::{pb, Client, Error as ClientError, Level, Options, ReadRepair
 use serde_json::{json, Value};
 
 use crate::args::{DemoArgs, FaultAction, FaultTarget};
-use crate::chart::{render, Group, Panel};
 use crate::commands::apply_fault;
-use crate::local_cluster::LocalCluster;
+use jepsen_lite::chart::{render, Group, Panel};
+use jepsen_lite::cluster::LocalCluster;
 use crate::output::level_name;
 
 const LEVELS: [Level; 3] = [Level::One, Level::Quorum, Level::All];
@@ -59,7 +59,9 @@ pub async fn run(a: DemoArgs, json_mode: bool) -> Result<()> {
     // Hinted handoff is off so that chapter 4 shows read repair doing the
     // healing (with hints on, the hint replay would usually get there first).
     let extra = ["--gossip-interval-ms", "500", "--peer-timeout-ms", "500", "--hinted-handoff", "off"].map(String::from);
-    let mut cluster = LocalCluster::start(&ports, dir.path(), &extra, |m| say(&format!("  {m}"))).await?;
+    let exe = std::env::current_exe().context("cannot find the ringkv executable")?;
+    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let mut cluster = LocalCluster::start(&exe, &addrs, dir.path(), &|_| extra.to_vec(), |m| say(&format!("  {m}"))).await?;
     let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.addr.clone()).collect();
     let via = |i: usize| Client::connect([addrs[i].as_str()]);
     let (c1, c3) = (via(0).await?, via(2).await?);

@@ -4,10 +4,8 @@
 
 mod args;
 mod bench;
-mod chart;
 mod commands;
 mod demo;
-mod local_cluster;
 mod output;
 mod serve;
 

@@ -8,7 +8,7 @@ use ringkv_node::{Config, Durability, Env};
 use tokio_util::sync::CancellationToken;
 
 use crate::args::{ClusterArgs, ServeArgs};
-use crate::local_cluster::LocalCluster;
+use jepsen_lite::cluster::LocalCluster;
 
 /// Builds the node config: defaults, then the file, then flags.
 pub fn load_config(a: &ServeArgs) -> Result<Config> {
@@ -102,7 +102,9 @@ pub async fn cluster(a: ClusterArgs) -> Result<()> {
     }
     let ports: Vec<u16> = (0..a.nodes as u16).map(|i| a.base_port + i).collect();
     let root: &Path = &a.data_dir;
-    let mut cluster = LocalCluster::start(&ports, root, &a.serve_args, |m| eprintln!("{m}")).await?;
+    let exe = std::env::current_exe().context("cannot find the ringkv executable")?;
+    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let mut cluster = LocalCluster::start(&exe, &addrs, root, &|_| a.serve_args.clone(), |m| eprintln!("{m}")).await?;
     eprintln!("cluster of {} nodes is up: --endpoints {}", a.nodes, cluster.endpoints());
     eprintln!("data in {}; press Ctrl-C to stop", root.display());
     let stop = CancellationToken::new();

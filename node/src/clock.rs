@@ -9,6 +9,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub trait Clock: Send + Sync + 'static {
     /// Now, in milliseconds.
     fn wall_ms(&self) -> u64;
+
+    /// Shifts this clock by `ms` from its source; false when this clock
+    /// cannot be shifted.
+    fn set_offset_ms(&self, _ms: i64) -> bool {
+        false
+    }
 }
 
 /// The operating system's clock plus an adjustable offset (for clock-fault
@@ -18,16 +24,14 @@ pub struct SystemClock {
     offset_ms: AtomicI64,
 }
 
-impl SystemClock {
-    /// Shifts this clock by `ms` (may be negative).
-    pub fn set_offset_ms(&self, ms: i64) {
-        self.offset_ms.store(ms, Ordering::Relaxed);
-    }
-}
-
 impl Clock for SystemClock {
     fn wall_ms(&self) -> u64 {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
         now.saturating_add_signed(self.offset_ms.load(Ordering::Relaxed))
+    }
+
+    fn set_offset_ms(&self, ms: i64) -> bool {
+        self.offset_ms.store(ms, Ordering::Relaxed);
+        true
     }
 }

@@ -6,10 +6,9 @@
 //! - [`process`]: real `ringkv serve` processes on 127.0.0.1, driven
 //!   through the CLI binary.
 //! - [`history`] and [`checkers`]: recorded client histories and the pure
-//!   invariant checks run over them.
+//!   invariant checks run over them, shared with jepsen-lite.
 
-pub mod checkers;
-pub mod history;
+pub use jepsen_lite::{checkers, history};
 pub mod process;
 pub mod sim;
 pub mod sweep;

@@ -54,6 +54,11 @@ impl Clock for SimClock {
         let now = EPOCH_MS + turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64;
         now.saturating_add_signed(self.offset_ms.load(std::sync::atomic::Ordering::Relaxed))
     }
+
+    fn set_offset_ms(&self, ms: i64) -> bool {
+        self.offset_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+        true
+    }
 }
 
 /// A simulated node's handles that outlive crashes.

@@ -88,7 +88,7 @@ async fn workload(id: usize, seed: u64, stop: Arc<AtomicBool>, ops: Arc<Mutex<Ve
             }
         };
         let complete_ms = turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64;
-        ops.lock().unwrap().push(Op { client: id, key, kind, level: r, invoke_ms, complete_ms, outcome });
+        ops.lock().unwrap().push(Op { client: id, key, kind, level: r, invoke_ms, complete_ms, outcome, detail: Default::default() });
         tokio::time::sleep(Duration::from_millis(rng.random_range(10..60))).await;
     }
     Ok(())
@@ -282,7 +282,7 @@ pub fn run_nemesis(seed: u64, fault_secs: u64, only: Option<usize>) -> SweepResu
         panic!("simulation failed: {e}\nrerun: RINGKV_SIM_SEED={seed}");
     }
 
-    let history = History { ops: std::mem::take(&mut *ops.lock().unwrap()) };
+    let history = History::of(std::mem::take(&mut *ops.lock().unwrap()));
     let finals = finals.lock().unwrap().clone();
     let mut violations = converged.lock().unwrap().clone();
     violations.extend(checkers::lost_writes(&history, &finals, 2));

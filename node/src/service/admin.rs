@@ -12,6 +12,9 @@ use crate::error::Error;
 use crate::fault::FaultRule;
 use crate::node::Shared;
 
+/// The largest clock shift a fault may inject: one day.
+const MAX_CLOCK_OFFSET_MS: u64 = 86_400_000;
+
 /// Serves `ringkv.v1.Admin`.
 pub struct AdminService {
     s: Arc<Shared>,
@@ -153,6 +156,18 @@ impl pb::admin_server::Admin for AdminService {
             })
             .collect();
         Ok(Response::new(pb::RootsResponse { node: self.s.config.id.clone(), ranges }))
+    }
+
+    async fn set_clock(&self, req: Request<pb::SetClockRequest>) -> Result<Response<pb::SetClockResponse>, Status> {
+        let offset_ms = req.into_inner().offset_ms;
+        if offset_ms.unsigned_abs() > MAX_CLOCK_OFFSET_MS {
+            return Err(Error::InvalidArgument(format!("clock offset {offset_ms} ms is beyond ±{MAX_CLOCK_OFFSET_MS} ms")).into());
+        }
+        if !self.s.clock.set_offset_ms(offset_ms) {
+            return Err(Error::InvalidArgument(format!("node {}'s clock cannot be shifted", self.s.config.id)).into());
+        }
+        tracing::warn!(node = %self.s.config.id, offset_ms, "wall clock shifted by a fault");
+        Ok(Response::new(pb::SetClockResponse { node: self.s.config.id.clone(), wall_ms: self.s.clock.wall_ms(), offset_ms }))
     }
 
     async fn set_fault(&self, req: Request<pb::SetFaultRequest>) -> Result<Response<pb::SetFaultResponse>, Status> {

@@ -1,0 +1,21 @@
+//! jepsen-lite: fault injection over real `ringkv serve` processes.
+//!
+//! The pure parts judge a recorded [`history::History`]:
+//! - [`checkers`]: safety (lost acknowledged writes, phantom reads,
+//!   read-your-writes, monotonic reads);
+//! - [`staleness`]: how stale each read was (k-staleness and the PBS
+//!   t-visibility curve);
+//! - [`linearizability`]: a per-key WGL search, diagnostic only.
+//!
+//! The shells around them drive real processes:
+//! - [`cluster`]: start, kill, restart, pause and stop `ringkv serve`
+//!   children (also used by `ringkv cluster` and `ringkv demo`);
+//! - [`nemesis`]: the seeded fault schedule and each fault's start and heal;
+//! - [`workload`]: clients that record every operation;
+//! - [`run`]: one whole run, from start to report;
+//! - [`report`] and [`chart`]: the text, `report.json` and `report.html`.
+
+pub mod chart;
+pub mod checkers;
+pub mod cluster;
+pub mod history;
