@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use crate::history::{History, Kind, Op, Outcome};
 
 /// Values to the put that wrote them.
-type Writers<'a> = HashMap<&'a str, &'a Op>;
+pub type Writers<'a> = HashMap<&'a str, &'a Op>;
 
 fn before(a: &Op, b: &Op) -> bool {
     a.outcome == Outcome::Ok && a.complete_ms < b.invoke_ms
@@ -98,7 +98,7 @@ pub fn phantom_reads(h: &History, final_values: &BTreeMap<String, Vec<String>>) 
 
 /// Whether a read's values are at least as new as write `w`: it returned
 /// `w`'s value, or a value whose write did not happen before `w`.
-fn sees_at_least(writers: &Writers, values: &[String], w: &Op) -> bool {
+pub fn sees_at_least(writers: &Writers, values: &[String], w: &Op) -> bool {
     values.iter().any(|v| Some(v.as_str()) == w.written() || writers.get(v.as_str()).is_some_and(|o| !before(o, w)))
 }
 

@@ -19,3 +19,5 @@ pub mod chart;
 pub mod checkers;
 pub mod cluster;
 pub mod history;
+pub mod linearizability;
+pub mod staleness;
