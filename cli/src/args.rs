@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use ringkv_client::parse_duration;
 
 /// ringkv: a Dynamo-style replicated key-value store with per-request consistency.
 #[derive(Parser, Debug)]
@@ -41,25 +42,6 @@ fn parse_policy(s: &str) -> Result<String, String> {
     } else {
         Err(format!("unknown policy {s:?}; expected one of {}, or zone-aware:ZONE", NAMES.join(", ")))
     }
-}
-
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
-        Some(i) => s.split_at(i),
-        None => (s, "ms"),
-    };
-    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 500ms or 2s"))?;
-    let ms = match unit {
-        "ms" => n,
-        "s" => n * 1000.0,
-        "m" => n * 60_000.0,
-        other => return Err(format!("unknown unit {other:?} in {s:?}; use ms, s or m")),
-    };
-    if ms <= 0.0 {
-        return Err("a timeout must be positive".into());
-    }
-    Ok(std::time::Duration::from_micros((ms * 1000.0) as u64))
 }
 
 fn parse_range(s: &str) -> Result<(u64, u64), String> {

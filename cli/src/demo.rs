@@ -4,10 +4,12 @@
 //! chapters, each a table:
 //! 1. **Else: latency.** Put and get latency per level, with every link
 //!    healthy.
-//! 2. **Else: latency vs consistency.** One replica's links are slowed by the
-//!    fault layer. Each write at ONE is followed at once by a read through
-//!    the slow node: ONE answers fast but stale, ALL answers fresh but pays
-//!    the delay.
+//! 2. **Else: latency vs consistency (PACELC).** One replica's links are
+//!    slowed by the fault layer. Each write at ONE is followed, after a wait
+//!    t of 0, half the delay or twice the delay, by a read through the slow
+//!    node: the fraction of fresh reads per level and t is the PBS
+//!    t-visibility. ONE answers fast but stale until t passes the delay;
+//!    ALL answers fresh but pays the delay.
 //! 3. **Partition: availability.** The slow node is cut off. Each level is
 //!    tried on the majority side and on the minority side.
 //! 4. **Heal: read repair.** A write the cut-off node missed is brought to it
@@ -25,9 +27,9 @@ use serde_json::{json, Value};
 
 use crate::args::{DemoArgs, FaultAction, FaultTarget};
 use crate::commands::apply_fault;
+use crate::output::level_name;
 use jepsen_lite::chart::{render, Group, Panel};
 use jepsen_lite::cluster::LocalCluster;
-use crate::output::level_name;
 
 const LEVELS: [Level; 3] = [Level::One, Level::Quorum, Level::All];
 
@@ -93,36 +95,59 @@ pub async fn run(a: DemoArgs, json_mode: bool) -> Result<()> {
     let target = |node: &str| FaultTarget { node: Some(node.into()), from: None, to: None };
     let admin = Client::connect(&addrs).await?;
     apply_fault(&admin, FaultAction::Delay { target: target("n3"), ms: a.delay_ms }).await.context("the demo could not set a fault")?;
-    say(&format!("\n2. Else: latency against consistency, with {} ms added to every link of n3", a.delay_ms));
-    say("   write at ONE through n1, then read at once through n3 (n3 hears of the write late)");
-    say(&format!("   {:<8} {:>10} {:>12} {:>12}", "read at", "get p50", "stale reads", "of"));
+    say(&format!("\n2. PACELC, else-branch: latency against consistency, with {} ms added to every link of n3", a.delay_ms));
+    say("   write at ONE through n1, wait t, then read through n3 (n3 hears of the write late);");
+    say("   P(fresh) is the fraction of reads that returned the write: the PBS t-visibility");
+    let waits = [0, a.delay_ms / 2, a.delay_ms * 2];
+    let wait_names: Vec<String> = waits.iter().map(|w| format!("t={w}ms")).collect();
+    say(&format!(
+        "   {:<8} {:>10} {:>12} {:>12} {:>12}",
+        "read at",
+        "get p50",
+        format!("P(fresh) {}", wait_names[0]),
+        wait_names[1],
+        wait_names[2]
+    ));
     let mut ch2 = Vec::new();
-    let (mut slow_p50, mut stale_pct) = (Vec::new(), Vec::new());
+    let (mut slow_p50, mut fresh_pct) = (Vec::new(), Vec::new());
     let rounds = (a.ops / 4).max(10);
     for level in LEVELS {
         let mut lat = Histogram::<u64>::new(3)?;
-        let mut stale = 0;
-        for i in 0..rounds {
-            let key = format!("demo:stale:{}:{i}", name(level));
-            let value = format!("v{i}");
-            c1.put(key.as_bytes(), value.as_bytes(), None, Options::level(Level::One)).await?;
-            let r = c3.get(key.as_bytes(), Options { level, read_repair: ReadRepair::Off, ..Default::default() }).await?;
-            lat.record(r.receipt.as_ref().map_or(0, |r| r.latency_us))?;
-            if !r.siblings.iter().any(|s| s.value == value.as_bytes()) {
-                stale += 1;
+        let mut fresh = vec![0; waits.len()];
+        for (w, wait) in waits.iter().enumerate() {
+            for i in 0..rounds {
+                let key = format!("demo:stale:{}:{wait}:{i}", name(level));
+                let value = format!("v{i}");
+                c1.put(key.as_bytes(), value.as_bytes(), None, Options::level(Level::One)).await?;
+                tokio::time::sleep(Duration::from_millis((*wait).into())).await;
+                let r = c3.get(key.as_bytes(), Options { level, read_repair: ReadRepair::Off, ..Default::default() }).await?;
+                if w == 0 {
+                    lat.record(r.receipt.as_ref().map_or(0, |r| r.latency_us))?;
+                }
+                fresh[w] += usize::from(r.siblings.iter().any(|s| s.value == value.as_bytes()));
             }
         }
-        say(&format!("   {:<8} {:>8.2}ms {:>12} {:>12}", name(level), ms(lat.value_at_quantile(0.5)), stale, rounds));
-        ch2.push(json!({ "level": name(level), "get_p50_us": lat.value_at_quantile(0.5), "stale_reads": stale, "reads": rounds }));
+        let pct: Vec<f64> = fresh.iter().map(|f| *f as f64 * 100.0 / rounds as f64).collect();
+        say(&format!(
+            "   {:<8} {:>8.2}ms {:>11.0}% {:>11.0}% {:>11.0}%",
+            name(level),
+            ms(lat.value_at_quantile(0.5)),
+            pct[0],
+            pct[1],
+            pct[2]
+        ));
+        let by_wait: Vec<Value> =
+            waits.iter().zip(&fresh).map(|(w, f)| json!({ "wait_ms": w, "fresh_reads": f, "reads": rounds })).collect();
+        ch2.push(json!({ "level": name(level), "get_p50_us": lat.value_at_quantile(0.5), "fresh": by_wait }));
         slow_p50.push(ms(lat.value_at_quantile(0.5)));
-        stale_pct.push(stale as f64 * 100.0 / rounds as f64);
+        fresh_pct.push(pct);
     }
     report.insert("slow_replica".into(), Value::Array(ch2));
 
     // Chapter 3: partition n3 away.
     apply_fault(&admin, FaultAction::Clear).await.context("the demo could not set a fault")?;
     apply_fault(&admin, FaultAction::Block(target("n3"))).await.context("the demo could not set a fault")?;
-    say("\n3. Partition: n3 is cut off from n1 and n2. Which levels stay available?");
+    say("\n3. PACELC, partition branch: n3 is cut off from n1 and n2. Which levels stay available?");
     wait_down(&c1, "n3").await?;
     wait_down(&c3, "n1").await?;
     wait_down(&c3, "n2").await?;
@@ -174,10 +199,10 @@ pub async fn run(a: DemoArgs, json_mode: bool) -> Result<()> {
                 groups: groups(&|i| vec![healthy_p50[i], slow_p50[i]]),
             },
             Panel {
-                title: "stale reads right after a write at ONE".into(),
+                title: "P(fresh read) t ms after a write at ONE".into(),
                 unit: "%".into(),
-                series: vec!["reads through the slow replica".into()],
-                groups: groups(&|i| vec![stale_pct[i]]),
+                series: wait_names.clone(),
+                groups: groups(&|i| fresh_pct[i].clone()),
             },
         ],
     );

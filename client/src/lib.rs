@@ -22,19 +22,23 @@
 //! client-library issue.
 #![warn(missing_docs)]
 
+mod duration;
 mod error;
 pub mod policy;
 mod routing;
 
+pub use duration::parse_duration;
 pub use error::Error;
 pub use ringkv_proto::v1 as pb;
+/// The gRPC channel type the client's connections use.
+pub use tonic::transport::Channel;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use pb::admin_client::AdminClient;
 use pb::kv_client::KvClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 /// A consistency level, as the CLI and API name it.
 pub use pb::Consistency as Level;

@@ -1,5 +1,7 @@
-//! A small self-contained SVG bar chart for the demo: no JavaScript, no
-//! fonts beyond the viewer's default, viewable in any browser.
+//! Small self-contained SVG charts for the demo and jepsen-lite's report:
+//! grouped bars ([`render`]) and lines over shaded windows
+//! ([`render_lines`]). No JavaScript, no fonts beyond the viewer's
+//! default, viewable in any browser.
 
 use std::fmt::Write as _;
 
@@ -92,6 +94,102 @@ pub fn render(title: &str, panels: &[Panel]) -> String {
     svg
 }
 
+/// A line chart: series of (x, y) points over optional shaded windows.
+pub struct LineChart {
+    /// Title above the chart.
+    pub title: String,
+    /// Tick positions on the x axis and their labels.
+    pub x_ticks: Vec<(f64, String)>,
+    /// The x axis runs from 0 to this.
+    pub x_max: f64,
+    /// The y axis runs from 0 to this.
+    pub y_max: f64,
+    /// What y measures, shown on the axis.
+    pub y_label: String,
+    /// Shaded x ranges with a label each (e.g. fault windows).
+    pub shade: Vec<(f64, f64, String)>,
+    /// Named series of points, drawn in x order.
+    pub series: Vec<(String, Vec<(f64, f64)>)>,
+}
+
+/// Renders a line chart as one SVG document.
+pub fn render_lines(c: &LineChart) -> String {
+    let (w, h) = (760.0, 300.0);
+    let (left, right, top, bottom) = (60.0, w - 20.0, 50.0, h - 60.0);
+    let x_max = c.x_max.max(1e-9);
+    let y_max = c.y_max.max(1e-9);
+    let px = |x: f64| left + (right - left) * x / x_max;
+    let py = |y: f64| bottom - (bottom - top) * y / y_max;
+    let mut svg = String::new();
+    let _ = write!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/><text x="20" y="24" font-size="16" font-weight="bold">{}</text>"#,
+        escape(&c.title)
+    );
+    for (i, (x0, x1, label)) in c.shade.iter().enumerate() {
+        let _ = write!(
+            svg,
+            r##"<rect x="{:.1}" y="{top}" width="{:.1}" height="{}" fill="#e15759" fill-opacity="0.12"><title>{}</title></rect><text x="{:.1}" y="{}" font-size="9" fill="#a33">{}</text>"##,
+            px(*x0),
+            (px(*x1) - px(*x0)).max(1.0),
+            bottom - top,
+            escape(label),
+            px(*x0) + 2.0,
+            top - 4.0 - 10.0 * (i % 2) as f64,
+            escape(label)
+        );
+    }
+    let _ = write!(
+        svg,
+        r#"<line x1="{left}" y1="{bottom}" x2="{right}" y2="{bottom}" stroke="black"/><line x1="{left}" y1="{top}" x2="{left}" y2="{bottom}" stroke="black"/>"#
+    );
+    for k in 0..=4 {
+        let y = y_max * k as f64 / 4.0;
+        let _ = write!(
+            svg,
+            r##"<line x1="{left}" y1="{0:.1}" x2="{right}" y2="{0:.1}" stroke="#ddd"/><text x="{1}" y="{2:.1}" text-anchor="end" font-size="10">{y:.2}</text>"##,
+            py(y),
+            left - 4.0,
+            py(y) + 3.0
+        );
+    }
+    let _ = write!(
+        svg,
+        r#"<text x="14" y="{:.1}" font-size="11" transform="rotate(-90 14 {0:.1})" text-anchor="middle">{}</text>"#,
+        (top + bottom) / 2.0,
+        escape(&c.y_label)
+    );
+    for (x, label) in &c.x_ticks {
+        let _ =
+            write!(svg, r#"<text x="{:.1}" y="{}" text-anchor="middle" font-size="10">{}</text>"#, px(*x), bottom + 14.0, escape(label));
+    }
+    for (s, (name, points)) in c.series.iter().enumerate() {
+        let color = COLORS[s % COLORS.len()];
+        let path: Vec<String> = points.iter().map(|(x, y)| format!("{:.1},{:.1}", px(*x), py(*y))).collect();
+        let _ = write!(svg, r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#, path.join(" "));
+        for (x, y) in points {
+            let _ = write!(
+                svg,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="2.5" fill="{color}"><title>{}: {y:.3}</title></circle>"#,
+                px(*x),
+                py(*y),
+                escape(name)
+            );
+        }
+        let lx = left + s as f64 * 130.0;
+        let _ = write!(
+            svg,
+            r#"<rect x="{lx}" y="{}" width="10" height="10" fill="{color}"/><text x="{}" y="{}">{}</text>"#,
+            h - 22.0,
+            lx + 14.0,
+            h - 13.0,
+            escape(name)
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,5 +206,22 @@ mod tests {
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
         assert_eq!(svg.matches("<rect x=").count(), 4 + 2, "four bars and two legend swatches");
         assert!(svg.contains("latency &lt;p50&gt;"));
+    }
+
+    #[test]
+    fn line_chart_draws_each_series_and_window() {
+        let c = LineChart {
+            title: "fresh reads".into(),
+            x_ticks: vec![(0.0, "0".into()), (10.0, "10 s".into())],
+            x_max: 10.0,
+            y_max: 1.0,
+            y_label: "P(fresh)".into(),
+            shade: vec![(2.0, 4.0, "kill n2".into())],
+            series: vec![("ONE".into(), vec![(0.0, 0.5), (10.0, 1.0)]), ("ALL".into(), vec![(0.0, 1.0), (10.0, 1.0)])],
+        };
+        let svg = render_lines(&c);
+        assert_eq!(svg.matches("<polyline").count(), 2);
+        assert_eq!(svg.matches("<circle").count(), 4);
+        assert!(svg.contains("kill n2") && svg.ends_with("</svg>\n"));
     }
 }

@@ -88,7 +88,9 @@ pub fn phantom_reads(h: &History, final_values: &BTreeMap<String, Vec<String>>) 
     for (key, values, op) in reads.chain(finals) {
         for v in values {
             if writers.get(v.as_str()).is_none_or(|w| &w.key != key || !w.may_have_written()) {
-                let at = op.map_or("in the final read".to_string(), |o| format!("at {}..{} ms by client {}", o.invoke_ms, o.complete_ms, o.client));
+                let at = op.map_or("in the final read".to_string(), |o| {
+                    format!("at {}..{} ms by client {}", o.invoke_ms, o.complete_ms, o.client)
+                });
                 bad.push(format!("read {v} from {key} {at}, which no put wrote"));
             }
         }
@@ -177,7 +179,16 @@ mod tests {
 
     fn get(client: usize, key: &str, values: &[&str], level: usize, t: (u64, u64)) -> Op {
         let values = values.iter().map(|v| v.to_string()).collect();
-        Op { client, key: key.into(), kind: Kind::Get { values }, level, invoke_ms: t.0, complete_ms: t.1, outcome: Outcome::Ok, detail: Default::default() }
+        Op {
+            client,
+            key: key.into(),
+            kind: Kind::Get { values },
+            level,
+            invoke_ms: t.0,
+            complete_ms: t.1,
+            outcome: Outcome::Ok,
+            detail: Default::default(),
+        }
     }
 
     fn finals(pairs: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
@@ -207,15 +218,15 @@ mod tests {
     #[test]
     fn stale_read_after_own_quorum_write_is_caught() {
         let h = History::of(vec![
-                put(0, "k", "old", 2, (0, 5), Outcome::Ok),
-                put(0, "k", "new", 2, (10, 15), Outcome::Ok),
-                get(0, "k", &["old"], 2, (20, 25)),
+            put(0, "k", "old", 2, (0, 5), Outcome::Ok),
+            put(0, "k", "new", 2, (10, 15), Outcome::Ok),
+            get(0, "k", &["old"], 2, (20, 25)),
         ]);
         assert_eq!(read_your_writes(&h, 3).len(), 1);
         let weak = History::of(vec![
-                put(0, "k", "old", 1, (0, 5), Outcome::Ok),
-                put(0, "k", "new", 1, (10, 15), Outcome::Ok),
-                get(0, "k", &["old"], 1, (20, 25)),
+            put(0, "k", "old", 1, (0, 5), Outcome::Ok),
+            put(0, "k", "new", 1, (10, 15), Outcome::Ok),
+            get(0, "k", &["old"], 1, (20, 25)),
         ]);
         assert!(read_your_writes(&weak, 3).is_empty(), "ONE/ONE promises nothing");
     }
@@ -223,10 +234,10 @@ mod tests {
     #[test]
     fn going_back_in_time_is_caught() {
         let h = History::of(vec![
-                put(0, "k", "old", 2, (0, 5), Outcome::Ok),
-                put(0, "k", "new", 2, (10, 15), Outcome::Ok),
-                get(1, "k", &["new"], 2, (20, 25)),
-                get(1, "k", &["old"], 2, (30, 35)),
+            put(0, "k", "old", 2, (0, 5), Outcome::Ok),
+            put(0, "k", "new", 2, (10, 15), Outcome::Ok),
+            get(1, "k", &["new"], 2, (20, 25)),
+            get(1, "k", &["old"], 2, (30, 35)),
         ]);
         assert_eq!(monotonic_reads(&h, 2).len(), 1);
     }

@@ -38,7 +38,8 @@ pub struct LocalNode {
 
 impl LocalNode {
     fn spawn(&mut self, exe: &Path) -> Result<()> {
-        let out = File::options().create(true).append(true).open(&self.log).with_context(|| format!("cannot open {}", self.log.display()))?;
+        let out =
+            File::options().create(true).append(true).open(&self.log).with_context(|| format!("cannot open {}", self.log.display()))?;
         let mut cmd = Command::new(exe);
         cmd.args(&self.command).stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
         // SAFETY: prctl is async-signal-safe and touches only this child.

@@ -20,4 +20,8 @@ pub mod checkers;
 pub mod cluster;
 pub mod history;
 pub mod linearizability;
+pub mod nemesis;
+pub mod report;
+pub mod run;
 pub mod staleness;
+pub mod workload;

@@ -38,12 +38,6 @@ pub struct LevelResult {
     pub examples: Vec<String>,
 }
 
-#[derive(Clone, Copy)]
-enum Step {
-    Write(usize),
-    Read,
-}
-
 /// One operation as the search sees it: values interned to indices.
 struct SOp {
     invoke: u64,
@@ -54,10 +48,10 @@ struct SOp {
 
 impl SOp {
     /// Applies it to `state`, or `None` if it cannot happen there.
-    fn step(&self, state: Option<usize>) -> Option<(Option<usize>, Step)> {
+    fn step(&self, state: Option<usize>) -> Option<Option<usize>> {
         match self.write {
-            Some(v) => Some((Some(v), Step::Write(v))),
-            None => self.reads.contains(&state).then_some((state, Step::Read)),
+            Some(v) => Some(Some(v)),
+            None => self.reads.contains(&state).then_some(state),
         }
     }
 }
@@ -66,7 +60,8 @@ impl SOp {
 fn wgl(ops: &[SOp], init: Option<usize>) -> Option<bool> {
     // Events: (time, is_return, op). Calls sort before returns at equal
     // times, which treats touching operations as concurrent.
-    let mut events: Vec<(u64, bool, usize)> = ops.iter().enumerate().flat_map(|(i, o)| [(o.invoke, false, i), (o.complete, true, i)]).collect();
+    let mut events: Vec<(u64, bool, usize)> =
+        ops.iter().enumerate().flat_map(|(i, o)| [(o.invoke, false, i), (o.complete, true, i)]).collect();
     events.sort();
     let n = events.len();
     // A doubly linked list over the events, with a head sentinel at n.
@@ -112,7 +107,7 @@ fn wgl(ops: &[SOp], init: Option<usize>) -> Option<bool> {
         let (_, is_ret, op) = events[entry];
         if !is_ret {
             let mut placed = false;
-            if let Some((new_state, _)) = ops[op].step(state) {
+            if let Some(new_state) = ops[op].step(state) {
                 let mut lin = linearized.clone();
                 lin[op / 64] |= 1 << (op % 64);
                 if cache.insert((lin.clone(), new_state)) {
@@ -196,7 +191,10 @@ fn check_key(key: &str, ops: &[&Op], level: usize, result: &mut LevelResult) {
                 invoke: o.invoke_ms,
                 complete: if o.outcome == Outcome::Info { open_until + 1 } else { o.complete_ms },
                 write: o.written().map(&mut intern),
-                reads: o.read().map(|vs| if vs.is_empty() { vec![None] } else { vs.iter().map(|v| Some(intern(v))).collect() }).unwrap_or_default(),
+                reads: o
+                    .read()
+                    .map(|vs| if vs.is_empty() { vec![None] } else { vs.iter().map(|v| Some(intern(v))).collect() })
+                    .unwrap_or_default(),
             })
             .collect();
         let verdict = if seg.len() > MAX_SEGMENT {
@@ -245,7 +243,13 @@ fn check_key(key: &str, ops: &[&Op], level: usize, result: &mut LevelResult) {
         let ends: Vec<Option<usize>> = sops
             .iter()
             .enumerate()
-            .filter(|(a, op)| op.write.is_some() && !sops.iter().enumerate().any(|(b, o)| b != *a && o.write.is_some() && seg[b].outcome == Outcome::Ok && o.invoke > op.complete))
+            .filter(|(a, op)| {
+                op.write.is_some()
+                    && !sops
+                        .iter()
+                        .enumerate()
+                        .any(|(b, o)| b != *a && o.write.is_some() && seg[b].outcome == Outcome::Ok && o.invoke > op.complete)
+            })
             .map(|(_, op)| op.write)
             .collect();
         let surely_wrote = seg.iter().any(|o| o.written().is_some() && o.outcome == Outcome::Ok);

@@ -79,7 +79,8 @@ pub struct Bucket {
 pub fn t_visibility(reads: &[ReadStaleness]) -> BTreeMap<usize, Vec<Bucket>> {
     let mut out: BTreeMap<usize, Vec<Bucket>> = BTreeMap::new();
     for r in reads {
-        let buckets = out.entry(r.level).or_insert_with(|| BUCKETS_MS.iter().map(|&b| Bucket { below_ms: b, reads: 0, fresh: 0 }).collect());
+        let buckets =
+            out.entry(r.level).or_insert_with(|| BUCKETS_MS.iter().map(|&b| Bucket { below_ms: b, reads: 0, fresh: 0 }).collect());
         let i = BUCKETS_MS.iter().position(|&b| r.since_write_ms < b).unwrap_or(BUCKETS_MS.len() - 1);
         buckets[i].reads += 1;
         buckets[i].fresh += usize::from(r.fresh());
@@ -127,7 +128,10 @@ mod tests {
             get(&["b"], 1, (300, 301)), // missed c and d
         ]);
         let r = reads(&h);
-        assert_eq!(r.iter().map(|r| (r.level, r.since_write_ms, r.k)).collect::<Vec<_>>(), vec![(1, 5, 2), (2, 10, 0), (1, 100, 0), (1, 100, 2)]);
+        assert_eq!(
+            r.iter().map(|r| (r.level, r.since_write_ms, r.k)).collect::<Vec<_>>(),
+            vec![(1, 5, 2), (2, 10, 0), (1, 100, 0), (1, 100, 2)]
+        );
         let curve = t_visibility(&r);
         assert_eq!(curve[&1], vec![Bucket { below_ms: 10, reads: 1, fresh: 0 }, Bucket { below_ms: 200, reads: 2, fresh: 1 }]);
         assert_eq!(curve[&2], vec![Bucket { below_ms: 20, reads: 1, fresh: 1 }]);

@@ -306,13 +306,13 @@ impl Coordinator {
         let me = self.me().to_string();
         let blind = w.context.is_none();
         let ctx = w.context.unwrap_or_default();
-        let (hlc, clock) = (&self.s.hlc, &self.s.clock);
+        let (hlc, clock, actor) = (&self.s.hlc, &self.s.clock, &self.s.actor);
         let (dvv, ticket, ()) = self.s.store.update(&w.key, |d| {
             if let Some(seen) = d.max_hlc() {
                 hlc.observe(seen);
             }
             let sibling = Sibling { hlc: hlc.now(clock.wall_ms()), value: w.value, tombstone: w.tombstone };
-            d.update(&ctx, &me, sibling, blind);
+            d.update(&ctx, actor, sibling, blind);
         })?;
         let encoded = record::encode(&dvv);
 

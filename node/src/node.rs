@@ -69,6 +69,12 @@ pub struct Shared {
     pub peers: Peers,
     /// Its hybrid logical clock.
     pub hlc: HlcClock,
+    /// The actor id on the dots this incarnation issues: `<id>@<generation>`.
+    /// A restart gets a new one, so a write lost in a crash (stored by peers
+    /// but not yet durable here) can never have its dot reused for another
+    /// value, which the merge would then drop. Riak's vnode epochs solve the
+    /// same problem the same way.
+    pub actor: String,
     /// Its wall clock.
     pub clock: Arc<dyn Clock>,
     /// Its fault-injection rules.
@@ -148,6 +154,7 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
     let hints = Hints::open(store.clone())?;
     let shared = Arc::new(Shared {
         hlc: HlcClock::new(config.id.clone(), config.max_clock_skew_ms),
+        actor: format!("{}@{generation}", config.id),
         config,
         store,
         membership,
