@@ -69,6 +69,15 @@ pub enum Error {
         /// The configured limit.
         max_ms: u64,
     },
+    /// This node's wall clock just stepped; it refuses to stamp writes
+    /// until gossip has compared it with the peers again.
+    #[error("clock skew: this node's wall clock just stepped by {step_ms} ms (more than max_clock_skew, {max_ms} ms); it stamps no writes for a few gossip rounds; send the write through another node, or retry")]
+    ClockStepped {
+        /// The step, in ms (negative: backwards).
+        step_ms: i64,
+        /// The configured limit.
+        max_ms: u64,
+    },
     /// A stored record failed its checksum or could not be decoded.
     #[error("corrupt record for key {key:?}: {reason}")]
     Corrupt {
@@ -117,7 +126,7 @@ impl Error {
             Error::Indeterminate { .. } => "indeterminate",
             Error::Timeout { .. } => "timeout",
             Error::InvalidArgument(_) => "invalid_argument",
-            Error::ClockSkew { .. } | Error::OwnClockSkew { .. } => "clock_skew",
+            Error::ClockSkew { .. } | Error::OwnClockSkew { .. } | Error::ClockStepped { .. } => "clock_skew",
             Error::Corrupt { .. } => "corrupt",
             Error::Storage(_) => "storage",
             Error::Peer { .. } | Error::PeerTimeout { .. } => "peer",
@@ -150,7 +159,7 @@ impl From<Error> for tonic::Status {
             Error::Unavailable { .. } | Error::Peer { .. } => Code::Unavailable,
             Error::Indeterminate { .. } | Error::Timeout { .. } => Code::DeadlineExceeded,
             Error::InvalidArgument(_) | Error::Config(_) => Code::InvalidArgument,
-            Error::ClockSkew { .. } | Error::OwnClockSkew { .. } => Code::FailedPrecondition,
+            Error::ClockSkew { .. } | Error::OwnClockSkew { .. } | Error::ClockStepped { .. } => Code::FailedPrecondition,
             Error::Corrupt { .. } => Code::DataLoss,
             Error::Storage(_) => Code::Internal,
             Error::PeerTimeout { .. } => Code::DeadlineExceeded,

@@ -75,6 +75,8 @@ pub struct Shared {
     /// value, which the merge would then drop. Riak's vnode epochs solve the
     /// same problem the same way.
     pub actor: String,
+    /// Watches the wall clock for steps.
+    pub clock_watch: crate::clock::ClockWatch,
     /// Its wall clock.
     pub clock: Arc<dyn Clock>,
     /// Its fault-injection rules.
@@ -155,6 +157,8 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
     let shared = Arc::new(Shared {
         hlc: HlcClock::new(config.id.clone(), config.max_clock_skew_ms),
         actor: format!("{}@{generation}", config.id),
+        // Hold a step for three gossip rounds: by then the peers' offsets are fresh.
+        clock_watch: crate::clock::ClockWatch::new(config.max_clock_skew_ms, Duration::from_millis(3 * config.gossip_interval_ms)),
         config,
         store,
         membership,
@@ -208,13 +212,18 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
     served.map_err(|e| Error::Config(format!("server failed: {e}")))
 }
 
-/// Gossip, persisting the member list whenever it changes.
+/// Gossip, persisting the member list whenever it changes. Each round also
+/// looks at the wall clock, so the step watch's baseline stays fresh and
+/// slow drift between writes never adds up to a false step.
 async fn gossip(s: Arc<Shared>, shutdown: CancellationToken) {
     let mut seen = s.membership.members();
     let watcher = async {
         let mut tick = tokio::time::interval(Duration::from_millis(s.config.gossip_interval_ms));
         loop {
             tick.tick().await;
+            if let Some(step_ms) = s.clock_watch.check(s.clock.wall_ms()) {
+                tracing::warn!(node = %s.config.id, step_ms, "wall clock stepped");
+            }
             let now = s.membership.members();
             if now != seen {
                 s.save_members();
