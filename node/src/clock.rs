@@ -38,15 +38,14 @@ impl Clock for SystemClock {
 
 /// Watches the wall clock for steps: a jump of more than `max_step_ms`
 /// against the monotonic clock between two looks. Gossip finds a clock that
-/// disagrees with the peers, but only once fresh samples arrive; a step is
-/// seen here at the very next write, so no write is stamped with a clock
-/// that has just jumped. After a step the node refuses to stamp writes for
-/// `hold`, long enough for gossip to sample the peers again, and then the
-/// gossip check decides.
+/// disagrees with the peers, but only from fresh samples; a step is seen
+/// here at the very next look. The coordinator then refuses to stamp writes
+/// until gossip has sampled most peers' clocks since the step, and from
+/// there the gossip comparison decides. So no write is stamped by a clock
+/// that has just jumped, either way.
 #[derive(Debug)]
 pub struct ClockWatch {
     max_step_ms: u64,
-    hold: std::time::Duration,
     state: std::sync::Mutex<WatchState>,
 }
 
@@ -59,14 +58,14 @@ struct WatchState {
 }
 
 impl ClockWatch {
-    /// Flags steps larger than `max_step_ms`, holding each for `hold`.
-    pub fn new(max_step_ms: u64, hold: std::time::Duration) -> Self {
-        Self { max_step_ms, hold, state: Default::default() }
+    /// Flags steps larger than `max_step_ms`.
+    pub fn new(max_step_ms: u64) -> Self {
+        Self { max_step_ms, state: Default::default() }
     }
 
-    /// Looks at the wall clock (`wall_ms`, read just now). Returns the
-    /// step in ms while a recent step is being held, `None` otherwise.
-    pub fn check(&self, wall_ms: u64) -> Option<i64> {
+    /// Looks at the wall clock (`wall_ms`, read just now) and returns the
+    /// latest step ever seen: when it was seen, and its size in ms.
+    pub fn check(&self, wall_ms: u64) -> Option<(tokio::time::Instant, i64)> {
         let now = tokio::time::Instant::now();
         let mut s = self.state.lock().expect("clock watch lock");
         if let Some((wall, at)) = s.last {
@@ -77,10 +76,7 @@ impl ClockWatch {
             }
         }
         s.last = Some((wall_ms, now));
-        match s.step {
-            Some((at, step)) if now.duration_since(at) < self.hold => Some(step),
-            _ => None,
-        }
+        s.step
     }
 }
 
@@ -90,20 +86,20 @@ mod tests {
     use std::time::Duration;
 
     #[tokio::test(start_paused = true)]
-    async fn a_step_either_way_is_held_then_released_and_drift_is_not_a_step() {
-        let w = ClockWatch::new(500, Duration::from_secs(2));
+    async fn steps_either_way_are_seen_and_drift_is_not_a_step() {
+        let w = ClockWatch::new(500);
+        let step = |r: Option<(tokio::time::Instant, i64)>| r.map(|(_, s)| s);
         assert_eq!(w.check(10_000), None, "the first look sets the baseline");
         tokio::time::advance(Duration::from_millis(100)).await;
         assert_eq!(w.check(10_100), None, "wall kept pace with the monotonic clock");
         tokio::time::advance(Duration::from_millis(100)).await;
         assert_eq!(w.check(10_200 + 400), None, "400 ms is within the limit");
         tokio::time::advance(Duration::from_millis(100)).await;
-        assert_eq!(w.check(10_700 + 3_000), Some(3_000), "a 3 s step forward");
+        let jumped = tokio::time::Instant::now();
+        assert_eq!(w.check(10_700 + 3_000), Some((jumped, 3_000)), "a 3 s step forward, seen now");
         tokio::time::advance(Duration::from_millis(1_000)).await;
-        assert_eq!(w.check(14_700), Some(3_000), "still held");
-        tokio::time::advance(Duration::from_millis(1_500)).await;
-        assert_eq!(w.check(16_200), None, "released after the hold");
+        assert_eq!(w.check(14_700), Some((jumped, 3_000)), "the step is remembered");
         tokio::time::advance(Duration::from_millis(100)).await;
-        assert_eq!(w.check(16_300 - 5_000), Some(-5_000), "a step back is a step too");
+        assert_eq!(step(w.check(14_800 - 5_000)), Some(-5_000), "a step back is a step too");
     }
 }

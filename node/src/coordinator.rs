@@ -280,9 +280,11 @@ impl Coordinator {
         // A node whose clock disagrees with most of its peers stamps no
         // writes: its timestamps would shadow (or lose to) everyone else's.
         let max_skew = self.s.config.max_clock_skew_ms;
-        if let Some(step_ms) = self.s.clock_watch.check(self.s.clock.wall_ms()) {
-            tracing::error!(node = %self.me(), step_ms, "wall clock stepped: refusing to coordinate writes for now");
-            return Err(Error::ClockStepped { step_ms, max_ms: max_skew });
+        if let Some((at, step_ms)) = self.s.clock_watch.check(self.s.clock.wall_ms()) {
+            if !self.s.membership.offsets_sampled_since(at) {
+                tracing::error!(node = %self.me(), step_ms, "wall clock stepped: refusing to coordinate writes until gossip samples the peers");
+                return Err(Error::ClockStepped { step_ms, max_ms: max_skew });
+            }
         }
         if let Some(offset) = self.s.membership.self_skew(max_skew) {
             tracing::error!(node = %self.me(), offset_ms = offset, "clock skew: refusing to coordinate writes");

@@ -157,8 +157,7 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
     let shared = Arc::new(Shared {
         hlc: HlcClock::new(config.id.clone(), config.max_clock_skew_ms),
         actor: format!("{}@{generation}", config.id),
-        // Hold a step for three gossip rounds: by then the peers' offsets are fresh.
-        clock_watch: crate::clock::ClockWatch::new(config.max_clock_skew_ms, Duration::from_millis(3 * config.gossip_interval_ms)),
+        clock_watch: crate::clock::ClockWatch::new(config.max_clock_skew_ms),
         config,
         store,
         membership,
@@ -221,9 +220,7 @@ async fn gossip(s: Arc<Shared>, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(Duration::from_millis(s.config.gossip_interval_ms));
         loop {
             tick.tick().await;
-            if let Some(step_ms) = s.clock_watch.check(s.clock.wall_ms()) {
-                tracing::warn!(node = %s.config.id, step_ms, "wall clock stepped");
-            }
+            s.clock_watch.check(s.clock.wall_ms());
             let now = s.membership.members();
             if now != seen {
                 s.save_members();

@@ -149,8 +149,9 @@ impl DetectorConfig {
 
 struct Inner {
     members: BTreeMap<String, Member>,
-    /// Each peer's clock minus ours, in ms, from the last gossip exchange.
-    offsets: BTreeMap<String, i64>,
+    /// Each peer's clock minus ours, in ms, from the last gossip exchange,
+    /// and when that sample was taken.
+    offsets: BTreeMap<String, (i64, tokio::time::Instant)>,
     unreachable: BTreeSet<String>,
     detectors: BTreeMap<String, PhiDetector>,
     ring: Arc<Ring>,
@@ -311,7 +312,7 @@ impl Membership {
 
     /// Records `peer`'s clock offset (its clock minus ours), in ms.
     pub fn set_offset(&self, peer: &str, offset_ms: i64) {
-        self.inner.write().expect("lock").offsets.insert(peer.to_string(), offset_ms);
+        self.inner.write().expect("lock").offsets.insert(peer.to_string(), (offset_ms, tokio::time::Instant::now()));
     }
 
     /// When more than half of the live peers' clocks differ from ours by
@@ -321,7 +322,7 @@ impl Membership {
     pub fn self_skew(&self, max_ms: u64) -> Option<i64> {
         let (up, _) = self.peers_by_liveness();
         let inner = self.inner.read().expect("lock");
-        let mut offs: Vec<i64> = up.iter().filter_map(|m| inner.offsets.get(&m.id).copied()).collect();
+        let mut offs: Vec<i64> = up.iter().filter_map(|m| inner.offsets.get(&m.id).map(|o| o.0)).collect();
         if offs.is_empty() {
             return None;
         }
@@ -330,6 +331,15 @@ impl Membership {
         let ahead = offs.iter().filter(|o| **o < -max).count();
         let behind = offs.iter().filter(|o| **o > max).count();
         (ahead * 2 > offs.len() || behind * 2 > offs.len()).then(|| offs[offs.len() / 2])
+    }
+
+    /// True when most live peers' clocks were sampled after `since` (or
+    /// there is no live peer to sample).
+    pub fn offsets_sampled_since(&self, since: tokio::time::Instant) -> bool {
+        let (up, _) = self.peers_by_liveness();
+        let inner = self.inner.read().expect("lock");
+        let fresh = up.iter().filter(|m| inner.offsets.get(&m.id).is_some_and(|o| o.1 > since)).count();
+        fresh * 2 > up.len() || up.is_empty()
     }
 
     /// Members other than this one, split into (up, down), `left` excluded.
