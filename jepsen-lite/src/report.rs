@@ -39,7 +39,8 @@ pub struct Header {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Convergence {
     /// ms from the final heal until every replica's Merkle roots matched
-    /// with no help (hint replay, read repair): `None` if not within the wait.
+    /// with no help (hint replay, read repair, the nodes' own anti-entropy
+    /// schedule): `None` if not within the wait.
     pub passive_ms: Option<u64>,
     /// How long the passive wait was allowed.
     pub passive_wait_ms: u64,
@@ -319,7 +320,9 @@ impl Report {
         }
         let c = &self.convergence;
         let conv = match (c.passive_ms, c.after_repair_ms) {
-            (Some(ms), _) => format!("{:.1} s after the final heal, passively (hints, read repair)", ms as f64 / 1000.0),
+            (Some(ms), _) => {
+                format!("{:.1} s after the final heal, passively (hints, read repair, scheduled anti-entropy)", ms as f64 / 1000.0)
+            }
             (None, Some(ms)) => format!(
                 "not within {:.0} s passively; {:.1} s after the heal with an explicit repair",
                 c.passive_wait_ms as f64 / 1000.0,

@@ -102,9 +102,13 @@ pub async fn run(cfg: &RunConfig) -> Result<Report> {
     let seed = cfg.seed;
     let node_args = cfg.node_args.clone();
     let extra = move |i: usize| {
-        let mut a: Vec<String> = ["--rng-seed", &(seed + i as u64).to_string(), "--gossip-interval-ms", "500", "--peer-timeout-ms", "500"]
-            .map(String::from)
-            .to_vec();
+        // Fast gossip and a 10 s anti-entropy schedule: passive convergence
+        // then covers writes no hint can carry (a coordinator killed mid-write).
+        let seed = (seed + i as u64).to_string();
+        let mut a: Vec<String> =
+            ["--rng-seed", &seed, "--gossip-interval-ms", "500", "--peer-timeout-ms", "500", "--anti-entropy-interval", "10"]
+                .map(String::from)
+                .to_vec();
         a.extend(node_args.iter().cloned());
         a
     };
@@ -206,33 +210,66 @@ fn write(path: &std::path::Path, text: &str) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// True when every node answered and every range's root is the same,
-/// and known, on every node that holds it.
-async fn roots_agree(addrs: &[String]) -> bool {
+/// How far the replicas are from agreeing.
+#[derive(Debug, Default, PartialEq)]
+struct RootsView {
+    /// Nodes that did not answer.
+    silent: usize,
+    /// Ranges seen.
+    ranges: usize,
+    /// Ranges whose roots differ between the nodes holding them.
+    differing: usize,
+    /// Ranges some node is still building a tree for.
+    building: usize,
+}
+
+impl RootsView {
+    fn agree(&self) -> bool {
+        self.silent == 0 && self.ranges > 0 && self.differing == 0 && self.building == 0
+    }
+}
+
+/// Compares every range's Merkle root across the nodes that hold it.
+async fn roots(addrs: &[String]) -> RootsView {
+    let mut view = RootsView::default();
     let mut by_range: BTreeMap<(u64, u64), BTreeSet<Vec<u8>>> = BTreeMap::new();
     for addr in addrs {
-        let Ok(client) = Client::connect([addr]).await else { return false };
-        let Ok(mut admin) = client.admin(addr) else { return false };
-        let Ok(r) = admin.roots(pb::RootsRequest {}).await else { return false };
-        for range in r.into_inner().ranges {
-            by_range.entry((range.start, range.end)).or_default().insert(range.root);
+        let answer = async {
+            let mut admin = Client::connect([addr]).await?.admin(addr)?;
+            anyhow::Ok(admin.roots(pb::RootsRequest {}).await?.into_inner())
+        };
+        match answer.await {
+            Ok(r) => {
+                for range in r.ranges {
+                    by_range.entry((range.start, range.end)).or_default().insert(range.root);
+                }
+            }
+            Err(_) => view.silent += 1,
         }
     }
-    !by_range.is_empty() && by_range.values().all(|roots| roots.len() == 1 && roots.iter().all(|r| !r.is_empty()))
+    view.ranges = by_range.len();
+    view.building = by_range.values().filter(|roots| roots.iter().any(|r| r.is_empty())).count();
+    view.differing = by_range.values().filter(|roots| roots.len() > 1).count();
+    view
 }
 
 /// Times convergence after the heal at `healed`.
 async fn converge(addrs: &[String], healed: Instant, passive_wait: Duration) -> Result<Convergence> {
     let mut c = Convergence { passive_wait_ms: passive_wait.as_millis() as u64, ..Default::default() };
     say(&format!("waiting up to {} s for the replicas to converge on their own", passive_wait.as_secs()));
+    let mut last = RootsView::default();
     while healed.elapsed() < passive_wait {
-        if roots_agree(addrs).await {
+        last = roots(addrs).await;
+        if last.agree() {
             c.passive_ms = Some(healed.elapsed().as_millis() as u64);
             return Ok(c);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    say("not converged yet; running an anti-entropy repair on every node");
+    say(&format!(
+        "not converged yet ({} of {} ranges differ, {} still building, {} nodes silent); running an anti-entropy repair on every node",
+        last.differing, last.ranges, last.building, last.silent
+    ));
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
         for addr in addrs {
@@ -241,7 +278,7 @@ async fn converge(addrs: &[String], healed: Instant, passive_wait: Duration) -> 
                 say(&format!("repair on {addr} failed: {}", e.message()));
             }
         }
-        if roots_agree(addrs).await {
+        if roots(addrs).await.agree() {
             c.after_repair_ms = Some(healed.elapsed().as_millis() as u64);
             break;
         }

@@ -1106,14 +1106,18 @@ fn a_node_with_a_skewed_clock_refuses_writes_instead_of_shadowing_others() {
         n3_clock.offset_ms.store(10_000, Ordering::SeqCst);
         // The very next write sees the step: none is stamped 10 s ahead.
         match c3.put(b"t", b"skewed", None, Options::level(Level::One)).await {
-            Err(ringkv_client::Error::Other { kind, message }) => assert!(kind == "clock_skew" && message.contains("stepped by 10000 ms"), "{message}"),
+            Err(ringkv_client::Error::Other { kind, message }) => {
+                assert!(kind == "clock_skew" && message.contains("stepped by 10000 ms"), "{message}")
+            }
             other => panic!("the first write after the step must be refused: {other:?}"),
         }
         // Once the step is no longer fresh, gossip's comparison with the peers keeps refusing.
         tokio::time::sleep(Duration::from_secs(5)).await;
         for level in [Level::One, Level::Quorum, Level::All] {
             match c3.put(b"t", b"skewed", None, Options::level(level)).await {
-                Err(ringkv_client::Error::Other { kind, message }) => assert!(kind == "clock_skew" && message.contains("fix NTP"), "{message}"),
+                Err(ringkv_client::Error::Other { kind, message }) => {
+                    assert!(kind == "clock_skew" && message.contains("fix NTP"), "{message}")
+                }
                 other => panic!("a write through the skewed node must be refused: {other:?}"),
             }
         }
@@ -1123,7 +1127,8 @@ fn a_node_with_a_skewed_clock_refuses_writes_instead_of_shadowing_others() {
         assert_eq!(values(&got), [b"after".as_slice()], "no skewed write shadows the newer one");
         // Fixing the clock brings n3 back.
         n3_clock.offset_ms.store(0, Ordering::SeqCst);
-        until("n3 accepts writes again", CONVERGE, || async { c3.put(b"probe", b"y", None, Options::level(Level::Quorum)).await.is_ok() }).await?;
+        until("n3 accepts writes again", CONVERGE, || async { c3.put(b"probe", b"y", None, Options::level(Level::Quorum)).await.is_ok() })
+            .await?;
         Ok(())
     });
     run(sim, seed);
