@@ -64,8 +64,12 @@ fn say(m: &str) {
     eprintln!("jepsen-lite: {m}");
 }
 
-fn commit() -> String {
+/// The commit of the tree the ringkv binary was built in (`git describe`).
+fn commit(ringkv: &std::path::Path) -> String {
+    let dir = ringkv.parent().filter(|d| d.is_dir()).unwrap_or(std::path::Path::new("."));
     std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
         .args(["describe", "--always", "--dirty"])
         .output()
         .ok()
@@ -188,7 +192,7 @@ pub async fn run(cfg: &RunConfig) -> Result<Report> {
     say("reading every key at ALL for the final state");
     let finals = final_state(&addrs, &history).await?;
     let header = Header {
-        commit: commit(),
+        commit: commit(&cfg.ringkv),
         seed: cfg.seed,
         nodes: cfg.nodes,
         duration_s: cfg.duration.as_secs(),
