@@ -102,7 +102,9 @@ pub struct LineChart {
     pub x_ticks: Vec<(f64, String)>,
     /// The x axis runs from 0 to this.
     pub x_max: f64,
-    /// The y axis runs from 0 to this.
+    /// The y axis runs from this...
+    pub y_min: f64,
+    /// ...to this.
     pub y_max: f64,
     /// What y measures, shown on the axis.
     pub y_label: String,
@@ -117,9 +119,9 @@ pub fn render_lines(c: &LineChart) -> String {
     let (w, h) = (760.0, 300.0);
     let (left, right, top, bottom) = (60.0, w - 20.0, 50.0, h - 60.0);
     let x_max = c.x_max.max(1e-9);
-    let y_max = c.y_max.max(1e-9);
+    let (y_min, y_max) = (c.y_min, c.y_max.max(c.y_min + 1e-9));
     let px = |x: f64| left + (right - left) * x / x_max;
-    let py = |y: f64| bottom - (bottom - top) * y / y_max;
+    let py = |y: f64| bottom - (bottom - top) * (y - y_min) / (y_max - y_min);
     let mut svg = String::new();
     let _ = write!(
         svg,
@@ -144,7 +146,7 @@ pub fn render_lines(c: &LineChart) -> String {
         r#"<line x1="{left}" y1="{bottom}" x2="{right}" y2="{bottom}" stroke="black"/><line x1="{left}" y1="{top}" x2="{left}" y2="{bottom}" stroke="black"/>"#
     );
     for k in 0..=4 {
-        let y = y_max * k as f64 / 4.0;
+        let y = y_min + (y_max - y_min) * k as f64 / 4.0;
         let _ = write!(
             svg,
             r##"<line x1="{left}" y1="{0:.1}" x2="{right}" y2="{0:.1}" stroke="#ddd"/><text x="{1}" y="{2:.1}" text-anchor="end" font-size="10">{y:.2}</text>"##,
@@ -214,6 +216,7 @@ mod tests {
             title: "fresh reads".into(),
             x_ticks: vec![(0.0, "0".into()), (10.0, "10 s".into())],
             x_max: 10.0,
+            y_min: 0.0,
             y_max: 1.0,
             y_label: "P(fresh)".into(),
             shade: vec![(2.0, 4.0, "kill n2".into())],

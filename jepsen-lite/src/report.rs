@@ -427,9 +427,8 @@ impl Report {
 
     fn availability_chart(&self) -> String {
         let end = self.windows.last().map_or(0, |w| w.end_ms);
-        let series = self
-            .over_time
-            .iter()
+        let series = in_level_order(&self.over_time)
+            .into_iter()
             .map(|(level, bins)| {
                 let points =
                     bins.iter().filter(|b| b.2 > 0).map(|(start, ok, all)| (*start as f64 / 1000.0, *ok as f64 / *all as f64)).collect();
@@ -440,6 +439,7 @@ impl Report {
             title: format!("Acknowledged fraction of operations per {} s, faults shaded", BIN_MS / 1000),
             x_ticks: (0..=end / 10_000).map(|i| ((i * 10) as f64, format!("{} s", i * 10))).collect(),
             x_max: end as f64 / 1000.0,
+            y_min: 0.0,
             y_max: 1.0,
             y_label: "acknowledged".into(),
             shade: self
@@ -484,9 +484,8 @@ impl Report {
 
     fn t_visibility_chart(&self) -> String {
         let x_ticks = staleness::BUCKETS_MS.iter().enumerate().map(|(i, b)| (i as f64, format!("<{}", bucket_label(*b)))).collect();
-        let series = self
-            .t_visibility
-            .iter()
+        let series = in_level_order(&self.t_visibility)
+            .into_iter()
             .map(|(level, buckets)| {
                 let points = buckets
                     .iter()
@@ -498,10 +497,13 @@ impl Report {
                 (level.clone(), points)
             })
             .collect();
+        // Zoom in: fresh fractions are close to 1, and the gaps are the point.
+        let lowest = self.t_visibility.values().flatten().map(|b| b.fresh as f64 / b.reads as f64).fold(1.0, f64::min);
         render_lines(&LineChart {
             title: "P(fresh read) by time since the newest acknowledged write".into(),
             x_ticks,
             x_max: (staleness::BUCKETS_MS.len() - 1) as f64,
+            y_min: ((lowest - 0.02) * 20.0).floor().max(0.0) / 20.0,
             y_max: 1.0,
             y_label: "P(fresh)".into(),
             shade: Vec::new(),
@@ -510,8 +512,9 @@ impl Report {
     }
 
     fn k_staleness_bars(&self) -> String {
-        let labels = ["0", "1", "2", "3", "4+"];
-        let levels: Vec<&String> = self.k_staleness.keys().collect();
+        // k = 0 (fresh) dwarfs the rest; the text report has it.
+        let labels = ["1", "2", "3", "4", "5+"];
+        let levels: Vec<&String> = in_level_order(&self.k_staleness).into_iter().map(|(l, _)| l).collect();
         let groups = labels
             .iter()
             .enumerate()
@@ -522,7 +525,8 @@ impl Report {
                     .map(|l| {
                         let ks = &self.k_staleness[*l];
                         let total: usize = ks.values().sum();
-                        let n: usize = ks.iter().filter(|(k, _)| if i == 4 { **k >= 4 } else { **k == i }).map(|(_, n)| n).sum();
+                        let k = i + 1;
+                        let n: usize = ks.iter().filter(|(x, _)| if k == 5 { **x >= 5 } else { **x == k }).map(|(_, n)| n).sum();
                         100.0 * n as f64 / total.max(1) as f64
                     })
                     .collect(),
@@ -531,13 +535,21 @@ impl Report {
         render(
             "k-staleness",
             &[Panel {
-                title: "reads that missed k writes".into(),
+                title: "reads that missed k acknowledged writes, % of reads".into(),
                 unit: "%".into(),
                 series: levels.iter().map(|l| l.to_string()).collect(),
                 groups,
             }],
         )
     }
+}
+
+/// Entries keyed by level name, ONE first, so every chart colours a level alike.
+fn in_level_order<V>(m: &BTreeMap<String, V>) -> Vec<(&String, &V)> {
+    let rank = |l: &str| ["ONE", "QUORUM", "ALL"].iter().position(|x| *x == l).unwrap_or(3);
+    let mut v: Vec<(&String, &V)> = m.iter().collect();
+    v.sort_by_key(|(l, _)| rank(l));
+    v
 }
 
 fn bucket_label(below_ms: u64) -> String {

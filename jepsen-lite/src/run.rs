@@ -116,7 +116,7 @@ pub async fn run(cfg: &RunConfig) -> Result<Report> {
         a.extend(node_args.iter().cloned());
         a
     };
-    let mut cluster = LocalCluster::start(&cfg.ringkv, &addrs, &nodes_dir, &extra, |m| say(m)).await?;
+    let mut cluster = LocalCluster::start(&cfg.ringkv, &addrs, &nodes_dir, &extra, say).await?;
     say(&format!("the {} nodes agree on the ring", cfg.nodes));
 
     let plan = schedule(cfg.seed, &cfg.kinds, cfg.nodes, cfg.duration);
