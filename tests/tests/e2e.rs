@@ -94,3 +94,39 @@ fn put_reads_stdin_and_scan_pages_through_a_prefix_without_deleted_keys() {
     let want: Vec<String> = (0..25).filter(|i| *i != 3).map(|i| format!("user:{i:02}")).collect();
     assert_eq!(keys, want, "every user: key once, in order, without the deleted one or other prefixes");
 }
+
+/// `ringkv demo --json` runs every chapter and reports what PACELC predicts.
+#[test]
+fn demo_shows_the_price_of_each_level_and_writes_its_chart() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("demo.svg");
+    let out = std::process::Command::new(ringkv_tests::process::ringkv_bin())
+        .args(["--json", "demo", "--ops", "40", "--svg"])
+        .arg(&svg)
+        .output()
+        .expect("run ringkv demo");
+    assert!(out.status.success(), "demo failed: {}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(r["latency"].as_array().unwrap().len(), 3, "{r}");
+    // Chapter 2: right after a write at ONE, a ONE read through the slow
+    // replica is mostly stale; QUORUM and ALL are always fresh.
+    for level in r["slow_replica"].as_array().unwrap() {
+        for point in level["fresh"].as_array().unwrap() {
+            let (fresh, reads) = (point["fresh_reads"].as_u64().unwrap(), point["reads"].as_u64().unwrap());
+            match (level["level"].as_str().unwrap(), point["wait_ms"].as_u64().unwrap()) {
+                ("ONE", 0) => assert!(fresh * 2 <= reads, "ONE at t=0: {fresh} of {reads} fresh"),
+                ("ONE", _) => {}
+                (other, wait) => assert_eq!(fresh, reads, "{other} at t={wait}ms"),
+            }
+        }
+    }
+    // Chapter 3: which side serves which level.
+    let part = &r["partition"];
+    assert_eq!(part[0]["minority"]["put"], "ok", "ONE on the minority side: {part}");
+    assert_eq!(part[1]["majority"]["put"], "ok", "QUORUM on the majority side: {part}");
+    assert_eq!(part[1]["minority"]["put"], "unav", "QUORUM on the minority side: {part}");
+    assert_eq!(part[2]["majority"]["get"], "unav", "ALL anywhere: {part}");
+    assert_eq!(r["read_repair"]["n3_after"], true);
+    let chart = std::fs::read_to_string(&svg).expect("the chart was written");
+    assert!(chart.starts_with("<svg") && chart.contains("P(fresh read)"));
+}
