@@ -1,4 +1,5 @@
-//! Generates the tonic/prost code for `ringkv/v1/*.proto`.
+//! Generates the tonic/prost code for `ringkv/v1/*.proto`, and for the
+//! slice of etcd's KV API that `ringkv bench --target etcd` speaks.
 //!
 //! `protoc` comes from the `protoc-bin-vendored` crate, so a fresh machine
 //! needs no system protoc; a `$PROTOC` set by the user wins.
@@ -9,7 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // environment concurrently.
         unsafe { std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?) };
     }
-    let files = ["ringkv/v1/kv.proto", "ringkv/v1/peer.proto", "ringkv/v1/admin.proto"];
+    let files = ["ringkv/v1/kv.proto", "ringkv/v1/peer.proto", "ringkv/v1/admin.proto", "etcd/kv.proto"];
     tonic_prost_build::configure().compile_protos(&files, &["."])?;
     for f in files {
         println!("cargo:rerun-if-changed={f}");

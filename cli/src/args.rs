@@ -17,8 +17,8 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
     /// Which node coordinates each request: endpoints (in the order given), round-robin,
-    /// weighted, least-outstanding, least-latency, sticky, token-aware, bounded-load,
-    /// dynamic-load, or zone-aware:ZONE.
+    /// weighted, least-outstanding, least-latency, sticky, token-aware, bounded-load
+    /// (ε = 0.25; bounded-load:EPS sets ε), dynamic-load, or zone-aware:ZONE.
     #[arg(long, global = true, env = "RINGKV_POLICY", default_value = "endpoints", value_parser = parse_policy)]
     pub policy: String,
     #[command(subcommand)]
@@ -37,10 +37,14 @@ fn parse_policy(s: &str) -> Result<String, String> {
         "bounded-load",
         "dynamic-load",
     ];
-    if NAMES.contains(&s) || s.strip_prefix("zone-aware:").is_some_and(|z| !z.is_empty()) {
+    let epsilon_ok = s.strip_prefix("bounded-load:").map(|e| e.parse::<f64>().is_ok_and(|e| e >= 0.0 && e.is_finite()));
+    if epsilon_ok == Some(false) {
+        return Err(format!("{s:?}: ε in bounded-load:EPS must be a number ≥ 0, e.g. bounded-load:0.25"));
+    }
+    if NAMES.contains(&s) || epsilon_ok == Some(true) || s.strip_prefix("zone-aware:").is_some_and(|z| !z.is_empty()) {
         Ok(s.to_string())
     } else {
-        Err(format!("unknown policy {s:?}; expected one of {}, or zone-aware:ZONE", NAMES.join(", ")))
+        Err(format!("unknown policy {s:?}; expected one of {}, bounded-load:EPS, or zone-aware:ZONE", NAMES.join(", ")))
     }
 }
 
@@ -355,6 +359,18 @@ pub enum Workload {
     Ping,
 }
 
+/// What `ringkv bench` measures.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+#[value(rename_all = "lower")]
+pub enum TargetKind {
+    /// This store, through the client and its --policy.
+    Ringkv,
+    /// etcd's v3 KV API at --endpoints (its client URLs).
+    Etcd,
+    /// A Redis server at --endpoints.
+    Redis,
+}
+
 /// Key popularity.
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 #[value(rename_all = "lower")]
@@ -365,6 +381,12 @@ pub enum Distribution {
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
+    /// The system to load: ringkv, or a peer for comparison (bench/compare.sh).
+    #[arg(long, value_enum, default_value = "ringkv")]
+    pub target: TargetKind,
+    /// etcd only: linearizable reads instead of serializable (member-local) ones.
+    #[arg(long)]
+    pub etcd_linearizable: bool,
     #[arg(long, value_enum, default_value = "a")]
     pub workload: Workload,
     #[arg(long, value_enum, default_value = "zipfian")]
@@ -396,4 +418,20 @@ pub struct BenchArgs {
     /// Write the keys first (not counted).
     #[arg(long)]
     pub load: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_parse_with_their_parameters_and_typos_are_refused() {
+        for ok in ["endpoints", "token-aware", "bounded-load", "bounded-load:0.5", "zone-aware:eu"] {
+            assert_eq!(parse_policy(ok), Ok(ok.to_string()));
+        }
+        assert!(parse_policy("bounded-load:-1").unwrap_err().contains("ε"));
+        assert!(parse_policy("bounded-load:x").unwrap_err().contains("ε"));
+        assert!(parse_policy("zone-aware:").unwrap_err().contains("unknown policy"));
+        assert!(parse_policy("token_aware").unwrap_err().contains("expected one of"));
+    }
 }

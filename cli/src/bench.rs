@@ -12,7 +12,9 @@
 //! - requests per coordinator node, and their skew (max / mean), read from
 //!   the receipts.
 //!
-//! Nodes are chosen by the client's `--policy`.
+//! Nodes are chosen by the client's `--policy`. `--target etcd` or
+//! `--target redis` runs the same loop against a peer system
+//! (`bench_target.rs`), so `bench/compare.sh` can put them side by side.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,10 +27,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution as _, Zipf};
-use ringkv_client::{Client, Level, Options};
 use serde_json::{json, Value};
 
-use crate::args::{BenchArgs, Distribution, Workload};
+use crate::args::{BenchArgs, Distribution, TargetKind, Workload};
+use crate::bench_target::Target;
 
 /// What the workers record.
 #[derive(Default)]
@@ -43,16 +45,28 @@ fn key(i: u64) -> String {
     format!("user{i:012}")
 }
 
-/// Runs the benchmark and prints the report.
-pub async fn run(a: BenchArgs, client: Client, json_mode: bool) -> Result<()> {
+/// Runs the benchmark against `endpoints` and prints the report.
+pub async fn run(a: BenchArgs, endpoints: &[String], policy: &str, json_mode: bool) -> Result<()> {
     if a.keys == 0 || a.concurrency == 0 {
         anyhow::bail!("--keys and --concurrency must be at least 1");
     }
+    if a.workload == Workload::Ping && a.target == TargetKind::Etcd {
+        anyhow::bail!("--workload ping has no etcd counterpart here; use it with --target ringkv or redis");
+    }
     let value = vec![b'x'; a.value_size];
-    // Every node, so that skew counts the ones no request reached.
-    let members: Vec<String> = client.status().await?.nodes.into_iter().filter(|n| n.state == "normal").map(|n| n.id).collect();
+    let (client, members) = if a.target == TargetKind::Ringkv {
+        let client = crate::commands::connect(endpoints, policy).await?;
+        // Every node, so that skew counts the ones no request reached.
+        let members: Vec<String> = client.status().await?.nodes.into_iter().filter(|n| n.state == "normal").map(|n| n.id).collect();
+        (Some(client), members)
+    } else {
+        (None, Vec::new())
+    };
+    let policy_name = client.as_ref().map_or(String::new(), |c| c.policy_name());
+    let target =
+        Arc::new(Target::connect(a.target, endpoints, client, a.read_level.into(), a.write_level.into(), a.etcd_linearizable).await?);
     if a.load {
-        load(&client, &a, &value, json_mode).await?;
+        load(&target, &a, &value, json_mode).await?;
     }
     let tally = Arc::new(Mutex::new(Tally {
         reads: Some(Histogram::new_with_bounds(1, 60_000_000, 3)?),
@@ -67,7 +81,7 @@ pub async fn run(a: BenchArgs, client: Client, json_mode: bool) -> Result<()> {
     let started = Instant::now();
     let mut workers = Vec::new();
     for w in 0..a.concurrency {
-        let (client, tally, done, value, a) = (client.clone(), tally.clone(), done.clone(), value.clone(), a.clone());
+        let (target, tally, done, value, a) = (target.clone(), tally.clone(), done.clone(), value.clone(), a.clone());
         workers.push(tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(0xbe7c4 + w as u64);
             let zipf = Zipf::new(a.keys as f64, 0.99).expect("valid zipf");
@@ -95,13 +109,11 @@ pub async fn run(a: BenchArgs, client: Client, json_mode: bool) -> Result<()> {
                 };
                 let t0 = Instant::now();
                 let (is_read, outcome) = if a.workload == Workload::Ping {
-                    (true, client.ping().await.map(|_| None))
+                    (true, target.ping().await)
                 } else if rng.random_bool(read_share) {
-                    let r = client.get(key(k).as_bytes(), Options::level(a.read_level.into())).await;
-                    (true, r.map(|r| r.receipt.map(|x| x.coordinator)))
+                    (true, target.read(key(k).as_bytes()).await)
                 } else {
-                    let r = client.put(key(k).as_bytes(), &value, None, Options::level(a.write_level.into())).await;
-                    (false, r.map(|r| r.receipt.map(|x| x.coordinator)))
+                    (false, target.write(key(k).as_bytes(), &value).await)
                 };
                 let us = t0.elapsed().as_micros().max(1) as u64;
                 let mut t = tally.lock().expect("tally lock");
@@ -113,7 +125,7 @@ pub async fn run(a: BenchArgs, client: Client, json_mode: bool) -> Result<()> {
                             *t.coordinators.entry(c).or_default() += 1;
                         }
                     }
-                    Err(e) => *t.errors.entry(e.kind().to_string()).or_default() += 1,
+                    Err(kind) => *t.errors.entry(kind).or_default() += 1,
                 }
             }
         }));
@@ -136,24 +148,25 @@ pub async fn run(a: BenchArgs, client: Client, json_mode: bool) -> Result<()> {
     progress.abort();
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
-    report(&a, &client, &tally.lock().expect("tally lock"), secs, json_mode);
+    report(&a, target.name(), &policy_name, &tally.lock().expect("tally lock"), secs, json_mode);
     Ok(())
 }
 
-async fn load(client: &Client, a: &BenchArgs, value: &[u8], json_mode: bool) -> Result<()> {
+/// Writes every key once, before the measured run.
+async fn load(target: &Arc<Target>, a: &BenchArgs, value: &[u8], json_mode: bool) -> Result<()> {
     let bar = if json_mode { ProgressBar::hidden() } else { ProgressBar::new(a.keys) };
     bar.set_style(ProgressStyle::with_template("loading {bar:40} {pos}/{len}")?);
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..a.concurrency.min(64) {
-        let (client, next, value, bar, keys) = (client.clone(), next.clone(), value.to_vec(), bar.clone(), a.keys);
+        let (target, next, value, bar, keys) = (target.clone(), next.clone(), value.to_vec(), bar.clone(), a.keys);
         tasks.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= keys {
                     return Ok::<_, anyhow::Error>(());
                 }
-                client.put(key(i).as_bytes(), &value, None, Options::level(Level::Quorum)).await?;
+                target.write(key(i).as_bytes(), &value).await.map_err(|kind| anyhow::anyhow!("loading key {i} failed: {kind}"))?;
                 bar.inc(1);
             }
         }));
@@ -170,7 +183,7 @@ fn percentiles(h: &Histogram<u64>) -> Value {
     json!({ "count": h.len(), "p50_ms": ms(0.5), "p95_ms": ms(0.95), "p99_ms": ms(0.99), "p999_ms": ms(0.999), "max_ms": h.max() as f64 / 1000.0 })
 }
 
-fn report(a: &BenchArgs, client: &Client, t: &Tally, secs: f64, json_mode: bool) {
+fn report(a: &BenchArgs, target: &str, policy: &str, t: &Tally, secs: f64, json_mode: bool) {
     let (reads, writes) = (t.reads.as_ref().expect("histogram"), t.writes.as_ref().expect("histogram"));
     let ok = reads.len() + writes.len();
     let counts: Vec<u64> = t.coordinators.values().copied().collect();
@@ -180,9 +193,10 @@ fn report(a: &BenchArgs, client: &Client, t: &Tally, secs: f64, json_mode: bool)
         *counts.iter().max().unwrap() as f64 * counts.len() as f64 / counts.iter().sum::<u64>() as f64
     };
     let value = json!({
+        "target": target,
         "workload": format!("{:?}", a.workload).to_lowercase(),
         "distribution": format!("{:?}", a.distribution).to_lowercase(),
-        "policy": client.policy_name(),
+        "policy": policy,
         "concurrency": a.concurrency,
         "seconds": secs,
         "ops": ok,
@@ -197,13 +211,7 @@ fn report(a: &BenchArgs, client: &Client, t: &Tally, secs: f64, json_mode: bool)
         println!("{value}");
         return;
     }
-    println!(
-        "workload {:?}, {:?} keys, policy {}, {} in flight, {secs:.1} s",
-        a.workload,
-        a.distribution,
-        client.policy_name(),
-        a.concurrency
-    );
+    println!("{target}: workload {:?}, {:?} keys, policy {policy}, {} in flight, {secs:.1} s", a.workload, a.distribution, a.concurrency);
     println!("{ok} ops, {:.0} ops/s, errors {:?}", ok as f64 / secs, t.errors);
     println!("{:<7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}", "op", "count", "p50 ms", "p95 ms", "p99 ms", "p99.9 ms", "max ms");
     for (name, h) in [("read", reads), ("write", writes)] {

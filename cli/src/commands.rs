@@ -59,9 +59,10 @@ fn policy(name: &str) -> Option<Box<dyn policy::Policy>> {
         "token-aware" => Box::new(policy::TokenAware::new(Box::new(policy::RoundRobin::default()))),
         "bounded-load" => Box::new(policy::BoundedLoad::new(0.25)),
         "dynamic-load" => Box::new(policy::DynamicLoad),
-        other => match other.strip_prefix("zone-aware:") {
-            Some(zone) => Box::new(policy::ZoneAware::new(zone, Box::new(policy::RoundRobin::default()))),
-            None => return None,
+        other => match (other.strip_prefix("zone-aware:"), other.strip_prefix("bounded-load:").map(str::parse::<f64>)) {
+            (Some(zone), _) => Box::new(policy::ZoneAware::new(zone, Box::new(policy::RoundRobin::default()))),
+            (_, Some(Ok(epsilon))) if epsilon >= 0.0 => Box::new(policy::BoundedLoad::new(epsilon)),
+            _ => return None,
         },
     })
 }

@@ -4,6 +4,7 @@
 
 mod args;
 mod bench;
+mod bench_target;
 mod commands;
 mod demo;
 mod output;
@@ -21,7 +22,7 @@ fn main() {
             Command::Serve(a) => serve::run(*a).await,
             Command::Cluster(a) => serve::cluster(a).await,
             Command::Demo(a) => demo::run(a, cli.json).await,
-            Command::Bench(a) => bench::run(a, commands::connect(&cli.endpoints, &cli.policy).await?, cli.json).await,
+            Command::Bench(a) => bench::run(a, &cli.endpoints, &cli.policy, cli.json).await,
             other => commands::run(other, &cli.endpoints, &cli.policy, cli.json).await,
         }
     });

@@ -7,3 +7,10 @@ pub mod v1 {
     #![allow(missing_docs, clippy::all)]
     tonic::include_proto!("ringkv.v1");
 }
+
+/// etcd's v3 `KV` service, Range and Put only (`etcd/kv.proto`), for
+/// benchmarking against etcd in the same run.
+pub mod etcd {
+    #![allow(missing_docs, clippy::all)]
+    tonic::include_proto!("etcdserverpb");
+}

@@ -79,3 +79,30 @@ fn bench_reports_throughput_percentiles_and_coordinator_skew_as_json() {
     assert_eq!(r["coordinators"].as_object().unwrap().len(), 3, "{r}");
     assert!(r["coordinator_skew"].as_f64().unwrap() >= 1.0);
 }
+
+/// Consistent hashing with bounded loads under a zipfian workload. Without a
+/// bound (ε huge), each key goes to its primary replica and the hot keys'
+/// primaries take most requests. With ε = 0.25 every node's in-flight
+/// requests are capped at ⌈(1+ε)(m+1)/n⌉ for m in flight on n nodes, so the
+/// coordinator counts stay within that cap over the mean (→ 1+ε as m grows).
+#[test]
+fn bounded_load_keeps_coordinator_skew_within_its_cap_under_zipfian_load() {
+    let root = tempfile::tempdir().unwrap();
+    let nodes = cluster(root.path(), 5, &[]);
+    let all: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    let (in_flight, n, epsilon) = (64.0, 5.0, 0.25);
+    let skew = |policy: &str| {
+        let args = ["--policy", policy, "bench", "--workload", "c", "--keys", "50", "--ops", "6000", "--concurrency", "64", "--json"];
+        let out = ringkv_tests::process::cli(&all.join(","), &args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(r["errors"], serde_json::json!({}), "{r}");
+        eprintln!("{policy}: coordinators {} skew {:.2}", r["coordinators"], r["coordinator_skew"]);
+        r["coordinator_skew"].as_f64().unwrap()
+    };
+    let cap: f64 = ((1.0 + epsilon) * (in_flight + 1.0) / n as f64).ceil() / (in_flight / n);
+    let (hot, bounded) = (skew("bounded-load:1000"), skew("bounded-load:0.25"));
+    assert!(hot > 1.5, "zipfian keys concentrate plain consistent hashing: skew {hot:.2}");
+    assert!(bounded <= cap, "bounded-load skew {bounded:.2} exceeds its cap {cap:.2} (1 + ε = {})", 1.0 + epsilon);
+    assert!(bounded < hot, "bounded loads ({bounded:.2}) spread more than plain consistent hashing ({hot:.2})");
+}
