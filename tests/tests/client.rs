@@ -100,7 +100,7 @@ fn bounded_load_keeps_coordinator_skew_within_its_cap_under_zipfian_load() {
         eprintln!("{policy}: coordinators {} skew {:.2}", r["coordinators"], r["coordinator_skew"]);
         r["coordinator_skew"].as_f64().unwrap()
     };
-    let cap: f64 = ((1.0 + epsilon) * (in_flight + 1.0) / n as f64).ceil() / (in_flight / n);
+    let cap: f64 = ((1.0 + epsilon) * (in_flight + 1.0) / n).ceil() / (in_flight / n);
     let (hot, bounded) = (skew("bounded-load:1000"), skew("bounded-load:0.25"));
     assert!(hot > 1.5, "zipfian keys concentrate plain consistent hashing: skew {hot:.2}");
     assert!(bounded <= cap, "bounded-load skew {bounded:.2} exceeds its cap {cap:.2} (1 + ε = {})", 1.0 + epsilon);
