@@ -90,7 +90,7 @@ fn bounded_load_keeps_coordinator_skew_within_its_cap_under_zipfian_load() {
     let root = tempfile::tempdir().unwrap();
     let nodes = cluster(root.path(), 5, &[]);
     let all: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
-    let (in_flight, n, epsilon) = (64.0, 5.0, 0.25);
+    let (in_flight, n, epsilon): (f64, f64, f64) = (64.0, 5.0, 0.25);
     let skew = |policy: &str| {
         let args = ["--policy", policy, "bench", "--workload", "c", "--keys", "50", "--ops", "6000", "--concurrency", "64", "--json"];
         let out = ringkv_tests::process::cli(&all.join(","), &args);
