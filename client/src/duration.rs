@@ -5,6 +5,12 @@ use std::time::Duration;
 
 /// Parses `500ms`, `2s`, `1.5m` or a bare number of milliseconds. Zero
 /// and negative durations are rejected.
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(ringkv_client::parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+/// assert!(ringkv_client::parse_duration("soon").is_err());
+/// ```
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {

@@ -4,6 +4,20 @@
 use tonic::Code;
 
 /// What went wrong with a request, by what the caller should do about it.
+///
+/// The node tags each error with `x-ringkv-kind` metadata; the client maps
+/// it back:
+///
+/// ```
+/// use ringkv_client::Error;
+/// let mut status = tonic::Status::unavailable("QUORUM needs 2 replicas but only 1 are alive");
+/// status.metadata_mut().insert("x-ringkv-kind", "unavailable".parse().unwrap());
+/// status.metadata_mut().insert("x-ringkv-required", "2".parse().unwrap());
+/// let e = Error::from(status);
+/// assert!(matches!(e, Error::Unavailable { required: 2, .. }));
+/// assert_eq!(e.kind(), "unavailable");
+/// assert!(e.is_retryable(), "nothing was written; retry later or at a lower level");
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Too few replicas alive for the level; nothing was written. Retry

@@ -1,13 +1,34 @@
 //! The ringkv Rust client.
 //!
-//! ```no_run
-//! # async fn example() -> Result<(), ringkv_client::Error> {
-//! use ringkv_client::{Client, Level, Options};
-//! let client = Client::connect(["127.0.0.1:7101"]).await?;
+//! ```
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # // A one-node cluster in this process, so the example runs as a test.
+//! # let dir = tempfile::tempdir()?;
+//! # let addr = format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port());
+//! # let config = ringkv_node::Config { listen: addr.clone(), seeds: vec![addr.clone()], data_dir: dir.path().into(),
+//! #     replication_factor: 1, storage: "memory".into(), ..Default::default() };
+//! # let stop = tokio_util::sync::CancellationToken::new();
+//! # tokio::spawn(ringkv_node::run(config.clone(), ringkv_node::Env::real(&config), stop.clone()));
+//! use ringkv_client::{policy, Client, Level, Options};
+//!
+//! // Endpoints tried in the order given:
+//! let client = Client::connect([addr.as_str()]).await?;
+//! # let t0 = std::time::Instant::now();
+//! # while client.ping().await.is_err() && t0.elapsed().as_secs() < 10 { tokio::time::sleep(std::time::Duration::from_millis(20)).await; }
 //! let put = client.put(b"user:1", b"ada", None, Options::level(Level::Quorum)).await?;
 //! let got = client.get(b"user:1", Options::level(Level::One)).await?;
 //! assert_eq!(got.siblings[0].value, b"ada");
-//! println!("read answered by {} replicas", put.receipt.unwrap().acked);
+//! assert_eq!(put.receipt.unwrap().acked, 1, "one replica in this one-node cluster");
+//!
+//! // Or discover the cluster and route each request to a replica of its key:
+//! let routed = Client::builder()
+//!     .endpoints([addr.as_str()])
+//!     .policy(Box::new(policy::TokenAware::new(Box::new(policy::LeastOutstanding))))
+//!     .build()
+//!     .await?;
+//! let got = routed.get(b"user:1", Options::level(Level::One)).await?;
+//! assert_eq!(got.receipt.unwrap().forwarded_from, "", "no forwarding hop");
+//! # stop.cancel();
 //! # Ok(()) }
 //! ```
 //!
@@ -17,9 +38,10 @@
 //! means nothing was written; `Indeterminate` means the write may have
 //! landed.
 //!
-//! Routing here is simple: endpoints are tried in order, and one is skipped
-//! only when it cannot be reached. The load-balancing policies come with the
-//! client-library issue.
+//! Routing: [`Client::connect`] tries endpoints in order and skips one only
+//! when it cannot be reached; [`Client::builder`] with a [`policy`]
+//! discovers the ring, health-checks every node over `grpc.health.v1`, and
+//! lets the policy pick the coordinator of each request.
 #![warn(missing_docs)]
 
 mod duration;
@@ -49,6 +71,16 @@ pub use pb::ReadRepair;
 const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
 /// Per-request options.
+///
+/// ```
+/// use std::time::Duration;
+/// use ringkv_client::{Level, Options, ReadRepair};
+/// let quick = Options::level(Level::One);
+/// let careful = Options { level: Level::All, read_repair: ReadRepair::Blocking, timeout: Some(Duration::from_millis(300)), sloppy: false };
+/// assert_eq!(quick.level, Level::One);
+/// assert_eq!(careful.timeout, Some(Duration::from_millis(300)));
+/// assert_eq!(Options::default().level, Level::Unspecified, "the node's default (QUORUM)");
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Options {
     /// Consistency level; unspecified means the node default (QUORUM).
@@ -372,6 +404,17 @@ impl Client {
 }
 
 /// The newest live sibling by HLC: last-writer-wins resolution.
+///
+/// ```
+/// use ringkv_client::{lww, pb};
+/// let at = |wall_ms, node: &str| Some(pb::Hlc { wall_ms, logical: 0, node: node.into() });
+/// let siblings = vec![
+///     pb::Sibling { value: b"old".to_vec(), tombstone: false, hlc: at(1_000, "n1") },
+///     pb::Sibling { value: b"new".to_vec(), tombstone: false, hlc: at(2_000, "n2") },
+/// ];
+/// assert_eq!(lww(&siblings).unwrap().value, b"new");
+/// assert!(lww(&[]).is_none());
+/// ```
 pub fn lww(siblings: &[pb::Sibling]) -> Option<&pb::Sibling> {
     siblings.iter().max_by(|a, b| {
         let key = |s: &pb::Sibling| s.hlc.as_ref().map(|h| (h.wall_ms, h.logical, h.node.clone()));

@@ -18,6 +18,25 @@
 //! | dynamic load | [`DynamicLoad`] (gossiped load figures) |
 //! | geography | [`ZoneAware`] |
 //! | content-based (layer 7) | [`ContentBased`] (rules on key prefix and kind) |
+//!
+//! Policies are pure, so they can be tried on a hand-made view:
+//!
+//! ```
+//! use ringkv_client::policy::{BoundedLoad, NodeView, OpKind, Policy, Request, RoundRobin, TokenAware, View};
+//! let node = |id: &str| NodeView { id: id.into(), zone: "z".into(), healthy: true, outstanding: 0, ewma_us: 500.0, weight: 1, load: 0 };
+//! // Three nodes, four tokens each, every key on two of them.
+//! let tokens = (0..12u64).map(|i| (i * (u64::MAX / 12), (i % 3) as usize)).collect();
+//! let mut view = View::new(vec![node("n1"), node("n2"), node("n3")], tokens, 2);
+//! let req = Request { key: b"user:1", kind: OpKind::Read, client_id: "me" };
+//!
+//! let replicas = view.replicas(b"user:1");
+//! let token_aware = TokenAware::new(Box::new(RoundRobin::default()));
+//! assert!(replicas.contains(&token_aware.order(&req, &view)[0]), "a replica coordinates: no forwarding hop");
+//!
+//! // The owner has 10 requests in flight, over (1 + 0.25) x the mean: skip it.
+//! view.nodes[replicas[0]].outstanding = 10;
+//! assert_ne!(BoundedLoad::new(0.25).order(&req, &view)[0], replicas[0]);
+//! ```
 
 mod bounded_load;
 mod content;
