@@ -313,7 +313,9 @@ impl Store {
                 _ = shutdown.cancelled() => break,
                 _ = self.kick.notified() => {}
             }
-            tokio::time::sleep(self.window).await;
+            if !self.window.is_zero() {
+                tokio::time::sleep(self.window).await;
+            }
             let covered = self.written.load(Ordering::SeqCst);
             if covered <= *self.synced.borrow() {
                 continue;
