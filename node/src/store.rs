@@ -16,7 +16,8 @@
 //! awaits [`Store::durable`] before it acknowledges:
 //! - `fsync`: one engine sync per write.
 //! - `group`: the group-commit task syncs every `group_commit_ms`, and the
-//!   waiters whose writes it covered wake together.
+//!   waiters whose writes it covered wake together. A write that waits
+//!   alone is synced at once, so light load does not pay the window.
 //! - `none`: no wait.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -302,7 +303,8 @@ impl Store {
     }
 
     /// The group-commit loop: after a kick, wait one window so more writes
-    /// join, sync once, and release every write the sync covered.
+    /// join (unless only one write is waiting), sync once, and release every
+    /// write the sync covered.
     pub async fn run_group_commit(self: Arc<Self>, shutdown: CancellationToken) {
         if self.mode != Durability::Group {
             return;
@@ -313,7 +315,9 @@ impl Store {
                 _ = shutdown.cancelled() => break,
                 _ = self.kick.notified() => {}
             }
-            if !self.window.is_zero() {
+            // A lone waiter is synced at once; with company, wait one window
+            // so more writes join the same sync.
+            if !self.window.is_zero() && self.synced.receiver_count() > 1 {
                 tokio::time::sleep(self.window).await;
             }
             let covered = self.written.load(Ordering::SeqCst);
