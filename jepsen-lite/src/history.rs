@@ -54,7 +54,8 @@ pub struct Detail {
     /// Replicas a read found stale.
     #[serde(default)]
     pub stale: u32,
-    /// The newest sibling's HLC (`wall_ms.logical@node`), for a put or a read.
+    /// A read's newest sibling HLC (`wall_ms.logical@node`), or a put's
+    /// returned causal context (base64).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub version: String,
     /// The error, for a failed or indeterminate operation.

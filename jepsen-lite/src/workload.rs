@@ -14,6 +14,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use ringkv_client::{lww, pb, Client, Error, Level, Options};
@@ -96,7 +97,11 @@ pub async fn put(client: &Client, rec: &Recorder, id: usize, key: &str, value: &
     let opts = Options { level: level.0, timeout: Some(timeout.mul_f64(0.8)), ..Default::default() };
     let result = tokio::time::timeout(timeout, client.put(key.as_bytes(), value.as_bytes(), None, opts)).await;
     let (outcome, detail) = match result {
-        Ok(Ok(r)) => (Outcome::Ok, receipt_detail(r.receipt.as_ref())),
+        Ok(Ok(r)) => {
+            // A put's version is the causal context it returned.
+            let version = base64::engine::general_purpose::STANDARD.encode(&r.context);
+            (Outcome::Ok, Detail { version, ..receipt_detail(r.receipt.as_ref()) })
+        }
         Ok(Err(e)) => (write_outcome(&e), Detail { error: format!("{}: {e}", e.kind()), ..Default::default() }),
         Err(_) => (Outcome::Info, Detail { error: "client timeout".into(), ..Default::default() }),
     };
