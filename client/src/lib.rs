@@ -355,6 +355,69 @@ impl Client {
         .await
     }
 
+    /// Writes a value that supersedes exactly what the read behind
+    /// `context` saw (siblings written concurrently survive beside it).
+    /// Never retried on another node unless the connection was refused.
+    pub async fn put_with_context(&self, key: &[u8], value: &[u8], context: Vec<u8>, opts: Options) -> Result<pb::PutResponse, Error> {
+        self.put(key, value, Some(context), opts).await
+    }
+
+    /// Reads `key` and, when it has concurrent siblings, writes back
+    /// `merge(siblings)` with the read's context, so the merged value
+    /// replaces them. Returns the value now stored (`None` when the key is
+    /// absent), and whether a merge was written.
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let addr = format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port());
+    /// # let config = ringkv_node::Config { listen: addr.clone(), seeds: vec![addr.clone()], data_dir: dir.path().into(),
+    /// #     replication_factor: 1, storage: "memory".into(), ..Default::default() };
+    /// # let stop = tokio_util::sync::CancellationToken::new();
+    /// # tokio::spawn(ringkv_node::run(config.clone(), ringkv_node::Env::real(&config), stop.clone()));
+    /// # let client = ringkv_client::Client::connect([addr.as_str()]).await?;
+    /// # let t0 = std::time::Instant::now();
+    /// # while client.ping().await.is_err() && t0.elapsed().as_secs() < 10 { tokio::time::sleep(std::time::Duration::from_millis(20)).await; }
+    /// use ringkv_client::{Level, Options};
+    /// let opts = Options::level(Level::Quorum);
+    /// client.put(b"cart", b"milk", None, opts).await?;
+    /// let ctx = client.get(b"cart", opts).await?.context;
+    /// // Two writers update the same version concurrently: siblings.
+    /// client.put_with_context(b"cart", b"milk,eggs", ctx.clone(), opts).await?;
+    /// client.put_with_context(b"cart", b"milk,bread", ctx, opts).await?;
+    /// assert_eq!(client.get(b"cart", opts).await?.siblings.len(), 2);
+    /// // Merge them as a set union, written back with the context.
+    /// let union = |siblings: &[ringkv_client::pb::Sibling]| {
+    ///     let mut items: Vec<String> = siblings.iter().flat_map(|s| String::from_utf8_lossy(&s.value).split(',').map(String::from).collect::<Vec<_>>()).collect();
+    ///     items.sort();
+    ///     items.dedup();
+    ///     items.join(",").into_bytes()
+    /// };
+    /// let (value, merged) = client.resolve(b"cart", opts, union).await?;
+    /// assert!(merged);
+    /// assert_eq!(value.as_deref(), Some(&b"bread,eggs,milk"[..]));
+    /// assert_eq!(client.get(b"cart", opts).await?.siblings.len(), 1);
+    /// # stop.cancel();
+    /// # Ok(()) }
+    /// ```
+    pub async fn resolve(
+        &self,
+        key: &[u8],
+        opts: Options,
+        merge: impl FnOnce(&[pb::Sibling]) -> Vec<u8>,
+    ) -> Result<(Option<Vec<u8>>, bool), Error> {
+        let got = self.get(key, opts).await?;
+        match got.siblings.len() {
+            0 => Ok((None, false)),
+            1 => Ok((Some(got.siblings[0].value.clone()), false)),
+            _ => {
+                let value = merge(&got.siblings);
+                self.put_with_context(key, &value, got.context, opts).await?;
+                Ok((Some(value), true))
+            }
+        }
+    }
+
     /// Deletes a key (writes a tombstone).
     pub async fn delete(&self, key: &[u8], context: Option<Vec<u8>>, opts: Options) -> Result<pb::DeleteResponse, Error> {
         let blind = context.is_none();
