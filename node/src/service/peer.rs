@@ -16,6 +16,7 @@ use crate::node::Shared;
 use crate::quorum::Level;
 use crate::record;
 use crate::ring::token_of;
+use crate::store::Ticket;
 use crate::version::DvvSet;
 
 /// Largest page for `FetchRange` and `ScanLocal`.
@@ -41,10 +42,10 @@ fn page(limit: u32) -> usize {
     }
 }
 
-#[tonic::async_trait]
-impl pb::peer_server::Peer for PeerService {
-    async fn replicate(&self, req: Request<pb::ReplicateRequest>) -> Result<Response<pb::ReplicateResponse>, Status> {
-        let req = req.into_inner();
+impl PeerService {
+    /// Checks a replicated version's clock and merges it; returns the
+    /// ticket to wait on for durability.
+    fn merge_replica(&self, req: pb::ReplicateRequest) -> Result<Ticket, Error> {
         let incoming: DvvSet = record::decode(&req.key, &req.version)
             .map_err(|e| Error::InvalidArgument(format!("replica from {} did not decode: {e}", req.from)))?;
         if let Some(ts) = incoming.max_hlc() {
@@ -52,9 +53,41 @@ impl pb::peer_server::Peer for PeerService {
                 tracing::warn!(node = %self.s.config.id, peer = %req.from, error = %e, "rejected a write from a skewed clock");
             })?;
         }
-        let (_, ticket) = self.s.store.merge(&req.key, &incoming)?;
+        Ok(self.s.store.merge(&req.key, &incoming)?.1)
+    }
+}
+
+#[tonic::async_trait]
+impl pb::peer_server::Peer for PeerService {
+    async fn replicate(&self, req: Request<pb::ReplicateRequest>) -> Result<Response<pb::ReplicateResponse>, Status> {
+        let ticket = self.merge_replica(req.into_inner())?;
         self.s.store.durable(ticket).await?;
         Ok(Response::new(pb::ReplicateResponse {}))
+    }
+
+    async fn replicate_batch(&self, req: Request<pb::ReplicateBatchRequest>) -> Result<Response<pb::ReplicateBatchResponse>, Status> {
+        // Merge every item first, then wait for durability together, so one
+        // group commit covers the whole batch.
+        let merged: Vec<Result<Ticket, Error>> = req.into_inner().items.into_iter().map(|item| self.merge_replica(item)).collect();
+        let durable = merged.into_iter().map(|m| async move {
+            match m {
+                Ok(ticket) => self.s.store.durable(ticket).await,
+                Err(e) => Err(e),
+            }
+        });
+        let results = futures::future::join_all(durable)
+            .await
+            .into_iter()
+            .map(|r| match r {
+                Ok(()) => pb::ItemResult::default(),
+                Err(e) => {
+                    let kind = e.kind().to_string();
+                    let status = Status::from(e);
+                    pb::ItemResult { code: status.code() as i32, kind, message: status.message().to_string() }
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::ReplicateBatchResponse { results }))
     }
 
     async fn read(&self, req: Request<pb::ReadRequest>) -> Result<Response<pb::ReadResponse>, Status> {
