@@ -130,3 +130,29 @@ fn demo_shows_the_price_of_each_level_and_writes_its_chart() {
     let chart = std::fs::read_to_string(&svg).expect("the chart was written");
     assert!(chart.starts_with("<svg") && chart.contains("P(fresh read)"));
 }
+
+/// `ringkv fault clock` steps a node's clock; the node refuses to stamp
+/// writes from the very next one, and takes them again once the clock is
+/// back and gossip has compared it with its peers.
+#[test]
+fn a_clock_step_is_refused_at_once_and_recovered_from() {
+    let root = tempfile::tempdir().unwrap();
+    let nodes = cluster(root.path(), 3, &["--gossip-interval-ms", "300"]);
+    let (n1, n2) = (nodes[0].addr.clone(), nodes[1].addr.clone());
+    let r = cli_json(&n1, &["fault", "clock", "--node", "n2", "--offset-ms", "5000"]);
+    assert_eq!(r["offset_ms"], 5000, "{r}");
+    let out = cli(&n2, &["put", "k", "v", "-c", "one"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    // Refused by the step watch, or, once gossip has resampled the peers,
+    // by the comparison with them: either way, not stamped.
+    assert!(err.contains("clock skew") && (err.contains("stepped by") || err.contains("off most of its peers")), "{err}");
+    cli_json(&n1, &["put", "k", "v", "-c", "quorum"]);
+
+    cli_json(&n1, &["fault", "clock", "--node", "n2", "--offset-ms", "0"]);
+    wait_until("n2 stamps writes again", Duration::from_secs(20), || cli(&n2, &["put", "k", "w", "-c", "one"]).status.success());
+
+    let out = cli(&n1, &["fault", "clock", "--node", "n9", "--offset-ms", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown node \"n9\""));
+}
