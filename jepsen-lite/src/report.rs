@@ -318,6 +318,24 @@ impl Report {
             let cells: Vec<String> = ks.iter().take(6).map(|(k, n)| format!("k={k}: {n}")).collect();
             let _ = writeln!(t, "  {level:<7} {} (of {total})", cells.join(", "));
         }
+        let _ = writeln!(t);
+        t.push_str(&self.convergence_and_linearizability());
+        let _ = writeln!(t, "\ncheckers:");
+        for ch in &self.checks {
+            let _ = writeln!(t, "  [{}] {}", if ch.passed { "pass" } else { "FAIL" }, ch.name);
+            for e in ch.examples.iter().take(5) {
+                let _ = writeln!(t, "         {e}");
+            }
+            if ch.violations > 5 {
+                let _ = writeln!(t, "         ... {} violations in all (report.json lists {})", ch.violations, ch.examples.len());
+            }
+        }
+        let _ = writeln!(t, "\n{}", self.summary());
+        t
+    }
+
+    /// The convergence line and the linearizability table, as text.
+    fn convergence_and_linearizability(&self) -> String {
         let c = &self.convergence;
         let conv = match (c.passive_ms, c.after_repair_ms) {
             (Some(ms), _) => {
@@ -330,22 +348,11 @@ impl Report {
             ),
             (None, None) => "did not converge".into(),
         };
-        let _ = writeln!(t, "\nconvergence: {conv}");
+        let mut t = format!("convergence: {conv}\n");
         let _ = writeln!(t, "\nlinearizability per read level (diagnostic; key segments linearizable / violating / unknown):");
         for (level, r) in &self.linearizability {
             let _ = writeln!(t, "  {level:<7} {} / {} / {}", r.linearizable, r.violations, r.unknown);
         }
-        let _ = writeln!(t, "\ncheckers:");
-        for ch in &self.checks {
-            let _ = writeln!(t, "  [{}] {}", if ch.passed { "pass" } else { "FAIL" }, ch.name);
-            for e in ch.examples.iter().take(5) {
-                let _ = writeln!(t, "         {e}");
-            }
-            if ch.violations > 5 {
-                let _ = writeln!(t, "         ... {} violations in all (report.json lists {})", ch.violations, ch.examples.len());
-            }
-        }
-        let _ = writeln!(t, "\n{}", self.summary());
         t
     }
 
@@ -397,10 +404,7 @@ impl Report {
         body.push_str("<h2>k-staleness</h2>");
         body.push_str(&self.k_staleness_bars());
         body.push_str("<h2>Convergence and linearizability</h2><pre>");
-        let text = self.text();
-        let conv: Vec<&str> =
-            text.lines().skip_while(|l| !l.starts_with("convergence")).take_while(|l| !l.starts_with("checkers")).collect();
-        body.push_str(&esc(&conv.join("\n")));
+        body.push_str(&esc(&self.convergence_and_linearizability()));
         body.push_str("</pre>");
         for (level, r) in &self.linearizability {
             for e in &r.examples {

@@ -234,12 +234,12 @@ impl RootsView {
 }
 
 /// Compares every range's Merkle root across the nodes that hold it.
-async fn roots(addrs: &[String]) -> RootsView {
+async fn roots(client: &Client, addrs: &[String]) -> RootsView {
     let mut view = RootsView::default();
     let mut by_range: BTreeMap<(u64, u64), BTreeSet<Vec<u8>>> = BTreeMap::new();
     for addr in addrs {
         let answer = async {
-            let mut admin = Client::connect([addr]).await?.admin(addr)?;
+            let mut admin = client.admin(addr)?;
             anyhow::Ok(admin.roots(pb::RootsRequest {}).await?.into_inner())
         };
         match answer.await {
@@ -260,10 +260,12 @@ async fn roots(addrs: &[String]) -> RootsView {
 /// Times convergence after the heal at `healed`.
 async fn converge(addrs: &[String], healed: Instant, passive_wait: Duration) -> Result<Convergence> {
     let mut c = Convergence { passive_wait_ms: passive_wait.as_millis() as u64, ..Default::default() };
+    // One set of connections for every poll and repair.
+    let client = Client::connect(addrs).await?;
     say(&format!("waiting up to {} s for the replicas to converge on their own", passive_wait.as_secs()));
     let mut last = RootsView::default();
     while healed.elapsed() < passive_wait {
-        last = roots(addrs).await;
+        last = roots(&client, addrs).await;
         if last.agree() {
             c.passive_ms = Some(healed.elapsed().as_millis() as u64);
             return Ok(c);
@@ -277,12 +279,12 @@ async fn converge(addrs: &[String], healed: Instant, passive_wait: Duration) -> 
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
         for addr in addrs {
-            let mut admin = Client::connect([addr]).await?.admin(addr)?;
+            let mut admin = client.admin(addr)?;
             if let Err(e) = admin.repair(pb::RepairRequest::default()).await {
                 say(&format!("repair on {addr} failed: {}", e.message()));
             }
         }
-        if roots(addrs).await.agree() {
+        if roots(&client, addrs).await.agree() {
             c.after_repair_ms = Some(healed.elapsed().as_millis() as u64);
             break;
         }

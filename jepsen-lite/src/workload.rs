@@ -65,6 +65,12 @@ impl Recorder {
     pub fn now_ms(&self) -> u64 {
         self.start.elapsed().as_millis() as u64
     }
+
+    /// Records an operation invoked at `invoke_ms` that completes now.
+    fn record(&self, client: usize, key: &str, kind: Kind, level: usize, invoke_ms: u64, (outcome, detail): (Outcome, Detail)) {
+        let op = Op { client, key: key.into(), kind, level, invoke_ms, complete_ms: self.now_ms(), outcome, detail };
+        self.ops.lock().expect("lock").push(op);
+    }
 }
 
 fn hlc(s: &pb::Sibling) -> String {
@@ -105,17 +111,7 @@ pub async fn put(client: &Client, rec: &Recorder, id: usize, key: &str, value: &
         Ok(Err(e)) => (write_outcome(&e), Detail { error: format!("{}: {e}", e.kind()), ..Default::default() }),
         Err(_) => (Outcome::Info, Detail { error: "client timeout".into(), ..Default::default() }),
     };
-    let op = Op {
-        client: id,
-        key: key.into(),
-        kind: Kind::Put { value: value.into() },
-        level: level.1,
-        invoke_ms,
-        complete_ms: rec.now_ms(),
-        outcome,
-        detail,
-    };
-    rec.ops.lock().expect("lock").push(op);
+    rec.record(id, key, Kind::Put { value: value.into() }, level.1, invoke_ms, (outcome, detail));
 }
 
 /// One get, recorded.
@@ -134,17 +130,7 @@ pub async fn get(client: &Client, rec: &Recorder, id: usize, key: &str, level: (
         Err(_) => (Outcome::Fail, Vec::new(), Detail { error: "client timeout".into(), ..Default::default() }),
     };
     let ok = outcome == Outcome::Ok;
-    let op = Op {
-        client: id,
-        key: key.into(),
-        kind: Kind::Get { values: values.clone() },
-        level: level.1,
-        invoke_ms,
-        complete_ms: rec.now_ms(),
-        outcome,
-        detail,
-    };
-    rec.ops.lock().expect("lock").push(op);
+    rec.record(id, key, Kind::Get { values: values.clone() }, level.1, invoke_ms, (outcome, detail));
     ok.then_some(values)
 }
 

@@ -99,13 +99,9 @@ impl Peers {
         Ok(c)
     }
 
-    /// Sends one message to peer `id` through the fault layer, within
-    /// `timeout`, and records whether the peer answered.
-    async fn call<T, F, Fut>(&self, id: &str, timeout: Duration, f: F) -> Result<T>
-    where
-        F: FnOnce(PbPeerClient<Channel>) -> Fut,
-        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
-    {
+    /// Looks up peer `id`'s address and passes one message through the
+    /// fault layer: fails it, or waits out its delay.
+    async fn admit(&self, id: &str) -> Result<String> {
         let peer_err = |reason: String| Error::Peer { peer: id.to_string(), reason };
         let addr = self.membership.member(id).map(|m| m.address).ok_or_else(|| peer_err("not a known member".into()))?;
         match self.faults.check(id) {
@@ -116,6 +112,17 @@ impl Peers {
             Verdict::Send(delay) if !delay.is_zero() => tokio::time::sleep(delay).await,
             Verdict::Send(_) => {}
         }
+        Ok(addr)
+    }
+
+    /// Sends one message to peer `id` through the fault layer, within
+    /// `timeout`, and records whether the peer answered.
+    async fn call<T, F, Fut>(&self, id: &str, timeout: Duration, f: F) -> Result<T>
+    where
+        F: FnOnce(PbPeerClient<Channel>) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let addr = self.admit(id).await?;
         let client = self.client(&addr)?;
         let result = tokio::time::timeout(timeout.min(self.timeout), f(client.rpc)).await;
         match result {
@@ -124,14 +131,8 @@ impl Peers {
                 Ok(resp.into_inner())
             }
             Ok(Err(status)) => {
-                // An error the peer's own code raised means the peer is alive.
-                let from_node = status.metadata().contains_key(KIND_HEADER);
-                // Only a refused or broken connection marks the peer unreachable.
-                let unreachable = !from_node && status.code() == Code::Unavailable;
-                if unreachable || from_node {
-                    self.membership.set_reachable(id, !unreachable);
-                }
-                Err(if from_node { Error::Forwarded(status) } else { status_to_error(id, status) })
+                record_failure(&self.membership, id, &status);
+                Err(status_error(id, status))
             }
             // A timeout is not proof of death (latency jitter, a slow peer):
             // the failure detector decides.
@@ -145,15 +146,7 @@ impl Peers {
     /// own item in the batch call.
     pub async fn replicate(&self, id: &str, key: &[u8], version: Vec<u8>, from: &str, timeout: Duration) -> Result<()> {
         let peer_err = |reason: String| Error::Peer { peer: id.to_string(), reason };
-        let addr = self.membership.member(id).map(|m| m.address).ok_or_else(|| peer_err("not a known member".into()))?;
-        match self.faults.check(id) {
-            Verdict::Fail(reason) => {
-                self.membership.set_reachable(id, false);
-                return Err(peer_err(reason.into()));
-            }
-            Verdict::Send(delay) if !delay.is_zero() => tokio::time::sleep(delay).await,
-            Verdict::Send(_) => {}
-        }
+        let addr = self.admit(id).await?;
         let queue = self.batcher(id, &addr)?;
         let (reply, outcome) = oneshot::channel();
         let req = pb::ReplicateRequest { key: key.to_vec(), version, from: from.to_string() };
@@ -289,6 +282,27 @@ impl Peers {
     }
 }
 
+/// Updates `id`'s reachability after a failed call: an error the peer's
+/// own code raised means it is alive; only a refused or broken connection
+/// marks it unreachable.
+fn record_failure(membership: &Membership, id: &str, status: &tonic::Status) {
+    let from_node = status.metadata().contains_key(KIND_HEADER);
+    let unreachable = !from_node && status.code() == Code::Unavailable;
+    if unreachable || from_node {
+        membership.set_reachable(id, !unreachable);
+    }
+}
+
+/// The error a failed call to `id` returns: the peer's own error passed
+/// through unchanged, or a transport failure.
+fn status_error(id: &str, status: tonic::Status) -> Error {
+    if status.metadata().contains_key(KIND_HEADER) {
+        Error::Forwarded(status)
+    } else {
+        status_to_error(id, status)
+    }
+}
+
 fn status_to_error(peer: &str, status: tonic::Status) -> Error {
     match status.code() {
         Code::InvalidArgument => Error::InvalidArgument(status.message().to_string()),
@@ -332,14 +346,9 @@ async fn run_batcher(
                     }
                 }
                 Ok(Err(status)) => {
-                    let from_node = status.metadata().contains_key(KIND_HEADER);
-                    let unreachable = !from_node && status.code() == Code::Unavailable;
-                    if unreachable || from_node {
-                        membership.set_reachable(&id, !unreachable);
-                    }
+                    record_failure(&membership, &id, &status);
                     for reply in replies {
-                        let e = if from_node { Error::Forwarded(status.clone()) } else { status_to_error(&id, status.clone()) };
-                        let _ = reply.send(Err(e));
+                        let _ = reply.send(Err(status_error(&id, status.clone())));
                     }
                 }
                 Err(_) => {
