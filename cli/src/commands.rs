@@ -205,6 +205,11 @@ pub async fn run(cmd: Command, endpoints: &[String], policy_name: &str, json_mod
                             n.ownership * 100.0
                         ));
                     }
+                    let idle: Vec<&str> =
+                        s.nodes.iter().filter(|n| n.state == "normal" && n.ownership == 0.0).map(|n| n.id.as_str()).collect();
+                    if let Some(warning) = owning_nothing_warning(&idle) {
+                        out.push(warning);
+                    }
                     out.join("\n")
                 },
             );
@@ -213,10 +218,19 @@ pub async fn run(cmd: Command, endpoints: &[String], policy_name: &str, json_mod
             let r = client.ring().await?;
             let owners: Vec<Value> = r.owners.iter().map(|o| json!({ "node": o.node, "zone": o.zone, "ownership": o.ownership })).collect();
             let tokens: Vec<Value> = r.tokens.iter().map(|t| json!({ "token": t.token, "node": t.node })).collect();
-            print(json_mode, json!({ "skew": r.skew, "nodes": owners, "tokens": tokens }), || {
+            let idle: Vec<&str> = r.owners.iter().filter(|o| o.ownership == 0.0).map(|o| o.node.as_str()).collect();
+            // JSON has no infinity: a ring with an idle node reports null.
+            let skew = r.skew.is_finite().then_some(r.skew);
+            print(json_mode, json!({ "skew": skew, "owning_nothing": idle, "nodes": owners, "tokens": tokens }), || {
                 let mut out: Vec<String> =
                     r.owners.iter().map(|o| format!("{:<6} {:<10} {:>6.2}%", o.node, o.zone, o.ownership * 100.0)).collect();
-                out.push(format!("{} tokens · skew (max/mean) {:.3}", r.tokens.len(), r.skew));
+                match skew {
+                    Some(skew) => out.push(format!("{} tokens · skew (max/mean) {skew:.3}", r.tokens.len())),
+                    None => out.push(format!("{} tokens · skew (max/mean) ∞", r.tokens.len())),
+                }
+                if let Some(warning) = owning_nothing_warning(&idle) {
+                    out.push(warning);
+                }
                 out.join("\n")
             });
         }
@@ -499,4 +513,16 @@ fn links_for(t: &FaultTarget, ids: &[String]) -> Result<Vec<(String, String)>> {
         }
         _ => bail!("name a node with --node, or one link with --from and --to"),
     }
+}
+
+/// The warning `ring` and `status` print when a node on the ring owns
+/// nothing: its tokens are all held by another node, so skew is infinite.
+fn owning_nothing_warning(idle: &[&str]) -> Option<String> {
+    (!idle.is_empty()).then(|| {
+        format!(
+            "warning: {} own(s) no part of the ring (every token also held by another node); skew is infinite. \
+             Decommission or remove the node and join it again with a fresh --data-dir",
+            idle.join(", ")
+        )
+    })
 }

@@ -125,7 +125,8 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
     if store.meta_get::<bool>("left")? == Some(true) {
         return Err(Error::Config(format!("node {} was decommissioned; start it with a fresh --data-dir to join again", config.id)));
     }
-    let tokens: Option<Vec<Token>> = store.meta_get("tokens")?;
+    // Tokens dropped after a collision are stored empty: the node claims again.
+    let tokens: Option<Vec<Token>> = store.meta_get::<Vec<Token>>("tokens")?.filter(|t| !t.is_empty());
     let joining = store.meta_get::<bool>("joining")?.unwrap_or(false);
     let last_generation: u64 = store.meta_get("generation")?.unwrap_or(0);
     let generation = env.clock.wall_ms().max(last_generation + 1);

@@ -82,6 +82,11 @@ impl Peers {
         }
     }
 
+    /// The transport it dials through (also used to resolve seed names).
+    pub fn transport(&self) -> &Arc<dyn Transport> {
+        &self.transport
+    }
+
     /// The per-message deadline.
     pub fn timeout(&self) -> Duration {
         self.timeout

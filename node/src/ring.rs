@@ -133,23 +133,45 @@ impl Ring {
             .collect()
     }
 
-    /// The fraction of the ring each node owns as primary.
+    /// The fraction of the ring each node owns as primary. Every node with
+    /// tokens is listed, including one whose every token is also held by a
+    /// node that sorts first (it owns 0.0).
     pub fn ownership(&self) -> BTreeMap<String, f64> {
-        let mut owned: BTreeMap<String, u128> = BTreeMap::new();
+        let mut owned: BTreeMap<String, u128> = self.zones.keys().map(|id| (id.clone(), 0)).collect();
         for (start, end, id) in self.ranges() {
             *owned.entry(id).or_default() += range_len(start, end);
         }
         owned.into_iter().map(|(id, len)| (id, len as f64 / RING as f64)).collect()
     }
 
-    /// max / mean owned range; 1.0 is perfect balance.
+    /// max / mean owned range over every node on the ring; 1.0 is perfect
+    /// balance. A node that owns nothing makes it infinite: that ring is
+    /// broken (two nodes hold the same tokens), not merely unbalanced, and a
+    /// finite number computed over the other nodes would hide it.
     pub fn skew(&self) -> f64 {
         let own = self.ownership();
         if own.is_empty() {
             return 1.0;
         }
+        if own.values().any(|f| *f == 0.0) {
+            return f64::INFINITY;
+        }
         let max = own.values().cloned().fold(0.0, f64::max);
         max * own.len() as f64
+    }
+
+    /// Nodes on the ring that own no range (their tokens are all held by
+    /// another node too).
+    pub fn owning_nothing(&self) -> Vec<String> {
+        self.ownership().into_iter().filter(|(_, f)| *f == 0.0).map(|(id, _)| id).collect()
+    }
+
+    /// Adds a node's tokens, as if it were on the ring (for planning).
+    pub fn add(&mut self, id: &str, zone: &str, tokens: &[Token]) {
+        self.zones.insert(id.to_string(), zone.to_string());
+        self.tokens.extend(tokens.iter().map(|t| (*t, id.to_string())));
+        self.tokens.sort();
+        self.tokens.dedup();
     }
 }
 
@@ -277,6 +299,25 @@ mod tests {
         let two = Ring::with_zones([("x", "a", &[10u64][..]), ("y", "a", &[20][..]), ("z", "b", &[30][..])]);
         assert_eq!(two.replicas_of(5, 3), ["x", "y", "z"]);
         assert_eq!(two.replicas_of(5, 2), ["x", "z"], "skips y to reach zone b");
+    }
+
+    #[test]
+    fn a_node_sharing_every_token_owns_nothing_and_skew_is_infinite() {
+        let mut ring = grow(2, 4);
+        let n2: Vec<Token> = ring.tokens().iter().filter(|(_, id)| id == "n2").map(|(t, _)| *t).collect();
+        ring.add("n3", "", &n2);
+        assert_eq!(ring.ownership()["n3"], 0.0, "n2 sorts first and keeps every shared token");
+        assert_eq!(ring.owning_nothing(), ["n3"]);
+        assert!(ring.skew().is_infinite(), "skew {}", ring.skew());
+        assert!(grow(3, 16).skew().is_finite());
+    }
+
+    #[test]
+    fn skew_stays_at_or_below_1_25_up_to_20_nodes_joining_in_turn() {
+        for n in 11..=20 {
+            let skew = grow(n, 16).skew();
+            assert!(skew <= 1.25, "{n} nodes: skew {skew:.3}");
+        }
     }
 
     #[test]

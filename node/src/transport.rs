@@ -79,6 +79,15 @@ pub trait Transport: Send + Sync + 'static {
     fn listen(&self, addr: &str) -> BoxFuture<'static, io::Result<Incoming>>;
     /// Opens a connection to `addr` (`host:port`).
     fn connect(&self, addr: &str) -> BoxFuture<'static, io::Result<Conn>>;
+    /// The socket addresses `addr` (`host:port`) names right now, as
+    /// `ip:port` strings. A seed given by name is resolved again every round,
+    /// so a DNS name whose records change (a Kubernetes headless service)
+    /// keeps working. The default knows no names: callers then match
+    /// addresses by their text alone, which is what a simulation needs.
+    fn resolve(&self, addr: &str) -> BoxFuture<'static, io::Result<Vec<String>>> {
+        let _ = addr;
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
 
 /// Real TCP. Outgoing sockets bind to `local_ip` when set.
@@ -119,6 +128,16 @@ impl Transport for TcpTransport {
             let stream = socket.connect(target).await?;
             stream.set_nodelay(true)?;
             Ok(Conn::new(stream, Some(target)))
+        })
+    }
+
+    fn resolve(&self, addr: &str) -> BoxFuture<'static, io::Result<Vec<String>>> {
+        let addr = addr.to_string();
+        Box::pin(async move {
+            let mut found: Vec<String> = tokio::net::lookup_host(&addr).await?.map(|a| a.to_string()).collect();
+            found.sort();
+            found.dedup();
+            Ok(found)
         })
     }
 }

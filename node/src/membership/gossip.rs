@@ -4,7 +4,7 @@
 //! whole member list to one random live peer. With probability
 //! `down / (live + 1)` it also sends it to one random down peer, which is
 //! how a healed or restarted peer is noticed. While it knows no live peer,
-//! it sends to its seeds. It merges every reply. Gossip spreads
+//! it sends to its seeds, resolving their names afresh (`seeds.rs`). It merges every reply. Gossip spreads
 //! epidemically: a change reaches all n nodes in O(log n) rounds.
 //!
 //! Merge rule per member:
@@ -86,9 +86,13 @@ pub async fn round(s: &Shared) {
         }
     }
     if up.is_empty() {
-        let seeds: Vec<String> =
-            s.config.seeds.iter().filter(|a| a.as_str() != s.config.advertised() && !targets.contains(a)).cloned().collect();
-        targets.extend(seeds);
+        // Resolved afresh each round: a seed's name may point elsewhere now.
+        let seeds = super::seeds::resolve(s.peers.transport().as_ref(), &s.config.seeds, s.config.advertised(), &s.config.listen).await;
+        for seed in seeds.others {
+            if !targets.contains(&seed.contact) {
+                targets.push(seed.contact);
+            }
+        }
     }
     let members = s.membership.members();
     for addr in targets {

@@ -1,14 +1,17 @@
 //! Joining with data, decommissioning and removing nodes: the async shells
 //! around the member list (DESIGN §4).
 //!
-//! **Join (bootstrap).** A new node learns the ring from a seed, chooses
-//! tokens that minimise skew, and announces itself `joining`. It then waits
-//! `RING_DELAY_ROUNDS` gossip rounds, until every coordinator knows it and
-//! sends it the writes for its future ranges (as a pending replica, see
-//! `coordinator.rs`). Next it streams each future range from *every* live
+//! **Join (bootstrap).** A node without tokens gets them by the formation
+//! rule (`formation.rs`): it starts a ring, or claims and plans tokens
+//! together with every concurrent joiner. It announces them as `joining`
+//! and waits `RING_DELAY_ROUNDS` gossip rounds, until every coordinator
+//! knows it and sends it the writes for its future ranges (as a pending
+//! replica, see `coordinator.rs`), and checks that no other member keeps
+//! one of its tokens. Next it streams each future range from *every* live
 //! current replica and merges, so a write acknowledged by any quorum is
-//! included. Only then does it go `normal` and serve reads. Finished ranges
-//! are recorded in `meta`, so a restart resumes instead of starting over.
+//! included. It checks its tokens once more, and only then goes `normal`
+//! and serves reads. Finished ranges are recorded in `meta`, so a restart
+//! resumes instead of starting over.
 //!
 //! **Decommission.** The node goes `leaving`, waits the same delay, pushes
 //! each of its ranges to the nodes that will own them without it, goes
@@ -26,13 +29,13 @@ use ringkv_proto::v1 as pb;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::NodeState;
+use super::{formation, seeds, NodeState};
 use crate::antientropy::sync::RateLimit;
 use crate::antientropy::Trees;
 use crate::error::{Error, Result};
 use crate::node::Shared;
 use crate::record;
-use crate::ring::{choose_tokens, Token};
+use crate::ring::{choose_tokens, Ring, Token};
 use crate::version::DvvSet;
 
 /// Gossip rounds to wait after announcing a join or leave, so that every
@@ -45,83 +48,163 @@ fn ring_delay(s: &Shared) -> Duration {
     Duration::from_millis(s.config.gossip_interval_ms * u64::from(RING_DELAY_ROUNDS))
 }
 
-/// Runs until this node is `normal`: joins the ring, streaming its future
-/// ranges first unless it is the first node.
+/// Runs until this node is `normal`: gets tokens by the formation rule
+/// (`formation.rs`), checks them against every other member's, streams its
+/// future ranges from the current owners, checks once more and goes
+/// `normal`. A token another node keeps sends it back to claiming.
 pub async fn join(s: Arc<Shared>, shutdown: CancellationToken) {
-    if s.membership.member(&s.config.id).is_some_and(|m| m.state == NodeState::Normal) {
-        return;
-    }
-    if s.membership.member(&s.config.id).is_some_and(|m| m.tokens.is_empty()) && !take_tokens(&s, &shutdown).await {
-        return;
-    }
-    if s.membership.member(&s.config.id).is_some_and(|m| m.state == NodeState::Normal) {
-        return;
-    }
-    tracing::info!(node = %s.config.id, delay_ms = ring_delay(&s).as_millis() as u64, "joining: announced; waiting for the ring to hear of it");
-    tokio::select! {
-        biased;
-        _ = shutdown.cancelled() => return,
-        _ = tokio::time::sleep(ring_delay(&s)) => {}
-    }
-    let started = Instant::now();
-    let mut backoff = Duration::from_millis(200);
-    let keys = loop {
-        match bootstrap(&s).await {
-            Ok(keys) => break keys,
-            Err(e) => {
-                tracing::warn!(node = %s.config.id, error = %e, "bootstrap streaming failed; retrying");
-                tokio::select! {
-                    biased;
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+    // Gossip has carried this node as a tokenless `joining` member (a claim)
+    // since it started.
+    let mut claimed = Instant::now();
+    loop {
+        let Some(me) = s.membership.member(&s.config.id) else { return };
+        if me.state == NodeState::Normal {
+            return;
+        }
+        if me.tokens.is_empty() {
+            match acquire_tokens(&s, &shutdown, claimed).await {
+                None => return,
+                Some(true) => return,
+                Some(false) => {}
             }
         }
-    };
-    if let Err(e) = s.store.meta_put("joining", &false) {
-        tracing::error!(error = %e, "cannot record the end of the join");
+        tracing::info!(node = %s.config.id, delay_ms = ring_delay(&s).as_millis() as u64, "joining: tokens announced; waiting for the ring to hear of them");
+        if !pause(&shutdown, ring_delay(&s)).await || !keeps_tokens(&s) {
+            claimed = Instant::now();
+            continue;
+        }
+        let started = Instant::now();
+        let mut backoff = Duration::from_millis(200);
+        let keys = loop {
+            match bootstrap(&s).await {
+                Ok(keys) => break keys,
+                Err(e) => {
+                    tracing::warn!(node = %s.config.id, error = %e, "bootstrap streaming failed; retrying");
+                    if !pause(&shutdown, backoff).await {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        if shutdown.is_cancelled() {
+            return;
+        }
+        if !keeps_tokens(&s) {
+            claimed = Instant::now();
+            continue;
+        }
+        if let Err(e) = s.store.meta_put("joining", &false) {
+            tracing::error!(error = %e, "cannot record the end of the join");
+            return;
+        }
+        s.membership.update_me(|m| m.state = NodeState::Normal);
+        s.save_members();
+        tracing::info!(node = %s.config.id, keys, ms = started.elapsed().as_millis() as u64, "joined the ring: streamed its ranges, now normal");
         return;
     }
-    s.membership.update_me(|m| m.state = NodeState::Normal);
-    s.save_members();
-    tracing::info!(node = %s.config.id, keys, ms = started.elapsed().as_millis() as u64, "joined the ring: streamed its ranges, now normal");
 }
 
-/// Chooses and persists tokens. Returns false on shutdown.
-async fn take_tokens(s: &Arc<Shared>, shutdown: &CancellationToken) -> bool {
-    let seeds: Vec<&String> = s.config.seeds.iter().filter(|a| a.as_str() != s.config.advertised()).collect();
-    let mut attempts = 0u32;
-    while !seeds.is_empty() && s.membership.ring().is_empty() {
-        super::run_round(s).await;
-        attempts += 1;
-        if attempts.is_multiple_of(25) {
-            tracing::warn!(node = %s.config.id, seeds = ?seeds, attempts, "still waiting to reach a seed");
-        }
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => return false,
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-        }
+/// Sleeps `d`; false when shutdown came first.
+async fn pause(shutdown: &CancellationToken, d: Duration) -> bool {
+    tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => false,
+        _ = tokio::time::sleep(d) => true,
     }
-    // Choose against the future ring: nodes still joining own their tokens too.
-    let ring = s.membership.future_ring();
-    let first = ring.is_empty();
-    let tokens = if s.config.initial_tokens.is_empty() { choose_tokens(&ring, s.config.vnodes) } else { s.config.initial_tokens.clone() };
-    let persisted = s.store.meta_put("joining", &!first).and_then(|_| s.store.meta_put("tokens", &tokens));
-    if let Err(e) = persisted {
-        tracing::error!(error = %e, "cannot persist tokens; not joining");
-        return false;
+}
+
+/// Part 3 of the formation rule: true when no other member keeps one of
+/// this node's tokens. Otherwise the tokens are dropped (in gossip and on
+/// disk) so that the node claims again.
+fn keeps_tokens(s: &Shared) -> bool {
+    let Some(me) = s.membership.member(&s.config.id) else { return false };
+    let members = s.membership.members();
+    let Some((keeper, token)) = formation::token_keeper(&me, &members) else { return true };
+    tracing::warn!(node = %s.config.id, keeper, token, "another node holds one of the tokens this node chose; dropping them and choosing again");
+    let dropped =
+        s.store.meta_put("tokens", &Vec::<Token>::new()).and_then(|_| s.store.meta_put("bootstrap_done", &Vec::<(Token, Token)>::new()));
+    if let Err(e) = dropped {
+        tracing::error!(error = %e, "cannot record dropped tokens");
     }
-    s.membership.update_me(|m| {
-        m.tokens = tokens;
-        m.state = if first { NodeState::Normal } else { NodeState::Joining };
-    });
+    s.membership.update_me(|m| m.tokens.clear());
     s.save_members();
-    if first {
-        tracing::info!(node = %s.config.id, "started a new ring");
+    false
+}
+
+/// Parts 1 and 2 of the formation rule: waits until this node may take
+/// tokens, takes and persists them. `Some(true)` when it started a ring
+/// alone and is already `normal`, `Some(false)` when it holds tokens as a
+/// joiner, `None` on shutdown.
+async fn acquire_tokens(s: &Arc<Shared>, shutdown: &CancellationToken, claimed: Instant) -> Option<bool> {
+    let tick = Duration::from_millis(200);
+    let settle = Duration::from_millis(s.config.gossip_interval_ms * u64::from(formation::SETTLE_ROUNDS));
+    let mut majority_since: Option<Instant> = None;
+    let mut waits = 0u32;
+    loop {
+        let (up, _) = s.membership.peers_by_liveness();
+        let seeds = seeds::resolve(s.peers.transport().as_ref(), &s.config.seeds, s.config.advertised(), &s.config.listen).await;
+        let view = seeds::view(s.peers.transport().as_ref(), &seeds, &up).await;
+        if !view.majority() {
+            majority_since = None;
+        } else if majority_since.is_none() {
+            majority_since = Some(Instant::now());
+        }
+        let settled = majority_since.is_some_and(|t| t.elapsed() >= settle);
+        let members = s.membership.members();
+        let me = s.config.id.as_str();
+        let (tokens, alone) = match formation::next(me, &members, |id| s.membership.is_up(id), view, settled) {
+            formation::Next::StartAlone => (choose_tokens(&Ring::default(), s.config.vnodes), true),
+            formation::Next::Start => {
+                tracing::info!(node = %me, seeds_reached = view.others_reached, "no ring yet and this node has the smallest id: starting one");
+                (choose_tokens(&Ring::default(), s.config.vnodes), false)
+            }
+            formation::Next::Join if claimed.elapsed() >= ring_delay(s) => {
+                let claimers: Vec<String> = members
+                    .iter()
+                    .filter(|m| m.state == NodeState::Joining && m.tokens.is_empty() && s.membership.is_up(&m.id))
+                    .map(|m| m.id.clone())
+                    .collect();
+                tracing::info!(node = %me, claimers = ?claimers, "joining a ring: planning tokens for every concurrent joiner");
+                (formation::plan_tokens(me, &claimers, &s.membership.future_ring(), s.config.vnodes), false)
+            }
+            formation::Next::Join => (Vec::new(), false),
+            formation::Next::Wait(reason) => {
+                waits += 1;
+                if waits.is_multiple_of(50) {
+                    tracing::warn!(node = %me, seeds = ?s.config.seeds, waited_ms = u64::from(waits) * 200, "{reason}");
+                } else {
+                    tracing::debug!(node = %me, "{reason}");
+                }
+                (Vec::new(), false)
+            }
+        };
+        if !tokens.is_empty() {
+            let tokens = if s.config.initial_tokens.is_empty() { tokens } else { s.config.initial_tokens.clone() };
+            let persisted = s.store.meta_put("joining", &!alone).and_then(|_| s.store.meta_put("tokens", &tokens));
+            if let Err(e) = persisted {
+                tracing::error!(error = %e, "cannot persist tokens; not joining");
+                return None;
+            }
+            s.membership.update_me(|m| {
+                m.tokens = tokens;
+                m.state = if alone { NodeState::Normal } else { NodeState::Joining };
+            });
+            s.save_members();
+            if alone {
+                tracing::info!(node = %me, "started a new ring");
+            }
+            return Some(alone);
+        }
+        // Until some peer answers, gossip with the seeds more often than
+        // the gossip loop does, so formation does not wait a whole interval.
+        if up.is_empty() {
+            super::run_round(s).await;
+        }
+        if !pause(shutdown, tick).await {
+            return None;
+        }
     }
-    true
 }
 
 /// Streams every future range of this node from all its live current

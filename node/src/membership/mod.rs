@@ -7,6 +7,10 @@
 //!   heartbeat.
 //! - `detector.rs`: phi accrual over the arrival times of each peer's
 //!   heartbeats. It is judged locally by each node.
+//! - `formation.rs`: how a node without tokens gets them, whether it starts
+//!   a ring or joins one, and how a token two nodes chose is settled.
+//! - `seeds.rs`: the seed list, with names resolved afresh on every use.
+//! - `lifecycle.rs`: the shells that join, decommission and remove.
 //!
 //! A peer is **up** when its phi is at or below the threshold *and* the last
 //! direct message to it did not fail at the transport. The second condition
@@ -21,10 +25,13 @@
 //! node misses nothing while it streams.
 
 mod detector;
+mod formation;
 mod gossip;
 mod lifecycle;
+pub mod seeds;
 
 pub use detector::PhiDetector;
+pub use formation::{SeedView, SETTLE_ROUNDS};
 pub use gossip::{merge_member, round as run_round, run as run_gossip, Merged};
 pub use lifecycle::{decommission, join, RING_DELAY_ROUNDS};
 
