@@ -124,7 +124,8 @@ fn dockerfile_runs_real_serve_flags_and_checks_health_on_the_exposed_port() {
     let last_from = instructions.iter().rposition(|(w, _)| w == "FROM").expect("a FROM");
     let runtime = &instructions[last_from..];
     let get = |word: &str| runtime.iter().rev().find(|(w, _)| w == word).map(|(_, r)| r.clone()).unwrap_or_else(|| panic!("no {word}"));
-    let json_list = |word: &str| -> Vec<String> { serde_json::from_str(&get(word)).unwrap_or_else(|e| panic!("{word} is not a JSON list: {e}")) };
+    let json_list =
+        |word: &str| -> Vec<String> { serde_json::from_str(&get(word)).unwrap_or_else(|e| panic!("{word} is not a JSON list: {e}")) };
 
     assert_eq!(json_list("ENTRYPOINT"), ["ringkv"]);
     let cmd = json_list("CMD");
@@ -133,7 +134,10 @@ fn dockerfile_runs_real_serve_flags_and_checks_health_on_the_exposed_port() {
     let port = port_of(flag(&cmd, "--listen").expect("CMD sets --listen"));
     assert_eq!(get("EXPOSE").parse::<u16>().expect("EXPOSE one port"), port, "EXPOSE and --listen");
     let health = get("HEALTHCHECK");
-    assert!(health.contains("grpc_health_probe") && health.contains(&format!("-addr=127.0.0.1:{port}")), "HEALTHCHECK probes grpc.health.v1 on {port}: {health}");
+    assert!(
+        health.contains("grpc_health_probe") && health.contains(&format!("-addr=127.0.0.1:{port}")),
+        "HEALTHCHECK probes grpc.health.v1 on {port}: {health}"
+    );
     assert!(runtime.iter().any(|(w, r)| w == "COPY" && r.contains("grpc_health_probe")), "the probe is copied into the runtime image");
 
     let volumes: Vec<String> = serde_json::from_str(&get("VOLUME")).expect("VOLUME as a JSON list");
@@ -206,7 +210,8 @@ fn statefulset_seeds_ports_probes_and_services_agree() {
 
     let pod = &spec["template"];
     let labels = pod["metadata"]["labels"].as_object().expect("pod labels");
-    let selects_pods = |selector: &Value| selector.as_object().is_some_and(|s| !s.is_empty() && s.iter().all(|(k, v)| labels.get(k) == Some(v)));
+    let selects_pods =
+        |selector: &Value| selector.as_object().is_some_and(|s| !s.is_empty() && s.iter().all(|(k, v)| labels.get(k) == Some(v)));
     assert!(selects_pods(&spec["selector"]["matchLabels"]));
 
     // The headless Service is the one serviceName names; it publishes pods before they are ready.
@@ -246,7 +251,9 @@ fn statefulset_seeds_ports_probes_and_services_agree() {
         let e = env.iter().find(|e| e["name"] == var).unwrap_or_else(|| panic!("$({var}) in args but not in env"));
         assert!(e["valueFrom"]["fieldRef"]["fieldPath"].is_string(), "{var} comes from a fieldRef");
     }
-    let field_of = |path: &str| env.iter().find(|e| e["valueFrom"]["fieldRef"]["fieldPath"] == path).map(|e| format!("$({})", e["name"].as_str().unwrap()));
+    let field_of = |path: &str| {
+        env.iter().find(|e| e["valueFrom"]["fieldRef"]["fieldPath"] == path).map(|e| format!("$({})", e["name"].as_str().unwrap()))
+    };
     let pod_name = field_of("metadata.name").expect("an env var with the pod name");
     let namespace = field_of("metadata.namespace").expect("an env var with the namespace");
     assert_eq!(flag(&args, "--id"), Some(pod_name.as_str()), "node id is the pod name");
