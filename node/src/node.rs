@@ -183,7 +183,9 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
         .await
         .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", shared.config.listen)))?;
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<KvServer<KvService>>().await;
+    // `""` (the server) is SERVING once it listens; `ringkv.v1.Kv` only
+    // while this node is `normal` (see `readiness`).
+    health.set_not_serving::<KvServer<KvService>>().await;
 
     let limit = MAX_MESSAGE_BYTES;
     let server = tonic::transport::Server::builder()
@@ -199,6 +201,7 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
     tasks.spawn(gossip(shared.clone(), shutdown.clone()));
     tasks.spawn(antientropy::run_worker(shared.clone(), shutdown.clone()));
     tasks.spawn(hints::run_replay(shared.clone(), shutdown.clone()));
+    tasks.spawn(readiness(shared.clone(), health, shutdown.clone()));
     tracing::info!(node = %shared.config.id, listen = %shared.config.listen, "serving");
 
     let served = server.await;
@@ -234,5 +237,35 @@ async fn gossip(s: Arc<Shared>, shutdown: CancellationToken) {
         _ = membership::run_gossip(s.clone(), shutdown.clone()) => {}
         _ = watcher => {}
         _ = shutdown.cancelled() => {}
+    }
+}
+
+/// How often readiness looks at this node's state.
+const READINESS_POLL: Duration = Duration::from_millis(200);
+
+/// Keeps `grpc.health.v1`'s status for `ringkv.v1.Kv` in step with this
+/// node's lifecycle: SERVING while it is `normal`, NOT_SERVING while it
+/// waits for a ring, joins, leaves or has left. A Kubernetes readiness
+/// probe (or a load balancer) can then keep clients away from a node that
+/// is not yet part of the ring; the server itself (`""`) stays SERVING, so
+/// a liveness probe does not restart a node that is still forming.
+async fn readiness(s: Arc<Shared>, health: tonic_health::server::HealthReporter, shutdown: CancellationToken) {
+    let mut serving = false;
+    loop {
+        let normal = s.membership.member(&s.config.id).is_some_and(|m| m.state == NodeState::Normal);
+        if normal != serving {
+            serving = normal;
+            if serving {
+                health.set_serving::<KvServer<KvService>>().await;
+            } else {
+                health.set_not_serving::<KvServer<KvService>>().await;
+            }
+            tracing::info!(node = %s.config.id, serving, "readiness (grpc.health.v1, ringkv.v1.Kv) changed");
+        }
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(READINESS_POLL) => {}
+        }
     }
 }

@@ -22,6 +22,21 @@ async fn all_normal(observer: &str, ids: &[String]) -> bool {
     }
 }
 
+/// `grpc.health.v1` for `ringkv.v1.Kv` on `node` (the readiness a
+/// Kubernetes probe asks): `Some(true)` when SERVING, `None` when the node
+/// does not answer.
+async fn kv_ready(node: &str) -> Option<bool> {
+    use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
+    let ch = ringkv_node::transport::channel(
+        std::sync::Arc::new(ringkv_tests::sim::SimTransport),
+        &format!("{node}:{}", ringkv_tests::sim::PORT),
+        Duration::from_millis(500),
+    )
+    .expect("address");
+    let r = HealthClient::new(ch).check(HealthCheckRequest { service: "ringkv.v1.Kv".into() }).await.ok()?;
+    Some(r.into_inner().status == ServingStatus::Serving as i32)
+}
+
 /// Checks `observer`'s ring: one entry per node in `ids`, no token held
 /// twice, every node owning a share, skew at most `max_skew`. Returns skew.
 async fn assert_balanced_ring(observer: &str, ids: &[String], max_skew: f64) -> f64 {
@@ -54,11 +69,17 @@ fn same_seed_list_started_at_once(n: usize, pinned: u64) {
     sim.client("observer", async move {
         let ids: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
         let started = tokio::time::Instant::now();
+        // Up but not yet in a ring: the server is live, Kv is not ready.
+        until("n1 answers health checks", Duration::from_secs(5), || async { kv_ready("n1").await.is_some() }).await?;
+        assert_eq!(kv_ready("n1").await, Some(false), "ready before any ring formed");
         until("every node normal on every node", Duration::from_secs(30), || async {
             futures::future::join_all(ids.iter().map(|id| all_normal(id, &ids))).await.into_iter().all(|ok| ok)
         })
         .await?;
         let took = started.elapsed();
+        for id in &ids {
+            until(&format!("{id} ready"), Duration::from_secs(2), || async { kv_ready(id).await == Some(true) }).await?;
+        }
         let skew = assert_balanced_ring("n1", &ids, 1.25).await;
         eprintln!("{n} nodes, same seed list, started at once: all normal after {took:?} (simulated), skew {skew:.3}");
         // The ring serves: a QUORUM write is read back through another node.

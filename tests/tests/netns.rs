@@ -141,9 +141,10 @@ fn cannot_run() -> Option<String> {
 
 /// Nodes `i` sees as normal and up.
 fn normal_up(hosts: &Hosts, i: usize) -> usize {
-    hosts.json(i, &["status"]).and_then(|v| v["nodes"].as_array().cloned()).map_or(0, |nodes| {
-        nodes.iter().filter(|n| n["state"] == "normal" && n["liveness"] == "up").count()
-    })
+    hosts
+        .json(i, &["status"])
+        .and_then(|v| v["nodes"].as_array().cloned())
+        .map_or(0, |nodes| nodes.iter().filter(|n| n["state"] == "normal" && n["liveness"] == "up").count())
 }
 
 #[test]
