@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::{Arc, RwLock};
 
-use super::{KeyValue, Storage, Tree};
+use super::{KeyValue, Op, Storage, Tree};
 use crate::error::Result;
 
 type Maps = BTreeMap<Tree, BTreeMap<Vec<u8>, Vec<u8>>>;
@@ -34,6 +34,24 @@ impl Storage for MemoryStorage {
     fn delete(&self, tree: Tree, key: &[u8]) -> Result<()> {
         if let Some(m) = self.maps.write().expect("lock").get_mut(&tree) {
             m.remove(key);
+        }
+        Ok(())
+    }
+
+    fn write_batch(&self, ops: &[Op<'_>]) -> Result<()> {
+        // One write lock: readers see all of the batch or none of it.
+        let mut maps = self.maps.write().expect("lock");
+        for op in ops {
+            match *op {
+                Op::Put(tree, key, value) => {
+                    maps.entry(tree).or_default().insert(key.to_vec(), value.to_vec());
+                }
+                Op::Delete(tree, key) => {
+                    if let Some(m) = maps.get_mut(&tree) {
+                        m.remove(key);
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -67,5 +85,6 @@ mod tests {
     #[test]
     fn passes_conformance() {
         super::super::conformance::run(&super::MemoryStorage::default());
+        super::super::conformance::batches(&super::MemoryStorage::default());
     }
 }

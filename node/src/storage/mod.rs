@@ -59,6 +59,15 @@ impl Tree {
 /// A key and its stored bytes.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
+/// One change in an atomic batch ([`Storage::write_batch`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op<'a> {
+    /// Sets `key` in a tree to `value`.
+    Put(Tree, &'a [u8], &'a [u8]),
+    /// Removes `key` from a tree (absent is not an error).
+    Delete(Tree, &'a [u8]),
+}
+
 /// A synchronous key-value engine. Calls may block on disk I/O; async callers
 /// check [`Storage::blocking`] and move long work off the runtime.
 pub trait Storage: Send + Sync + 'static {
@@ -70,6 +79,12 @@ pub trait Storage: Send + Sync + 'static {
     fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<()>;
     /// Removes one key; removing an absent key is not an error.
     fn delete(&self, tree: Tree, key: &[u8]) -> Result<()>;
+    /// Applies every op in order, across trees, as one atomic change: after
+    /// a crash either all of them are there or none. A key's record and its
+    /// token-index entry go together this way, so no crash can leave a key
+    /// out of the index (where anti-entropy, streaming and GC never see it).
+    /// Visible at once; durable only after `sync`, like `put`.
+    fn write_batch(&self, ops: &[Op<'_>]) -> Result<()>;
     /// Up to `limit` entries in key order, starting at `start` (included
     /// when `inclusive`).
     fn scan(&self, tree: Tree, start: &[u8], inclusive: bool, limit: usize) -> Result<Vec<KeyValue>>;
@@ -134,15 +149,36 @@ pub(crate) mod conformance {
         assert!(!s.durability_note().is_empty());
     }
 
+    /// A batch spans trees, applies in order, and mixes puts and deletes.
+    pub fn batches(s: &dyn Storage) {
+        s.put(Tree::Hints, b"h", b"old").unwrap();
+        s.write_batch(&[
+            Op::Put(Tree::Data, b"k", b"v1"),
+            Op::Put(Tree::Tokens, b"t|k", b""),
+            Op::Delete(Tree::Hints, b"h"),
+            Op::Put(Tree::Data, b"k", b"v2"),
+            Op::Delete(Tree::Data, b"absent"),
+        ])
+        .unwrap();
+        assert_eq!(s.get(Tree::Data, b"k").unwrap().as_deref(), Some(&b"v2"[..]), "later ops win");
+        assert_eq!(s.get(Tree::Tokens, b"t|k").unwrap().as_deref(), Some(&b""[..]));
+        assert_eq!(s.get(Tree::Hints, b"h").unwrap(), None);
+        s.write_batch(&[]).unwrap();
+        s.sync().unwrap();
+    }
+
     /// Data written and synced is there after the engine is dropped and reopened.
     pub fn survives_reopen(name: &str) {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = open(name, dir.path()).unwrap();
             s.put(Tree::Data, b"k", b"v").unwrap();
+            s.write_batch(&[Op::Put(Tree::Data, b"b", b"1"), Op::Put(Tree::Tokens, b"b", b"2")]).unwrap();
             s.sync().unwrap();
         }
         let s = open(name, dir.path()).unwrap();
         assert_eq!(s.get(Tree::Data, b"k").unwrap().as_deref(), Some(&b"v"[..]));
+        assert_eq!(s.get(Tree::Data, b"b").unwrap().as_deref(), Some(&b"1"[..]));
+        assert_eq!(s.get(Tree::Tokens, b"b").unwrap().as_deref(), Some(&b"2"[..]));
     }
 }

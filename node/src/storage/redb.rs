@@ -1,6 +1,7 @@
 //! redb engine: a copy-on-write B-tree with ACID transactions.
 //!
-//! Each `put` is its own write transaction, committed with
+//! Each `put`, and each `write_batch` across trees, is one write
+//! transaction, committed with
 //! `Durability::None`: visible at once, not yet synced. `sync` commits an
 //! empty transaction with `Durability::Immediate`. redb then fsyncs, which
 //! makes that commit and every non-durable commit before it durable. Group
@@ -10,7 +11,7 @@ use std::path::Path;
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTableMetadata, TableDefinition};
 
-use super::{KeyValue, Storage, Tree};
+use super::{KeyValue, Op, Storage, Tree};
 use crate::error::Result;
 
 fn table(tree: Tree) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
@@ -77,6 +78,39 @@ impl Storage for RedbStorage {
         )
     }
 
+    fn write_batch(&self, ops: &[Op<'_>]) -> Result<()> {
+        // One write transaction over every tree the batch touches: redb
+        // commits it atomically.
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(Durability::None)?;
+        {
+            let mut tables: Vec<(Tree, redb::Table<&[u8], &[u8]>)> = Vec::new();
+            for op in ops {
+                let tree = match *op {
+                    Op::Put(tree, ..) | Op::Delete(tree, _) => tree,
+                };
+                let i = match tables.iter().position(|(t, _)| *t == tree) {
+                    Some(i) => i,
+                    None => {
+                        tables.push((tree, tx.open_table(table(tree))?));
+                        tables.len() - 1
+                    }
+                };
+                let t = &mut tables[i].1;
+                match *op {
+                    Op::Put(_, key, value) => {
+                        t.insert(key, value)?;
+                    }
+                    Op::Delete(_, key) => {
+                        t.remove(key)?;
+                    }
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     fn scan(&self, tree: Tree, start: &[u8], inclusive: bool, limit: usize) -> Result<Vec<KeyValue>> {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(table(tree))?;
@@ -117,6 +151,7 @@ mod tests {
     fn passes_conformance() {
         let dir = tempfile::tempdir().unwrap();
         super::super::conformance::run(&super::RedbStorage::open(&dir.path().join("r.redb")).unwrap());
+        super::super::conformance::batches(&super::RedbStorage::open(&dir.path().join("b.redb")).unwrap());
     }
 
     #[test]

@@ -16,8 +16,10 @@
 use std::fs::File;
 use std::path::Path;
 
-use super::{KeyValue, Storage, Tree};
+use super::{KeyValue, Op, Storage, Tree};
 use crate::error::Result;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
 
 /// sled with an fdatasync after every flush.
 pub struct SledStorage {
@@ -59,6 +61,31 @@ impl Storage for SledStorage {
         Ok(())
     }
 
+    fn write_batch(&self, ops: &[Op<'_>]) -> Result<()> {
+        // A sled transaction over all four trees; it retries itself on
+        // conflict, so the closure only replays the ops.
+        let trees: Vec<sled::Tree> = Tree::ALL.iter().map(|t| self.tree(*t).clone()).collect();
+        let index = |tree: Tree| Tree::ALL.iter().position(|t| *t == tree).expect("every tree listed");
+        let result: std::result::Result<(), TransactionError<()>> = trees.as_slice().transaction(|views| {
+            for op in ops {
+                match *op {
+                    Op::Put(tree, key, value) => {
+                        views[index(tree)].insert(key, value)?;
+                    }
+                    Op::Delete(tree, key) => {
+                        views[index(tree)].remove(key)?;
+                    }
+                }
+            }
+            Ok::<(), ConflictableTransactionError<()>>(())
+        });
+        match result {
+            Ok(()) => Ok(()),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
+            Err(TransactionError::Abort(())) => unreachable!("the batch never aborts"),
+        }
+    }
+
     fn scan(&self, tree: Tree, start: &[u8], inclusive: bool, limit: usize) -> Result<Vec<KeyValue>> {
         let mut out = Vec::new();
         for item in self.tree(tree).range(start..) {
@@ -95,6 +122,7 @@ mod tests {
     fn passes_conformance() {
         let dir = tempfile::tempdir().unwrap();
         super::super::conformance::run(&super::SledStorage::open(&dir.path().join("s")).unwrap());
+        super::super::conformance::batches(&super::SledStorage::open(&dir.path().join("b")).unwrap());
     }
 
     #[test]
