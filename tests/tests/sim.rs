@@ -644,6 +644,38 @@ fn replica_down_longer_than_the_hint_window_gets_no_hints() {
 }
 
 #[test]
+fn hints_older_than_the_window_are_dropped_not_replayed() {
+    let seed = seed(0x5eed_0037);
+    let mut sim = builder(seed).build();
+    // Longer than detection (about 5 s here), so the writes are hinted.
+    const WINDOW_S: u64 = 8;
+    ringkv_tests::sim::add_nodes_with(&mut sim, 3, seed, |_, cfg| cfg.max_hint_window = WINDOW_S);
+    sim.client("client", async {
+        cluster_ready().await?;
+        isolate_n3().await?;
+        let c = client(&["n1"]);
+        for i in 0..50 {
+            let r = c.put(format!("x{i}").as_bytes(), b"v", None, Options::level(Level::Quorum)).await?;
+            assert!(r.receipt.unwrap().hints_stored, "x{i} was hinted for n3");
+        }
+        assert_eq!(hints_pending("n1").await?.0, 50);
+        // Every hint was stored before its write was acknowledged.
+        let written = tokio::time::Instant::now();
+        until("the newest hint is past the window", Duration::from_secs(2 * WINDOW_S), || async move {
+            written.elapsed() > Duration::from_millis(WINDOW_S * 1000 + 500)
+        })
+        .await?;
+        heal_n3().await?;
+        until("no hints pending on n1", CONVERGE, || async { hints_pending("n1").await.is_ok_and(|h| h.0 == 0) }).await?;
+        assert_eq!(local_keys("n3").await, 0, "expired hints were replayed to n3");
+        let (_, h) = hints_pending("n1").await?;
+        assert_eq!((h.expired, h.replayed), (50, 0), "every hint dropped and counted: {h:?}");
+        Ok(())
+    });
+    run(sim, seed);
+}
+
+#[test]
 fn hints_survive_a_crash_of_their_holder() {
     let seed = seed(0x5eed_0032);
     let mut sim = builder(seed).build();
