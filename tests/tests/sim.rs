@@ -585,6 +585,142 @@ fn removenode_drops_a_dead_node_and_repair_re_replicates_its_ranges() {
     run(sim, seed);
 }
 
+/// The replicas `coordinator`'s ring names for `key`.
+async fn replicas(coordinator: &str, key: &str) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+    Ok(client(&[coordinator]).inspect(key.as_bytes()).await?.replicas.into_iter().map(|r| r.node).collect())
+}
+
+/// True when `observer` sees `node` in state `state`.
+async fn state_is(observer: &str, node: &str, state: &str) -> bool {
+    client(&[observer]).status().await.is_ok_and(|s| s.nodes.iter().any(|n| n.id == node && n.state == state))
+}
+
+/// Steps `sim` until `flag` is set.
+fn step_until(sim: &mut turmoil::Sim<'_>, flag: &AtomicBool, seed: u64) {
+    while !flag.load(Ordering::SeqCst) {
+        if let Err(e) = sim.step() {
+            panic!("simulation failed: {e}\nrerun: RINGKV_SIM_SEED={seed}");
+        }
+    }
+}
+
+#[test]
+fn a_removed_node_restarted_on_its_old_data_stays_out_and_stops() {
+    let seed = seed(0x5eed_0027);
+    let mut sim = builder(seed).build();
+    // No hints: only the writes themselves place data, so the replica sets decide.
+    ringkv_tests::sim::add_nodes_with(&mut sim, 3, seed, no_hints);
+    let mut cfg4 = ringkv_tests::sim::config(4, seed);
+    no_hints(4, &mut cfg4);
+    let (_, stops) = ringkv_tests::sim::add_node_expecting_stops(&mut sim, cfg4, Duration::from_secs(3));
+    // (key, its replicas with n4 in the ring, without it)
+    let plan: Arc<Mutex<(String, Vec<String>, Vec<String>)>> = Arc::default();
+    let (written, removed, checked) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+
+    let (p, w) = (plan.clone(), written.clone());
+    sim.client("writer", async move {
+        until("4 nodes up", CONVERGE, || async { sees("n1", "n4", "up").await && sees("n4", "n3", "up").await }).await?;
+        let c = client(&["n1"]);
+        for i in 0..20 {
+            c.put(format!("k{i}").as_bytes(), b"v1", None, Options::level(Level::All)).await?;
+        }
+        for i in 0..20 {
+            let key = format!("k{i}");
+            let old = replicas("n1", &key).await?;
+            if old.iter().any(|r| r == "n4") {
+                p.lock().unwrap().0 = key;
+                p.lock().unwrap().1 = old;
+                break;
+            }
+        }
+        w.store(true, Ordering::SeqCst);
+        Ok(())
+    });
+    step_until(&mut sim, &written, seed);
+    sim.crash("n4");
+
+    let (p, r) = (plan.clone(), removed.clone());
+    sim.client("operator", async move {
+        until("n1 sees n4 down", CONVERGE, || sees("n1", "n4", "down")).await?;
+        ringkv_tests::sim::admin("n1").remove_node(ringkv_client::pb::RemoveNodeRequest { id: "n4".into() }).await?;
+        for node in ["n1", "n2", "n3"] {
+            until(&format!("{node} learns n4 left"), CONVERGE, || state_is(node, "n4", "left")).await?;
+        }
+        let (key, old) = { let p = p.lock().unwrap(); (p.0.clone(), p.1.clone()) };
+        let new = replicas("n1", &key).await?;
+        assert!(!new.contains(&"n4".to_string()), "{new:?}");
+        // `a` and `b` stay replicas; `c` took over from n4.
+        let kept: Vec<&String> = new.iter().filter(|n| old.contains(n)).collect();
+        let (a, b) = (kept[1].clone(), kept[0].clone());
+        // A write acknowledged by a and c only: b is cut off.
+        for other in ["n1", "n2", "n3"].into_iter().filter(|n| *n != b) {
+            turmoil::partition(b.as_str(), other);
+        }
+        until("a sees b down", CONVERGE, || sees(&a, &b, "down")).await?;
+        let put = client(&[&a]).put(key.as_bytes(), b"v2", None, Options::level(Level::Quorum)).await?;
+        assert_eq!(put.receipt.unwrap().acked, 2, "acknowledged by a and c");
+        for other in ["n1", "n2", "n3"].into_iter().filter(|n| *n != b) {
+            turmoil::repair(b.as_str(), other);
+        }
+        until("a sees b up", CONVERGE, || sees(&a, &b, "up")).await?;
+        p.lock().unwrap().2 = new;
+        r.store(true, Ordering::SeqCst);
+        Ok(())
+    });
+    step_until(&mut sim, &removed, seed);
+    // systemd restarts the removed node on its old data dir.
+    sim.bounce("n4");
+
+    let (p, st, ch) = (plan.clone(), stops.clone(), checked.clone());
+    sim.client("after", async move {
+        let (key, old, new) = p.lock().unwrap().clone();
+        let kept: Vec<&String> = new.iter().filter(|n| old.contains(n)).collect();
+        let (a, b) = (kept[1].clone(), kept[0].clone());
+        until("n4 has stopped, or is back in the ring", CONVERGE, || async {
+            !st.lock().unwrap().is_empty() || sees("n1", "n4", "up").await
+        })
+        .await?;
+        // Cut a off: a QUORUM read through b must still find v2, on c.
+        for other in ["n1", "n2", "n3", "n4"].into_iter().filter(|n| *n != a) {
+            turmoil::partition(a.as_str(), other);
+        }
+        until("b sees a down", CONVERGE, || sees(&b, &a, "down")).await?;
+        let got = client(&[&b]).get(key.as_bytes(), Options::level(Level::Quorum)).await?;
+        let asked: Vec<&str> = got.receipt.as_ref().unwrap().replicas.iter().map(|r| r.node.as_str()).collect();
+        let read: Vec<String> = values(&got).iter().map(|v| String::from_utf8_lossy(v).into_owned()).collect();
+        assert_eq!(read, vec!["v2"], "a QUORUM read through {b} missed an acknowledged write (asked {asked:?})");
+        for other in ["n1", "n2", "n3", "n4"].into_iter().filter(|n| *n != a) {
+            turmoil::repair(a.as_str(), other);
+        }
+        // n4 is in no ring and no preference list, and refuses to serve.
+        for node in ["n1", "n2", "n3"] {
+            let ring = client(&[node]).ring().await?;
+            assert!(ring.owners.iter().all(|o| o.node != "n4") && ring.tokens.iter().all(|t| t.node != "n4"), "{node}: {ring:?}");
+            assert!(state_is(node, "n4", "left").await, "{node} sees n4 left");
+            for i in 0..20 {
+                assert!(!replicas(node, &format!("k{i}")).await?.contains(&"n4".to_string()), "{node}: k{i}");
+            }
+        }
+        assert!(client(&["n4"]).get(key.as_bytes(), Options::level(Level::One)).await.is_err(), "n4 serves no reads");
+        assert!(client(&["n4"]).put(b"new", b"x", None, Options::level(Level::One)).await.is_err(), "n4 takes no writes");
+        let stopped = st.lock().unwrap().clone();
+        assert!(stopped.len() == 1 && stopped[0].contains("removed") && stopped[0].contains("new --id"), "{stopped:?}");
+        ch.store(true, Ordering::SeqCst);
+        Ok(())
+    });
+    step_until(&mut sim, &checked, seed);
+    // Restarted again, it refuses to start at all.
+    sim.bounce("n4");
+    sim.client("again", async move {
+        until("n4 refuses to start", CONVERGE, || async { stops.lock().unwrap().len() == 2 }).await?;
+        let stopped = stops.lock().unwrap().clone();
+        assert!(stopped[1].contains("was removed") && stopped[1].contains("fresh --data-dir"), "{stopped:?}");
+        assert!(client(&["n1"]).ring().await?.owners.iter().all(|o| o.node != "n4"));
+        Ok(())
+    });
+    run(sim, seed);
+}
+
 // ---- failover ----
 
 async fn local_keys(node: &str) -> u64 {
