@@ -305,6 +305,71 @@ fn tombstone_is_purged_only_once_every_replica_holds_it() {
     run(sim, seed);
 }
 
+/// Live values of `key` in a QUORUM scan through `via` (which asks every node).
+async fn scanned(via: &str, key: &str) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+    let r = client(&[via]).scan(key.as_bytes(), b"", 100, Options::level(Level::Quorum)).await?;
+    Ok(r.entries
+        .iter()
+        .filter(|e| e.key == key.as_bytes())
+        .flat_map(|e| e.siblings.iter().filter(|s| !s.tombstone).map(|s| String::from_utf8_lossy(&s.value).into_owned()))
+        .collect())
+}
+
+#[test]
+fn a_purged_delete_never_comes_back_from_a_node_a_join_moved_the_range_away_from() {
+    let seed = seed(0x5eed_0013);
+    let mut sim = builder(seed).build();
+    const GRACE_S: u64 = 3;
+    let short = |_: usize, cfg: &mut ringkv_node::Config| {
+        cfg.tombstone_grace = GRACE_S;
+        // Well inside the grace: the old replica drops its copy before the tombstone goes.
+        cfg.cleanup_delay = 1;
+    };
+    ringkv_tests::sim::add_nodes_with(&mut sim, 3, seed, short);
+    let mut cfg4 = ringkv_tests::sim::config(4, seed);
+    short(4, &mut cfg4);
+    ringkv_tests::sim::add_node(&mut sim, cfg4, Duration::from_secs(12));
+    sim.client("operator", async move {
+        cluster_ready().await?;
+        let c = client(&["n1"]);
+        c.put(b"doomed", b"alive", None, Options::level(Level::All)).await?;
+        for node in ["n1", "n2", "n3"] {
+            until(&format!("{node} sees n4 joined"), Duration::from_secs(60), || sees(node, "n4", "up")).await?;
+        }
+        // The join moved the key away from one of n1..n3: that is C.
+        let owners = replicas("n1", "doomed").await?;
+        let moved_from = ["n1", "n2", "n3"].into_iter().find(|n| !owners.iter().any(|o| o == n)).expect("n4 took one replica");
+        assert!(owners.contains(&"n4".to_string()), "{owners:?}");
+
+        c.delete(b"doomed", None, Options::level(Level::All)).await?;
+        until("the tombstone is purged on every owner after the grace", Duration::from_secs(4 * GRACE_S), || async {
+            ringkv_tests::sim::repair(&owners[0]).await.is_ok()
+                && c.inspect(b"doomed").await.is_ok_and(|r| r.replicas.iter().all(|v| v.reachable && !v.present))
+        })
+        .await?;
+        assert_eq!(scanned("n1", "doomed").await?, Vec::<String>::new(), "a scan brought the deleted value back from {moved_from}");
+        assert!(values(&c.get(b"doomed", Options::level(Level::All)).await?).is_empty());
+
+        // The joiner leaves: the range goes back to C, and repair runs everywhere.
+        ringkv_tests::sim::admin("n4").decommission(ringkv_client::pb::DecommissionRequest {}).await?;
+        for node in ["n1", "n2", "n3"] {
+            until(&format!("{node} sees n4 left"), CONVERGE, || state_is(node, "n4", "left")).await?;
+        }
+        for node in ["n1", "n2", "n3"] {
+            let report = ringkv_tests::sim::repair(node).await?;
+            assert!(report.errors.is_empty(), "{node}: {:?}", report.errors);
+        }
+        let got = c.get(b"doomed", Options::level(Level::All)).await?;
+        assert!(values(&got).is_empty(), "repair copied the deleted value back from {moved_from}: {:?}", values(&got));
+        assert_eq!(scanned("n1", "doomed").await?, Vec::<String>::new());
+        // C already dropped what it does not replicate, and now owns the key again.
+        let again = ringkv_tests::sim::admin(moved_from).cleanup(ringkv_client::pb::CleanupRequest {}).await?.into_inner();
+        assert_eq!(again.keys_removed, 0, "{again:?}");
+        Ok(())
+    });
+    run(sim, seed);
+}
+
 // ---- membership ----
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
