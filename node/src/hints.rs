@@ -170,7 +170,9 @@ impl Hints {
         let old = self.store.engine().get(Tree::Hints, &hk)?;
         let old_hint: Option<Hint> = old.as_deref().map(|b| record::decode(&hk, b)).transpose()?;
         let hint = match &old_hint {
-            Some(h) if !expired(h.stored_at_ms, now_ms, window_ms) => Hint { version: h.version.merged(version), stored_at_ms: h.stored_at_ms },
+            Some(h) if !expired(h.stored_at_ms, now_ms, window_ms) => {
+                Hint { version: h.version.merged(version), stored_at_ms: h.stored_at_ms }
+            }
             Some(_) => {
                 // Its old content must never be replayed; the new write starts afresh.
                 self.expired.fetch_add(1, Ordering::Relaxed);

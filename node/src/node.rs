@@ -97,7 +97,10 @@ impl Shared {
     /// Persists the member list and the removal tombstones, so a restart
     /// knows its peers, and whom to keep out, before gossip.
     pub fn save_members(&self) {
-        let saved = self.store.meta_put("members", &self.membership.members()).and_then(|_| self.store.meta_put("removed_nodes", &self.membership.removed()));
+        let saved = self
+            .store
+            .meta_put("members", &self.membership.members())
+            .and_then(|_| self.store.meta_put("removed_nodes", &self.membership.removed()));
         if let Err(e) = saved {
             tracing::warn!(error = %e, "could not persist the member list");
         }

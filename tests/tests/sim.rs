@@ -669,6 +669,9 @@ fn step_until(sim: &mut turmoil::Sim<'_>, flag: &AtomicBool, seed: u64) {
     }
 }
 
+/// The key under test, its replicas with n4 in the ring, and without it.
+type RemovalPlan = (String, Vec<String>, Vec<String>);
+
 #[test]
 fn a_removed_node_restarted_on_its_old_data_stays_out_and_stops() {
     let seed = seed(0x5eed_0027);
@@ -678,9 +681,9 @@ fn a_removed_node_restarted_on_its_old_data_stays_out_and_stops() {
     let mut cfg4 = ringkv_tests::sim::config(4, seed);
     no_hints(4, &mut cfg4);
     let (_, stops) = ringkv_tests::sim::add_node_expecting_stops(&mut sim, cfg4, Duration::from_secs(3));
-    // (key, its replicas with n4 in the ring, without it)
-    let plan: Arc<Mutex<(String, Vec<String>, Vec<String>)>> = Arc::default();
-    let (written, removed, checked) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let plan: Arc<Mutex<RemovalPlan>> = Arc::default();
+    let (written, removed, checked) =
+        (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
 
     let (p, w) = (plan.clone(), written.clone());
     sim.client("writer", async move {
@@ -711,7 +714,10 @@ fn a_removed_node_restarted_on_its_old_data_stays_out_and_stops() {
         for node in ["n1", "n2", "n3"] {
             until(&format!("{node} learns n4 left"), CONVERGE, || state_is(node, "n4", "left")).await?;
         }
-        let (key, old) = { let p = p.lock().unwrap(); (p.0.clone(), p.1.clone()) };
+        let (key, old) = {
+            let p = p.lock().unwrap();
+            (p.0.clone(), p.1.clone())
+        };
         let new = replicas("n1", &key).await?;
         assert!(!new.contains(&"n4".to_string()), "{new:?}");
         // `a` and `b` stay replicas; `c` took over from n4.

@@ -181,7 +181,15 @@ impl Membership {
         let mut members = BTreeMap::new();
         members.insert(id.clone(), me);
         let (ring, future) = build_rings(&members);
-        let inner = Inner { members, offsets: BTreeMap::new(), unreachable: BTreeSet::new(), detectors: BTreeMap::new(), ring, future, removed: Removed::new() };
+        let inner = Inner {
+            members,
+            offsets: BTreeMap::new(),
+            unreachable: BTreeSet::new(),
+            detectors: BTreeMap::new(),
+            ring,
+            future,
+            removed: Removed::new(),
+        };
         Self { me: id, base: tokio::time::Instant::now(), detector, inner: RwLock::new(inner) }
     }
 

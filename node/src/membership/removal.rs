@@ -171,7 +171,15 @@ mod tests {
     use super::*;
 
     fn m(id: &str, generation: u64, version: u64, state: NodeState) -> Member {
-        Member { id: id.into(), generation, version, state, heartbeat: 1, tokens: vec![u64::from(id.as_bytes()[0]) << 56], ..Default::default() }
+        Member {
+            id: id.into(),
+            generation,
+            version,
+            state,
+            heartbeat: 1,
+            tokens: vec![u64::from(id.as_bytes()[0]) << 56],
+            ..Default::default()
+        }
     }
 
     #[test]
