@@ -168,6 +168,13 @@ pub enum Command {
         #[arg(long, value_parser = parse_range)]
         range: Option<(u64, u64)>,
     },
+    /// Drop the data of ranges a node no longer replicates (after a join moved them away), and
+    /// report. Nodes also do it by themselves once the ring has been settled for `cleanup_delay`.
+    Cleanup {
+        /// Only this node (default: every node, one after another).
+        #[arg(long)]
+        node: Option<String>,
+    },
     /// Hints held for down replicas, per target, on every node.
     Hints,
     /// Stream a node's ranges to their next owners, then stop it.
@@ -306,6 +313,9 @@ pub struct ServeArgs {
     /// Seconds before repair may purge a tombstone.
     #[arg(long)]
     pub tombstone_grace: Option<u64>,
+    /// Seconds of a settled ring before unowned ranges are dropped; 0 turns it off.
+    #[arg(long)]
+    pub cleanup_delay: Option<u64>,
     /// on (default) or off.
     #[arg(long)]
     pub hinted_handoff: Option<OnOff>,

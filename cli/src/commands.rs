@@ -181,7 +181,7 @@ pub async fn run(cmd: Command, endpoints: &[String], policy_name: &str, json_mod
                         "anti_entropy": s.anti_entropy.as_ref().map(|a| json!({
                             "passes": a.passes, "ranges_checked": a.ranges_checked, "ranges_out_of_sync": a.ranges_out_of_sync,
                             "keys_repaired": a.keys_repaired, "bytes_sent": a.bytes_sent, "bytes_received": a.bytes_received,
-                            "tombstones_purged": a.tombstones_purged, "trees_ready": a.trees_ready, "trees_total": a.trees_total,
+                            "tombstones_purged": a.tombstones_purged, "keys_cleaned": a.keys_cleaned, "trees_ready": a.trees_ready, "trees_total": a.trees_total,
                         })),
                         "hints": s.hints.iter().map(|h| json!({ "target": h.target, "count": h.count, "bytes": h.bytes, "oldest_age_ms": h.oldest_age_ms })).collect::<Vec<_>>() }),
                 || {
@@ -271,6 +271,7 @@ pub async fn run(cmd: Command, endpoints: &[String], policy_name: &str, json_mod
         }
         Command::Fault { action } => fault(&client, action, json_mode).await?,
         Command::Repair { node, range } => repair(&client, node, range, json_mode).await?,
+        Command::Cleanup { node } => cleanup(&client, node, json_mode).await?,
         Command::Hints => hints(&client, json_mode).await?,
         Command::Decommission { node } => decommission(&client, &node, json_mode).await?,
         Command::Removenode { id } => {
@@ -369,6 +370,61 @@ async fn repair(client: &Client, only: Option<String>, range: Option<(u64, u64)>
     Ok(())
 }
 
+/// Runs a cleanup on one node or on each in turn (progress on stderr), and
+/// prints each node's report and the totals.
+async fn cleanup(client: &Client, only: Option<String>, json_mode: bool) -> Result<()> {
+    let status = client.status().await?;
+    let targets: Vec<&pb::NodeStatus> =
+        status.nodes.iter().filter(|n| n.state != "left" && only.as_ref().is_none_or(|o| *o == n.id)).collect();
+    if targets.is_empty() {
+        bail!(
+            "unknown node {:?}; the cluster has {}",
+            only.unwrap_or_default(),
+            status.nodes.iter().filter(|n| n.state != "left").map(|n| n.id.as_str()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    let mut reports = Vec::new();
+    for n in targets {
+        if n.liveness == "down" {
+            eprintln!("warning: skipped {} ({}), which is down; run cleanup on it once it is back", n.id, n.address);
+            continue;
+        }
+        if !json_mode {
+            eprintln!("cleaning up {} ...", n.id);
+        }
+        let r = client
+            .admin(&n.address)?
+            .cleanup(pb::CleanupRequest {})
+            .await
+            .map_err(ringkv_client::Error::from)
+            .with_context(|| format!("cleanup on {} ({}) failed", n.id, n.address))?
+            .into_inner();
+        reports.push(r);
+    }
+    let sum = |f: fn(&pb::CleanupReport) -> u64| reports.iter().map(f).sum::<u64>();
+    let value = json!({
+        "keys_removed": sum(|r| r.keys_removed),
+        "bytes_removed": sum(|r| r.bytes_removed),
+        "nodes": reports.iter().map(|r| json!({
+            "node": r.node, "ranges_scanned": r.ranges_scanned, "keys_removed": r.keys_removed,
+            "bytes_removed": r.bytes_removed, "duration_ms": r.duration_ms,
+        })).collect::<Vec<_>>(),
+    });
+    print(json_mode, value, || {
+        let mut out = vec![format!("{:<6} {:>14} {:>12} {:>13} {:>9}", "NODE", "RANGES SCANNED", "KEYS REMOVED", "BYTES REMOVED", "MS")];
+        for r in &reports {
+            out.push(format!("{:<6} {:>14} {:>12} {:>13} {:>9}", r.node, r.ranges_scanned, r.keys_removed, r.bytes_removed, r.duration_ms));
+        }
+        out.push(format!(
+            "total: {} keys ({} bytes) of ranges their nodes no longer replicate removed",
+            sum(|r| r.keys_removed),
+            sum(|r| r.bytes_removed)
+        ));
+        out.join("\n")
+    });
+    Ok(())
+}
+
 /// Lists the hints every node holds, per target.
 async fn hints(client: &Client, json_mode: bool) -> Result<()> {
     let status = client.status().await?;
@@ -386,7 +442,7 @@ async fn hints(client: &Client, json_mode: bool) -> Result<()> {
             rows.push(format!("{:<8} {:<8} {:>8} {:>12} {:>10.1}", h.node, t.target, t.count, t.bytes, t.oldest_age_ms as f64 / 1000.0));
         }
         nodes.push(json!({
-            "node": h.node, "replayed": h.replayed, "dropped_window": h.dropped_window, "dropped_budget": h.dropped_budget,
+            "node": h.node, "replayed": h.replayed, "dropped_window": h.dropped_window, "dropped_budget": h.dropped_budget, "expired": h.expired,
             "targets": h.targets.iter().map(|t| json!({ "target": t.target, "count": t.count, "bytes": t.bytes, "oldest_age_ms": t.oldest_age_ms })).collect::<Vec<_>>(),
         }));
     }

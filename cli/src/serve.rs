@@ -42,6 +42,7 @@ pub fn load_config(a: &ServeArgs) -> Result<Config> {
         anti_entropy_interval,
         anti_entropy_bytes_per_sec,
         tombstone_grace,
+        cleanup_delay,
         max_hint_window,
         max_hint_bytes_per_target,
         hint_replay_bytes_per_sec,

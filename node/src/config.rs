@@ -89,6 +89,11 @@ pub struct Config {
     /// Seconds a tombstone is kept before repair may purge it (once every
     /// replica of its range holds it).
     pub tombstone_grace: u64,
+    /// Seconds the ring must stay settled (no node joining or leaving, and
+    /// no change at all) before this node drops the data of ranges it no
+    /// longer replicates (`antientropy/cleanup.rs`); 0 turns automatic
+    /// cleanup off (`ringkv cleanup` still works).
+    pub cleanup_delay: u64,
     /// Hinted handoff: keep writes for replicas that are down and replay them.
     pub hinted_handoff: bool,
     /// Seconds a replica may be silent and still get new hints; after that
@@ -130,6 +135,7 @@ impl Default for Config {
             anti_entropy_interval: 600,
             anti_entropy_bytes_per_sec: 16 * 1024 * 1024,
             tombstone_grace: 10 * 24 * 3600,
+            cleanup_delay: 600,
             hinted_handoff: true,
             max_hint_window: 3 * 3600,
             max_hint_bytes_per_target: 64 * 1024 * 1024,

@@ -12,6 +12,15 @@
 //! - at most `max_hint_bytes_per_target` bytes per target. Past that,
 //!   writes are not hinted and a counter says so (back-pressure).
 //!
+//! - a hint older than `max_hint_window` (counted from when it was first
+//!   stored, on the node's `Clock`) is dropped and counted, never replayed.
+//!   A delete's tombstone may be purged once `tombstone_grace` has passed,
+//!   and a hint that old may still hold the version the delete covered;
+//!   replaying it would bring the deleted value back. Anti-entropy, which
+//!   compares with every replica, repairs what an expired hint would have.
+//!   An expired hint is also not merged into: a new write for the key
+//!   starts a fresh hint.
+//!
 //! Replay runs when the failure detector sees the target up again. It pushes
 //! the hints in pages with the same merge every replica uses, rate-limited,
 //! and deletes a hint only after the target has acknowledged it, and only
@@ -44,7 +53,16 @@ const TICK: Duration = Duration::from_millis(500);
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Hint {
     version: DvvSet,
+    /// Wall time (the node's `Clock`) when the hint was first stored; a
+    /// merge into it keeps this, so its age covers its oldest content.
     stored_at_ms: u64,
+}
+
+/// Whether a hint first stored at `stored_at_ms` is past the window at
+/// `now_ms`, and must be dropped instead of replayed. A clock that went
+/// backwards makes a hint younger, never expired.
+pub fn expired(stored_at_ms: u64, now_ms: u64, window_ms: u64) -> bool {
+    now_ms.saturating_sub(stored_at_ms) > window_ms
 }
 
 fn hint_key(target: &str, key: &[u8]) -> Vec<u8> {
@@ -92,6 +110,8 @@ pub struct Hints {
     pub dropped_window: AtomicU64,
     /// Hints refused because the target's byte budget was full.
     pub dropped_budget: AtomicU64,
+    /// Hints dropped unreplayed because they were older than the window.
+    pub expired: AtomicU64,
     /// Hints delivered.
     pub replayed: AtomicU64,
 }
@@ -132,6 +152,7 @@ impl Hints {
             lock: Mutex::new(()),
             dropped_window: AtomicU64::new(0),
             dropped_budget: AtomicU64::new(0),
+            expired: AtomicU64::new(0),
             replayed: AtomicU64::new(0),
         })
     }
@@ -149,7 +170,14 @@ impl Hints {
         let old = self.store.engine().get(Tree::Hints, &hk)?;
         let old_hint: Option<Hint> = old.as_deref().map(|b| record::decode(&hk, b)).transpose()?;
         let hint = match &old_hint {
-            Some(h) => Hint { version: h.version.merged(version), stored_at_ms: h.stored_at_ms },
+            Some(h) if !expired(h.stored_at_ms, now_ms, window_ms) => {
+                Hint { version: h.version.merged(version), stored_at_ms: h.stored_at_ms }
+            }
+            Some(_) => {
+                // Its old content must never be replayed; the new write starts afresh.
+                self.expired.fetch_add(1, Ordering::Relaxed);
+                Hint { version: version.clone(), stored_at_ms: now_ms }
+            }
             None => Hint { version: version.clone(), stored_at_ms: now_ms },
         };
         let bytes = record::encode(&hint);
@@ -227,13 +255,28 @@ impl Hints {
     }
 }
 
-/// Replays every pending hint for `target`; returns how many were delivered.
+/// Replays every pending hint for `target`; returns how many were
+/// delivered. Hints past `max_hint_window` are dropped (and counted) instead.
 pub async fn replay(s: &Shared, target: &str, rate: &mut RateLimit) -> Result<u64> {
     let mut delivered = 0;
+    let window_ms = s.config.max_hint_window * 1000;
     loop {
         let page = s.hints.page(target, PAGE)?;
         if page.is_empty() {
             return Ok(delivered);
+        }
+        let now_ms = s.clock.wall_ms();
+        let (stale, page): (Page, Page) = page.into_iter().partition(|(_, _, _, at)| expired(*at, now_ms, window_ms));
+        for (key, _, raw, at) in &stale {
+            s.hints.remove(target, key, raw)?;
+            s.hints.expired.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(node = %s.config.id, peer = %target, age_ms = now_ms.saturating_sub(*at), "hint past the window dropped, not replayed");
+        }
+        if !stale.is_empty() {
+            tracing::warn!(node = %s.config.id, peer = %target, hints = stale.len(), window_ms, "hints older than max_hint_window dropped; anti-entropy repairs those keys");
+        }
+        if page.is_empty() {
+            continue;
         }
         let entries: Vec<pb::KeyVersion> =
             page.iter().map(|(key, v, _, _)| pb::KeyVersion { key: key.clone(), version: record::encode(v) }).collect();
@@ -267,5 +310,54 @@ pub async fn run_replay(s: Arc<Shared>, shutdown: CancellationToken) {
                 Err(e) => tracing::warn!(node = %s.config.id, peer = %target, error = %e, "hint replay failed; will retry"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Durability;
+    use crate::storage::MemoryStorage;
+    use crate::version::{Context, Hlc, Sibling};
+
+    /// A write of `value` coordinated by `node` (distinct nodes: concurrent writes).
+    fn version(node: &str, value: &str, wall_ms: u64) -> DvvSet {
+        let mut d = DvvSet::default();
+        let sib = Sibling { hlc: Hlc { wall_ms, logical: 0, node: node.into() }, value: value.into(), tombstone: false };
+        d.update(&Context::new(), node, sib, false);
+        d
+    }
+
+    #[test]
+    fn a_hint_expires_only_once_older_than_the_window() {
+        let window = 10_000;
+        for (stored, now, want) in [
+            (1_000, 1_000, false),
+            (1_000, 11_000, false), // exactly the window: still replayed
+            (1_000, 11_001, true),
+            (5_000, 1_000, false), // the clock went back: younger, not expired
+            (0, u64::MAX, true),
+        ] {
+            assert_eq!(expired(stored, now, window), want, "stored {stored}, now {now}");
+        }
+    }
+
+    #[test]
+    fn a_write_to_an_expired_hint_starts_a_fresh_one() {
+        let hints = Hints::open(Arc::new(Store::new(Arc::new(MemoryStorage::default()), Durability::None, 1))).unwrap();
+        let limits = Limits { silent_ms: 0, window_ms: 10_000, budget: u64::MAX };
+        hints.offer("n2", b"k", &version("n1", "old", 1_000), 1_000, limits).unwrap();
+        hints.offer("n2", b"k", &version("n3", "newer", 5_000), 5_000, limits).unwrap();
+        let page = hints.page("n2", 10).unwrap();
+        assert_eq!(page[0].3, 1_000, "a merge keeps the first store time");
+        assert_eq!(page[0].1.siblings().len(), 2, "both writes are in the hint");
+
+        hints.offer("n2", b"k", &version("n4", "latest", 20_000), 20_000, limits).unwrap();
+        let page = hints.page("n2", 10).unwrap();
+        assert_eq!(page.len(), 1);
+        assert_eq!(page[0].3, 20_000, "a fresh hint");
+        let values: Vec<Vec<u8>> = page[0].1.siblings().iter().map(|s| s.value.clone()).collect();
+        assert_eq!(values, vec![b"latest".to_vec()], "nothing older than the window survives");
+        assert_eq!(hints.expired.load(Ordering::Relaxed), 1);
     }
 }

@@ -94,9 +94,14 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Persists the member list, so a restart knows its peers before gossip.
+    /// Persists the member list and the removal tombstones, so a restart
+    /// knows its peers, and whom to keep out, before gossip.
     pub fn save_members(&self) {
-        if let Err(e) = self.store.meta_put("members", &self.membership.members()) {
+        let saved = self
+            .store
+            .meta_put("members", &self.membership.members())
+            .and_then(|_| self.store.meta_put("removed_nodes", &self.membership.removed()));
+        if let Err(e) = saved {
             tracing::warn!(error = %e, "could not persist the member list");
         }
     }
@@ -121,6 +126,11 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
         }
         Some(_) => {}
         None => store.meta_put("node_id", &config.id)?,
+    }
+    // A removal is checked before `left`: the removed node must not rejoin
+    // even with a fresh data dir under this id, so its message says more.
+    if let Some(generation) = store.meta_get::<u64>("removed")? {
+        return Err(Error::Config(membership::removed_message(&config.id, generation)));
     }
     if store.meta_get::<bool>("left")? == Some(true) {
         return Err(Error::Config(format!("node {} was decommissioned; start it with a fresh --data-dir to join again", config.id)));
@@ -147,6 +157,9 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
     let detector =
         DetectorConfig { threshold: config.phi_threshold, interval_ms: config.gossip_interval_ms, pause_ms: config.heartbeat_pause_ms };
     let membership = Arc::new(Membership::new(me, detector));
+    if let Some(removed) = store.meta_get::<membership::Removed>("removed_nodes")? {
+        membership.merge_removed(removed);
+    }
     if let Some(known) = store.meta_get::<Vec<Member>>("members")? {
         membership.merge(known);
     }
@@ -212,20 +225,25 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
     }
     shared.store.engine().sync()?;
     tracing::info!(node = %shared.config.id, "stopped");
-    served.map_err(|e| Error::Config(format!("server failed: {e}")))
+    served.map_err(|e| Error::Config(format!("server failed: {e}")))?;
+    // Stopped because it learned it was removed: exit as a refused start would.
+    match shared.store.meta_get::<u64>("removed")? {
+        Some(generation) => Err(Error::Config(membership::removed_message(&shared.config.id, generation))),
+        None => Ok(()),
+    }
 }
 
 /// Gossip, persisting the member list whenever it changes. Each round also
 /// looks at the wall clock, so the step watch's baseline stays fresh and
 /// slow drift between writes never adds up to a false step.
 async fn gossip(s: Arc<Shared>, shutdown: CancellationToken) {
-    let mut seen = s.membership.members();
+    let mut seen = (s.membership.members(), s.membership.removed());
     let watcher = async {
         let mut tick = tokio::time::interval(Duration::from_millis(s.config.gossip_interval_ms));
         loop {
             tick.tick().await;
             s.clock_watch.check(s.clock.wall_ms());
-            let now = s.membership.members();
+            let now = (s.membership.members(), s.membership.removed());
             if now != seen {
                 s.save_members();
                 seen = now;

@@ -262,7 +262,8 @@ impl Peers {
     /// Push-pull gossip with the node at `addr` (which may be a seed whose id
     /// is unknown, so this bypasses the per-id fault rules).
     /// Returns the peer's members and its wall clock.
-    pub async fn gossip(&self, addr: &str, members: &[Member], wall_ms: u64) -> Result<(Vec<Member>, u64)> {
+    /// Returns the peer's members, its wall clock and its tombstones.
+    pub async fn gossip(&self, addr: &str, members: &[Member], wall_ms: u64) -> Result<(Vec<Member>, u64, Vec<pb::RemovedNode>)> {
         let mut client = self.client(addr)?;
         let target = self.membership.members().into_iter().find(|m| m.address == addr).map(|m| m.id);
         if let Some(id) = &target {
@@ -270,7 +271,12 @@ impl Peers {
                 return Err(Error::Peer { peer: id.clone(), reason: reason.into() });
             }
         }
-        let req = pb::GossipRequest { from: self.membership.me().to_string(), members: members.iter().map(Into::into).collect(), wall_ms };
+        let req = pb::GossipRequest {
+            from: self.membership.me().to_string(),
+            members: members.iter().map(Into::into).collect(),
+            wall_ms,
+            removed: self.membership.removed_wire(),
+        };
         let result = tokio::time::timeout(self.timeout, client.rpc.gossip(req)).await;
         if let Some(id) = &target {
             match &result {
@@ -283,7 +289,7 @@ impl Peers {
             .map_err(|_| Error::Peer { peer: addr.to_string(), reason: "gossip timed out".into() })?
             .map_err(|s| status_to_error(addr, s))?;
         let resp = resp.into_inner();
-        Ok((resp.members.into_iter().map(Member::from).collect(), resp.wall_ms))
+        Ok((resp.members.into_iter().map(Member::from).collect(), resp.wall_ms, resp.removed))
     }
 }
 

@@ -126,17 +126,35 @@ pub fn add_nodes_with(sim: &mut turmoil::Sim<'_>, n: usize, seed: u64, adjust: i
 /// (a restart after a crash starts at once). Returns its storage, which
 /// survives crashes.
 pub fn add_node(sim: &mut turmoil::Sim<'_>, cfg: Config, delay: Duration) -> SimNode {
+    host(sim, cfg, delay, None)
+}
+
+/// The errors a node's `run` stopped with, oldest first.
+pub type Stops = Arc<std::sync::Mutex<Vec<String>>>;
+
+/// [`add_node`] for a node expected to stop with an error (a refused
+/// start, or learning that it was removed): the error ends its host
+/// cleanly instead of failing the simulation, and is kept for the test.
+pub fn add_node_expecting_stops(sim: &mut turmoil::Sim<'_>, cfg: Config, delay: Duration) -> (SimNode, Stops) {
+    let stops = Stops::default();
+    (host(sim, cfg, delay, Some(stops.clone())), stops)
+}
+
+fn host(sim: &mut turmoil::Sim<'_>, cfg: Config, delay: Duration, stops: Option<Stops>) -> SimNode {
     let node = SimNode { storage: MemoryStorage::default(), clock: Arc::new(SimClock::default()) };
     let kept = node.clone();
     sim.host(cfg.id.clone(), move || {
-        let (store, clock, cfg) = (kept.storage.clone(), kept.clock.clone(), cfg.clone());
+        let (store, clock, cfg, stops) = (kept.storage.clone(), kept.clock.clone(), cfg.clone(), stops.clone());
         async move {
             let now = turmoil::sim_elapsed().unwrap_or_default();
             if now < delay {
                 tokio::time::sleep(delay - now).await;
             }
             let env = Env { transport: Arc::new(SimTransport), clock, storage: Some(Arc::new(store)) };
-            ringkv_node::run(cfg, env, CancellationToken::new()).await?;
+            match (ringkv_node::run(cfg, env, CancellationToken::new()).await, stops) {
+                (Err(e), Some(stops)) => stops.lock().expect("stops lock").push(e.to_string()),
+                (result, _) => result?,
+            }
             Ok(())
         }
     });

@@ -305,6 +305,71 @@ fn tombstone_is_purged_only_once_every_replica_holds_it() {
     run(sim, seed);
 }
 
+/// Live values of `key` in a QUORUM scan through `via` (which asks every node).
+async fn scanned(via: &str, key: &str) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+    let r = client(&[via]).scan(key.as_bytes(), b"", 100, Options::level(Level::Quorum)).await?;
+    Ok(r.entries
+        .iter()
+        .filter(|e| e.key == key.as_bytes())
+        .flat_map(|e| e.siblings.iter().filter(|s| !s.tombstone).map(|s| String::from_utf8_lossy(&s.value).into_owned()))
+        .collect())
+}
+
+#[test]
+fn a_purged_delete_never_comes_back_from_a_node_a_join_moved_the_range_away_from() {
+    let seed = seed(0x5eed_0013);
+    let mut sim = builder(seed).build();
+    const GRACE_S: u64 = 3;
+    let short = |_: usize, cfg: &mut ringkv_node::Config| {
+        cfg.tombstone_grace = GRACE_S;
+        // Well inside the grace: the old replica drops its copy before the tombstone goes.
+        cfg.cleanup_delay = 1;
+    };
+    ringkv_tests::sim::add_nodes_with(&mut sim, 3, seed, short);
+    let mut cfg4 = ringkv_tests::sim::config(4, seed);
+    short(4, &mut cfg4);
+    ringkv_tests::sim::add_node(&mut sim, cfg4, Duration::from_secs(12));
+    sim.client("operator", async move {
+        cluster_ready().await?;
+        let c = client(&["n1"]);
+        c.put(b"doomed", b"alive", None, Options::level(Level::All)).await?;
+        for node in ["n1", "n2", "n3"] {
+            until(&format!("{node} sees n4 joined"), Duration::from_secs(60), || sees(node, "n4", "up")).await?;
+        }
+        // The join moved the key away from one of n1..n3: that is C.
+        let owners = replicas("n1", "doomed").await?;
+        let moved_from = ["n1", "n2", "n3"].into_iter().find(|n| !owners.iter().any(|o| o == n)).expect("n4 took one replica");
+        assert!(owners.contains(&"n4".to_string()), "{owners:?}");
+
+        c.delete(b"doomed", None, Options::level(Level::All)).await?;
+        until("the tombstone is purged on every owner after the grace", Duration::from_secs(4 * GRACE_S), || async {
+            ringkv_tests::sim::repair(&owners[0]).await.is_ok()
+                && c.inspect(b"doomed").await.is_ok_and(|r| r.replicas.iter().all(|v| v.reachable && !v.present))
+        })
+        .await?;
+        assert_eq!(scanned("n1", "doomed").await?, Vec::<String>::new(), "a scan brought the deleted value back from {moved_from}");
+        assert!(values(&c.get(b"doomed", Options::level(Level::All)).await?).is_empty());
+
+        // The joiner leaves: the range goes back to C, and repair runs everywhere.
+        ringkv_tests::sim::admin("n4").decommission(ringkv_client::pb::DecommissionRequest {}).await?;
+        for node in ["n1", "n2", "n3"] {
+            until(&format!("{node} sees n4 left"), CONVERGE, || state_is(node, "n4", "left")).await?;
+        }
+        for node in ["n1", "n2", "n3"] {
+            let report = ringkv_tests::sim::repair(node).await?;
+            assert!(report.errors.is_empty(), "{node}: {:?}", report.errors);
+        }
+        let got = c.get(b"doomed", Options::level(Level::All)).await?;
+        assert!(values(&got).is_empty(), "repair copied the deleted value back from {moved_from}: {:?}", values(&got));
+        assert_eq!(scanned("n1", "doomed").await?, Vec::<String>::new());
+        // C already dropped what it does not replicate, and now owns the key again.
+        let again = ringkv_tests::sim::admin(moved_from).cleanup(ringkv_client::pb::CleanupRequest {}).await?.into_inner();
+        assert_eq!(again.keys_removed, 0, "{again:?}");
+        Ok(())
+    });
+    run(sim, seed);
+}
+
 // ---- membership ----
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -585,6 +650,148 @@ fn removenode_drops_a_dead_node_and_repair_re_replicates_its_ranges() {
     run(sim, seed);
 }
 
+/// The replicas `coordinator`'s ring names for `key`.
+async fn replicas(coordinator: &str, key: &str) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+    Ok(client(&[coordinator]).inspect(key.as_bytes()).await?.replicas.into_iter().map(|r| r.node).collect())
+}
+
+/// True when `observer` sees `node` in state `state`.
+async fn state_is(observer: &str, node: &str, state: &str) -> bool {
+    client(&[observer]).status().await.is_ok_and(|s| s.nodes.iter().any(|n| n.id == node && n.state == state))
+}
+
+/// Steps `sim` until `flag` is set.
+fn step_until(sim: &mut turmoil::Sim<'_>, flag: &AtomicBool, seed: u64) {
+    while !flag.load(Ordering::SeqCst) {
+        if let Err(e) = sim.step() {
+            panic!("simulation failed: {e}\nrerun: RINGKV_SIM_SEED={seed}");
+        }
+    }
+}
+
+/// The key under test, its replicas with n4 in the ring, and without it.
+type RemovalPlan = (String, Vec<String>, Vec<String>);
+
+#[test]
+fn a_removed_node_restarted_on_its_old_data_stays_out_and_stops() {
+    let seed = seed(0x5eed_0027);
+    let mut sim = builder(seed).build();
+    // No hints: only the writes themselves place data, so the replica sets decide.
+    ringkv_tests::sim::add_nodes_with(&mut sim, 3, seed, no_hints);
+    let mut cfg4 = ringkv_tests::sim::config(4, seed);
+    no_hints(4, &mut cfg4);
+    let (_, stops) = ringkv_tests::sim::add_node_expecting_stops(&mut sim, cfg4, Duration::from_secs(3));
+    let plan: Arc<Mutex<RemovalPlan>> = Arc::default();
+    let (written, removed, checked) =
+        (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+
+    let (p, w) = (plan.clone(), written.clone());
+    sim.client("writer", async move {
+        until("4 nodes up", CONVERGE, || async { sees("n1", "n4", "up").await && sees("n4", "n3", "up").await }).await?;
+        let c = client(&["n1"]);
+        for i in 0..20 {
+            c.put(format!("k{i}").as_bytes(), b"v1", None, Options::level(Level::All)).await?;
+        }
+        for i in 0..20 {
+            let key = format!("k{i}");
+            let old = replicas("n1", &key).await?;
+            if old.iter().any(|r| r == "n4") {
+                p.lock().unwrap().0 = key;
+                p.lock().unwrap().1 = old;
+                break;
+            }
+        }
+        w.store(true, Ordering::SeqCst);
+        Ok(())
+    });
+    step_until(&mut sim, &written, seed);
+    sim.crash("n4");
+
+    let (p, r) = (plan.clone(), removed.clone());
+    sim.client("operator", async move {
+        until("n1 sees n4 down", CONVERGE, || sees("n1", "n4", "down")).await?;
+        ringkv_tests::sim::admin("n1").remove_node(ringkv_client::pb::RemoveNodeRequest { id: "n4".into() }).await?;
+        for node in ["n1", "n2", "n3"] {
+            until(&format!("{node} learns n4 left"), CONVERGE, || state_is(node, "n4", "left")).await?;
+        }
+        let (key, old) = {
+            let p = p.lock().unwrap();
+            (p.0.clone(), p.1.clone())
+        };
+        let new = replicas("n1", &key).await?;
+        assert!(!new.contains(&"n4".to_string()), "{new:?}");
+        // `a` and `b` stay replicas; `c` took over from n4.
+        let kept: Vec<&String> = new.iter().filter(|n| old.contains(n)).collect();
+        let (a, b) = (kept[1].clone(), kept[0].clone());
+        // A write acknowledged by a and c only: b is cut off.
+        for other in ["n1", "n2", "n3"].into_iter().filter(|n| *n != b) {
+            turmoil::partition(b.as_str(), other);
+        }
+        until("a sees b down", CONVERGE, || sees(&a, &b, "down")).await?;
+        let put = client(&[&a]).put(key.as_bytes(), b"v2", None, Options::level(Level::Quorum)).await?;
+        assert_eq!(put.receipt.unwrap().acked, 2, "acknowledged by a and c");
+        for other in ["n1", "n2", "n3"].into_iter().filter(|n| *n != b) {
+            turmoil::repair(b.as_str(), other);
+        }
+        until("a sees b up", CONVERGE, || sees(&a, &b, "up")).await?;
+        p.lock().unwrap().2 = new;
+        r.store(true, Ordering::SeqCst);
+        Ok(())
+    });
+    step_until(&mut sim, &removed, seed);
+    // systemd restarts the removed node on its old data dir.
+    sim.bounce("n4");
+
+    let (p, st, ch) = (plan.clone(), stops.clone(), checked.clone());
+    sim.client("after", async move {
+        let (key, old, new) = p.lock().unwrap().clone();
+        let kept: Vec<&String> = new.iter().filter(|n| old.contains(n)).collect();
+        let (a, b) = (kept[1].clone(), kept[0].clone());
+        until("n4 has stopped, or is back in the ring", CONVERGE, || async {
+            !st.lock().unwrap().is_empty() || sees("n1", "n4", "up").await
+        })
+        .await?;
+        // Cut a off: a QUORUM read through b must still find v2, on c.
+        for other in ["n1", "n2", "n3", "n4"].into_iter().filter(|n| *n != a) {
+            turmoil::partition(a.as_str(), other);
+        }
+        until("b sees a down", CONVERGE, || sees(&b, &a, "down")).await?;
+        let got = client(&[&b]).get(key.as_bytes(), Options::level(Level::Quorum)).await?;
+        let asked: Vec<&str> = got.receipt.as_ref().unwrap().replicas.iter().map(|r| r.node.as_str()).collect();
+        let read: Vec<String> = values(&got).iter().map(|v| String::from_utf8_lossy(v).into_owned()).collect();
+        assert_eq!(read, vec!["v2"], "a QUORUM read through {b} missed an acknowledged write (asked {asked:?})");
+        for other in ["n1", "n2", "n3", "n4"].into_iter().filter(|n| *n != a) {
+            turmoil::repair(a.as_str(), other);
+        }
+        // n4 is in no ring and no preference list, and refuses to serve.
+        for node in ["n1", "n2", "n3"] {
+            let ring = client(&[node]).ring().await?;
+            assert!(ring.owners.iter().all(|o| o.node != "n4") && ring.tokens.iter().all(|t| t.node != "n4"), "{node}: {ring:?}");
+            assert!(state_is(node, "n4", "left").await, "{node} sees n4 left");
+            for i in 0..20 {
+                assert!(!replicas(node, &format!("k{i}")).await?.contains(&"n4".to_string()), "{node}: k{i}");
+            }
+        }
+        assert!(client(&["n4"]).get(key.as_bytes(), Options::level(Level::One)).await.is_err(), "n4 serves no reads");
+        assert!(client(&["n4"]).put(b"new", b"x", None, Options::level(Level::One)).await.is_err(), "n4 takes no writes");
+        let stopped = st.lock().unwrap().clone();
+        assert!(stopped.len() == 1 && stopped[0].contains("removed") && stopped[0].contains("new --id"), "{stopped:?}");
+        ch.store(true, Ordering::SeqCst);
+        Ok(())
+    });
+    step_until(&mut sim, &checked, seed);
+    // Restarted again, it refuses to start at all.
+    sim.bounce("n4");
+    sim.client("again", async move {
+        until("n4 refuses to start", CONVERGE, || async { stops.lock().unwrap().len() == 2 }).await?;
+        let stopped = stops.lock().unwrap().clone();
+        assert!(stopped[1].contains("was removed") && stopped[1].contains("fresh --data-dir"), "{stopped:?}");
+        assert!(client(&["n1"]).ring().await?.owners.iter().all(|o| o.node != "n4"));
+        Ok(())
+    });
+    run(sim, seed);
+}
+
 // ---- failover ----
 
 async fn local_keys(node: &str) -> u64 {
@@ -638,6 +845,38 @@ fn replica_down_longer_than_the_hint_window_gets_no_hints() {
         heal_n3().await?;
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert_eq!(local_keys("n3").await, 0, "nothing was hinted, so nothing was replayed");
+        Ok(())
+    });
+    run(sim, seed);
+}
+
+#[test]
+fn hints_older_than_the_window_are_dropped_not_replayed() {
+    let seed = seed(0x5eed_0037);
+    let mut sim = builder(seed).build();
+    // Longer than detection (about 5 s here), so the writes are hinted.
+    const WINDOW_S: u64 = 8;
+    ringkv_tests::sim::add_nodes_with(&mut sim, 3, seed, |_, cfg| cfg.max_hint_window = WINDOW_S);
+    sim.client("client", async {
+        cluster_ready().await?;
+        isolate_n3().await?;
+        let c = client(&["n1"]);
+        for i in 0..50 {
+            let r = c.put(format!("x{i}").as_bytes(), b"v", None, Options::level(Level::Quorum)).await?;
+            assert!(r.receipt.unwrap().hints_stored, "x{i} was hinted for n3");
+        }
+        assert_eq!(hints_pending("n1").await?.0, 50);
+        // Every hint was stored before its write was acknowledged.
+        let written = tokio::time::Instant::now();
+        until("the newest hint is past the window", Duration::from_secs(2 * WINDOW_S), || async move {
+            written.elapsed() > Duration::from_millis(WINDOW_S * 1000 + 500)
+        })
+        .await?;
+        heal_n3().await?;
+        until("no hints pending on n1", CONVERGE, || async { hints_pending("n1").await.is_ok_and(|h| h.0 == 0) }).await?;
+        assert_eq!(local_keys("n3").await, 0, "expired hints were replayed to n3");
+        let (_, h) = hints_pending("n1").await?;
+        assert_eq!((h.expired, h.replayed), (50, 0), "every hint dropped and counted: {h:?}");
         Ok(())
     });
     run(sim, seed);

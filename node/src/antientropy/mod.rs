@@ -12,7 +12,11 @@
 //! - `pass.rs`: a full pass over every range (`ringkv repair`, and the
 //!   schedule), tombstone GC, counters, and rebuilding the trees when the
 //!   ring changes.
+//! - `cleanup.rs`: dropping the data of ranges this node no longer
+//!   replicates, once the ring has settled after a join or leave, so an old
+//!   copy cannot bring a purged delete back.
 
+pub mod cleanup;
 pub mod merkle;
 mod pass;
 pub mod sync;

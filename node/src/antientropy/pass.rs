@@ -1,6 +1,7 @@
 //! Anti-entropy passes: every range this node replicates, synced with each
-//! of its other replicas; the schedule that runs them; tombstone GC; and
-//! rebuilding the trees when the ring changes.
+//! of its other replicas; the schedule that runs them; tombstone GC;
+//! rebuilding the trees when the ring changes; and starting the automatic
+//! cleanup (`cleanup.rs`) once the ring has settled.
 //!
 //! A pass syncs a range with each peer in turn, then goes round once more
 //! if anything changed. The first round brings this node to the union of
@@ -19,6 +20,7 @@ use ringkv_proto::v1 as pb;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::cleanup::{run_cleanup, Schedule};
 use super::merkle::in_range;
 use super::sync::{sync_range, RateLimit, SyncPeer};
 use super::Trees;
@@ -44,9 +46,15 @@ pub struct Stats {
     bytes_sent: AtomicU64,
     bytes_received: AtomicU64,
     tombstones_purged: AtomicU64,
+    keys_cleaned: AtomicU64,
 }
 
 impl Stats {
+    /// Counts keys dropped by a cleanup (`cleanup.rs`).
+    pub fn cleaned(&self, keys: u64) {
+        self.keys_cleaned.fetch_add(keys, Ordering::Relaxed);
+    }
+
     fn add(&self, r: &pb::RepairReport) {
         self.passes.fetch_add(1, Ordering::Relaxed);
         self.ranges_checked.fetch_add(r.ranges_checked, Ordering::Relaxed);
@@ -70,6 +78,7 @@ impl Stats {
             tombstones_purged: self.tombstones_purged.load(Ordering::Relaxed),
             trees_ready: ready,
             trees_total: total,
+            keys_cleaned: self.keys_cleaned.load(Ordering::Relaxed),
         }
     }
 }
@@ -212,7 +221,9 @@ async fn gc(s: &Arc<Shared>, start: Token, end: Token, peers: &[String]) -> u64 
 /// `anti_entropy_interval` seconds (never when it is 0).
 pub async fn run_worker(s: Arc<Shared>, shutdown: CancellationToken) {
     let interval = Duration::from_secs(s.config.anti_entropy_interval);
+    let cleanup_delay = Duration::from_secs(s.config.cleanup_delay);
     let mut last_pass = Instant::now();
+    let mut cleanup = Schedule::new(s.membership.ring(), s.membership.future_ring(), Instant::now());
     loop {
         let want = Trees::ranges_of(&s.membership.ring(), &s.config.id, s.config.replication_factor);
         if !want.is_empty() && want != s.store.trees().ranges() {
@@ -231,6 +242,11 @@ pub async fn run_worker(s: Arc<Shared>, shutdown: CancellationToken) {
                     tracing::info!(node = %s.config.id, ranges = count, ms = started.elapsed().as_millis() as u64, "Merkle trees built")
                 }
                 Err(e) => tracing::error!(node = %s.config.id, error = %e, "Merkle tree rebuild failed"),
+            }
+        }
+        if cleanup.due(&s.membership.ring(), &s.membership.future_ring(), Instant::now(), cleanup_delay) {
+            if let Err(e) = run_cleanup(&s).await {
+                tracing::info!(node = %s.config.id, error = %e, "automatic cleanup skipped");
             }
         }
         if !interval.is_zero() && last_pass.elapsed() >= interval {

@@ -13,7 +13,8 @@
 //!   and a higher `heartbeat` replaces the heartbeat and load figures.
 //!
 //! Only a node writes its own entry, with one exception: `removenode`
-//! marks a dead node `left`.
+//! marks a dead node `left`. Its tombstone travels with the member list
+//! and screens every merge (`removal.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
@@ -98,12 +99,14 @@ pub async fn round(s: &Shared) {
     for addr in targets {
         let sent = s.clock.wall_ms();
         match s.peers.gossip(&addr, &members, sent).await {
-            Ok((theirs, their_wall)) => {
+            Ok((theirs, their_wall, removed)) => {
                 // Their clock against the midpoint of our send and receive.
                 let mid = (sent + s.clock.wall_ms()) / 2;
                 if let Some(m) = s.membership.members().into_iter().find(|m| m.address == addr) {
                     s.membership.set_offset(&m.id, their_wall as i64 - mid as i64);
                 }
+                // Tombstones first, so a removed node's newer entry is refused.
+                super::removal::learn(s, removed);
                 s.membership.merge(theirs);
             }
             Err(e) => tracing::debug!(node = %s.membership.me(), peer = %addr, error = %e, "gossip failed"),

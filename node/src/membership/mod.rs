@@ -23,17 +23,23 @@
 //! holds the owners once pending joins and leaves complete (`normal` and
 //! `joining`). Writes also go to the future owners of a key, so a joining
 //! node misses nothing while it streams.
+//!
+//! `removal.rs` keeps `removenode` final: removed ids are remembered as
+//! tombstones that gossip spreads, so a removed node that restarts with a
+//! newer generation is kept out of the ring and told to stop.
 
 mod detector;
 mod formation;
 mod gossip;
 mod lifecycle;
+mod removal;
 pub mod seeds;
 
 pub use detector::PhiDetector;
 pub use formation::{SeedView, SETTLE_ROUNDS};
 pub use gossip::{merge_member, round as run_round, run as run_gossip, Merged};
 pub use lifecycle::{decommission, join, RING_DELAY_ROUNDS};
+pub use removal::{learn as learn_removals, merge_removed, merge_screened, removed_message, stop_if_removed, Removed};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
@@ -163,6 +169,8 @@ struct Inner {
     detectors: BTreeMap<String, PhiDetector>,
     ring: Arc<Ring>,
     future: Arc<Ring>,
+    /// Ids removed by an operator, with the generation removed (`removal.rs`).
+    removed: Removed,
 }
 
 /// This node's view of the cluster.
@@ -180,7 +188,15 @@ impl Membership {
         let mut members = BTreeMap::new();
         members.insert(id.clone(), me);
         let (ring, future) = build_rings(&members);
-        let inner = Inner { members, offsets: BTreeMap::new(), unreachable: BTreeSet::new(), detectors: BTreeMap::new(), ring, future };
+        let inner = Inner {
+            members,
+            offsets: BTreeMap::new(),
+            unreachable: BTreeSet::new(),
+            detectors: BTreeMap::new(),
+            ring,
+            future,
+            removed: Removed::new(),
+        };
         Self { me: id, base: tokio::time::Instant::now(), detector, inner: RwLock::new(inner) }
     }
 
@@ -221,7 +237,8 @@ impl Membership {
         let mut changed = false;
         for m in incoming {
             let id = m.id.clone();
-            let merged = merge_member(&mut inner.members, m, &self.me);
+            let Inner { members, removed, .. } = &mut *inner;
+            let merged = merge_screened(members, removed, m, &self.me);
             changed |= merged.state;
             if merged.heartbeat {
                 let cfg = self.detector;
@@ -269,6 +286,8 @@ impl Membership {
         let m = inner.members.get_mut(id).ok_or_else(|| format!("{id} is not a member"))?;
         m.state = NodeState::Left;
         m.version += 1;
+        let generation = m.generation;
+        merge_removed(&mut inner.removed, [(id.to_string(), generation)]);
         let (ring, future) = build_rings(&inner.members);
         inner.ring = ring;
         inner.future = future;

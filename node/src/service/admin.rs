@@ -132,6 +132,10 @@ impl pb::admin_server::Admin for AdminService {
         Ok(Response::new(pb::RemoveNodeResponse {}))
     }
 
+    async fn cleanup(&self, _req: Request<pb::CleanupRequest>) -> Result<Response<pb::CleanupReport>, Status> {
+        Ok(Response::new(crate::antientropy::cleanup::run_cleanup(&self.s).await?))
+    }
+
     async fn hints(&self, _req: Request<pb::HintsRequest>) -> Result<Response<pb::HintsResponse>, Status> {
         use std::sync::atomic::Ordering::Relaxed;
         let h = &self.s.hints;
@@ -141,6 +145,7 @@ impl pb::admin_server::Admin for AdminService {
             dropped_window: h.dropped_window.load(Relaxed),
             dropped_budget: h.dropped_budget.load(Relaxed),
             replayed: h.replayed.load(Relaxed),
+            expired: h.expired.load(Relaxed),
         }))
     }
 

@@ -113,10 +113,12 @@ impl pb::peer_server::Peer for PeerService {
 
     async fn gossip(&self, req: Request<pb::GossipRequest>) -> Result<Response<pb::GossipResponse>, Status> {
         let req = req.into_inner();
+        // Tombstones first, so a removed sender's own entry is refused.
+        crate::membership::learn_removals(&self.s, req.removed);
         self.s.membership.merge(req.members.into_iter().map(Member::from));
         // A direct message from the peer proves it can reach us, not that we can reach it.
         let members = self.s.membership.members().iter().map(Into::into).collect();
-        Ok(Response::new(pb::GossipResponse { members, wall_ms: self.s.clock.wall_ms() }))
+        Ok(Response::new(pb::GossipResponse { members, wall_ms: self.s.clock.wall_ms(), removed: self.s.membership.removed_wire() }))
     }
 
     async fn fetch_range(&self, req: Request<pb::FetchRangeRequest>) -> Result<Response<pb::KeyVersions>, Status> {
