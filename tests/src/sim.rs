@@ -1,6 +1,7 @@
 //! Turmoil support: the node runs unchanged, with the transport and clock
 //! swapped for simulated ones (DESIGN §7).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -126,14 +127,44 @@ pub fn add_nodes_with(sim: &mut turmoil::Sim<'_>, n: usize, seed: u64, adjust: i
 /// (a restart after a crash starts at once). Returns its storage, which
 /// survives crashes.
 pub fn add_node(sim: &mut turmoil::Sim<'_>, cfg: Config, delay: Duration) -> SimNode {
+    add_host(sim, cfg, Start::After(delay))
+}
+
+/// Adds one node as a host that first starts once a test sets `start`
+/// (checked every 100 simulated ms), for a join at a chosen point of a
+/// scenario rather than at a guessed time. Returns its storage, which
+/// survives crashes.
+pub fn add_node_on(sim: &mut turmoil::Sim<'_>, cfg: Config, start: Arc<AtomicBool>) -> SimNode {
+    add_host(sim, cfg, Start::On(start))
+}
+
+/// When a host first starts.
+#[derive(Clone)]
+enum Start {
+    /// This far into the simulation.
+    After(Duration),
+    /// Once the flag is set.
+    On(Arc<AtomicBool>),
+}
+
+fn add_host(sim: &mut turmoil::Sim<'_>, cfg: Config, start: Start) -> SimNode {
     let node = SimNode { storage: MemoryStorage::default(), clock: Arc::new(SimClock::default()) };
     let kept = node.clone();
     sim.host(cfg.id.clone(), move || {
-        let (store, clock, cfg) = (kept.storage.clone(), kept.clock.clone(), cfg.clone());
+        let (store, clock, cfg, start) = (kept.storage.clone(), kept.clock.clone(), cfg.clone(), start.clone());
         async move {
-            let now = turmoil::sim_elapsed().unwrap_or_default();
-            if now < delay {
-                tokio::time::sleep(delay - now).await;
+            match start {
+                Start::After(delay) => {
+                    let now = turmoil::sim_elapsed().unwrap_or_default();
+                    if now < delay {
+                        tokio::time::sleep(delay - now).await;
+                    }
+                }
+                Start::On(flag) => {
+                    while !flag.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
             }
             let env = Env { transport: Arc::new(SimTransport), clock, storage: Some(Arc::new(store)) };
             ringkv_node::run(cfg, env, CancellationToken::new()).await?;
