@@ -147,7 +147,8 @@ pub async fn run(cmd: Command, endpoints: &[String], policy_name: &str, json_mod
                 .map(|e| json!({ "key": String::from_utf8_lossy(&e.key), "values": e.siblings.iter().map(|s| value_json(&s.value)).collect::<Vec<_>>() }))
                 .collect();
             let next = String::from_utf8_lossy(&resp.next_start_after).into_owned();
-            let doc = json!({ "entries": entries, "more": resp.more, "next_start_after": next, "receipt": receipt_json(resp.receipt.as_ref()) });
+            let doc =
+                json!({ "entries": entries, "more": resp.more, "next_start_after": next, "receipt": receipt_json(resp.receipt.as_ref()) });
             print(json_mode, doc, || {
                 let mut out: Vec<String> = resp
                     .entries

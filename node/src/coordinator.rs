@@ -775,9 +775,8 @@ impl Coordinator {
             async move {
                 let t0 = Instant::now();
                 let r = if id == s.config.id {
-                    s.store.scan_prefix(&req.prefix, &req.start_after, Page::new(req.limit as usize, PAGE_BYTES)).map(|(rows, more)| pb::KeyVersions {
-                        entries: rows.into_iter().map(|(key, version)| pb::KeyVersion { key, version }).collect(),
-                        more,
+                    s.store.scan_prefix(&req.prefix, &req.start_after, Page::new(req.limit as usize, PAGE_BYTES)).map(|(rows, more)| {
+                        pb::KeyVersions { entries: rows.into_iter().map(|(key, version)| pb::KeyVersion { key, version }).collect(), more }
                     })
                 } else {
                     s.peers.scan_local(&id, req, timeout).await

@@ -115,7 +115,12 @@ impl<T> Pager<T> {
 
 /// Splits `items` into consecutive pages of at most `max_keys` items and
 /// `max_bytes` bytes (as `size` counts them), each with at least one item.
-pub fn chunks<'a, T>(items: &'a [T], max_keys: usize, max_bytes: usize, size: impl Fn(&T) -> usize + 'a) -> impl Iterator<Item = &'a [T]> + 'a {
+pub fn chunks<'a, T>(
+    items: &'a [T],
+    max_keys: usize,
+    max_bytes: usize,
+    size: impl Fn(&T) -> usize + 'a,
+) -> impl Iterator<Item = &'a [T]> + 'a {
     let mut rest = items;
     std::iter::from_fn(move || {
         if rest.is_empty() {

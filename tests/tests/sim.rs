@@ -1209,8 +1209,7 @@ fn values_larger_in_sum_than_a_message_move_by_repair_join_and_decommission() {
 
         // Anti-entropy: n2 fetches every large value from n1.
         turmoil::repair("n2", "n1");
-        until("n1 and n2 see each other up", CONVERGE, || async { sees("n1", "n2", "up").await && sees("n2", "n1", "up").await })
-            .await?;
+        until("n1 and n2 see each other up", CONVERGE, || async { sees("n1", "n2", "up").await && sees("n2", "n1", "up").await }).await?;
         let report = ringkv_tests::sim::repair("n2").await?;
         assert!(report.errors.iter().all(|e| e.contains("n3 is down")), "{:?}", report.errors);
         assert_eq!(report.keys_repaired, LARGE_KEYS as u64, "{report:?}");

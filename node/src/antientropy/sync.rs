@@ -182,7 +182,9 @@ pub async fn sync_range(
             // its last key. One that is cut but empty would never advance.
             let resume = match (resp.more, resp.entries.last()) {
                 (false, _) => wanted.len(),
-                (true, Some(last)) => wanted.iter().position(|k| *k == last.key).map(|i| i + 1).ok_or_else(|| bad_answer("named a key not asked for"))?,
+                (true, Some(last)) => {
+                    wanted.iter().position(|k| *k == last.key).map(|i| i + 1).ok_or_else(|| bad_answer("named a key not asked for"))?
+                }
                 (true, None) => return Err(bad_answer("was cut but empty")),
             };
             wanted = &wanted[resume..];
@@ -211,7 +213,13 @@ pub async fn sync_range(
 
 /// Pushes one page of local versions to `peer`, counting what it cost and
 /// what it changed there.
-async fn push_page(peer: &impl SyncPeer, from: &str, entries: Vec<pb::KeyVersion>, out: &mut RangeOutcome, rate: &mut RateLimit) -> Result<()> {
+async fn push_page(
+    peer: &impl SyncPeer,
+    from: &str,
+    entries: Vec<pb::KeyVersion>,
+    out: &mut RangeOutcome,
+    rate: &mut RateLimit,
+) -> Result<()> {
     let req = pb::PushKeysRequest { from: from.to_string(), entries };
     out.bytes_sent += req.encoded_len() as u64;
     let resp = peer.push_keys(req).await?;

@@ -124,7 +124,11 @@ impl pb::kv_server::Kv for KvService {
         let entries = page
             .entries
             .into_iter()
-            .map(|(key, v)| pb::ScanEntry { key, siblings: v.live().into_iter().map(Into::into).collect(), context: encode_context(&v.context()) })
+            .map(|(key, v)| pb::ScanEntry {
+                key,
+                siblings: v.live().into_iter().map(Into::into).collect(),
+                context: encode_context(&v.context()),
+            })
             .collect();
         Ok(Response::new(pb::ScanResponse {
             entries,
