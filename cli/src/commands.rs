@@ -146,7 +146,10 @@ pub async fn run(cmd: Command, endpoints: &[String], policy_name: &str, json_mod
                 .iter()
                 .map(|e| json!({ "key": String::from_utf8_lossy(&e.key), "values": e.siblings.iter().map(|s| value_json(&s.value)).collect::<Vec<_>>() }))
                 .collect();
-            print(json_mode, json!({ "entries": entries, "more": resp.more, "receipt": receipt_json(resp.receipt.as_ref()) }), || {
+            let next = String::from_utf8_lossy(&resp.next_start_after).into_owned();
+            let doc =
+                json!({ "entries": entries, "more": resp.more, "next_start_after": next, "receipt": receipt_json(resp.receipt.as_ref()) });
+            print(json_mode, doc, || {
                 let mut out: Vec<String> = resp
                     .entries
                     .iter()
@@ -159,8 +162,9 @@ pub async fn run(cmd: Command, endpoints: &[String], policy_name: &str, json_mod
                     })
                     .collect();
                 if resp.more {
-                    let last = resp.entries.last().map(|e| String::from_utf8_lossy(&e.key).into_owned()).unwrap_or_default();
-                    out.push(format!("(more: resume with --start-after {last:?})"));
+                    // The resume key, not the last entry: deleted keys past
+                    // it were already passed over.
+                    out.push(format!("(more: resume with --start-after {next:?})"));
                 }
                 out.join("\n")
             });

@@ -429,14 +429,25 @@ impl Client {
         .await
     }
 
-    /// One page of keys under `prefix`, after `start_after`.
+    /// One page of live keys under `prefix`, after `start_after`.
+    ///
+    /// Page with the resume key: while `more` is set, ask again with
+    /// `start_after = next_start_after`. It can lie past the last entry,
+    /// and a page can be empty with `more` set (a run of deleted keys), so
+    /// resuming after the last entry is not enough. Against a node that
+    /// predates the field, it is filled in from the last entry.
     pub async fn scan(&self, prefix: &[u8], start_after: &[u8], limit: u32, opts: Options) -> Result<pb::ScanResponse, Error> {
         let req = pb::ScanRequest { prefix: prefix.to_vec(), start_after: start_after.to_vec(), limit, options: Some(opts.to_proto()) };
-        self.route(policy::OpKind::Scan, b"", true, |ch| {
-            let req = req.clone();
-            async move { Self::kv(&ch).scan(req).await }
-        })
-        .await
+        let mut resp: pb::ScanResponse = self
+            .route(policy::OpKind::Scan, b"", true, |ch| {
+                let req = req.clone();
+                async move { Self::kv(&ch).scan(req).await }
+            })
+            .await?;
+        if resp.more && resp.next_start_after.is_empty() {
+            resp.next_start_after = resp.entries.last().map(|e| e.key.clone()).unwrap_or_default();
+        }
+        Ok(resp)
     }
 
     /// Cluster status as the first reachable endpoint sees it.
@@ -460,7 +471,9 @@ impl Client {
         let req = pb::InspectRequest { key: key.to_vec() };
         self.first(|ch| {
             let req = req.clone();
-            async move { AdminClient::new(ch).inspect(req).await }
+            // Every replica's siblings of a large value add up past tonic's
+            // 4 MiB default.
+            async move { AdminClient::new(ch).max_decoding_message_size(MAX_MESSAGE_BYTES).inspect(req).await }
         })
         .await
     }

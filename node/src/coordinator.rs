@@ -35,6 +35,7 @@ use tokio::time::Instant;
 use crate::error::{Error, Result};
 use crate::hints::{Limits, Stored};
 use crate::node::Shared;
+use crate::paging::{Page, PAGE_BYTES};
 use crate::quorum::{Level, Outcome, QuorumTracker};
 use crate::record;
 use crate::store::Ticket;
@@ -80,12 +81,16 @@ pub struct ReadResult {
     pub receipt: pb::Receipt,
 }
 
-/// One page of a scan: keys with their merged versions.
+/// One page of a scan: live keys with their merged versions.
 pub struct ScanResult {
-    /// Keys in order, with merged versions.
+    /// Keys in order, with merged versions; each has a live sibling.
     pub entries: Vec<(Vec<u8>, DvvSet)>,
-    /// More keys follow.
+    /// More keys may follow; resume after `next_start_after`.
     pub more: bool,
+    /// When `more`: the last key this page accounts for, deleted ones
+    /// included. It is past every entry and past the request's
+    /// `start_after`, so paging always advances.
+    pub next_start_after: Vec<u8>,
     /// Which nodes answered.
     pub receipt: pb::Receipt,
 }
@@ -594,7 +599,7 @@ impl Coordinator {
     /// Pushes `version` of `key` to replica `id` and waits until it is durable there.
     async fn repair(s: Arc<Shared>, id: String, key: Vec<u8>, version: DvvSet, timeout: Duration) -> Result<()> {
         if id == s.config.id {
-            let (_, ticket) = s.store.merge(&key, &version)?;
+            let ticket = s.store.merge(&key, &version)?.ticket;
             s.store.durable(ticket).await
         } else {
             let me = s.config.id.clone();
@@ -747,8 +752,17 @@ impl Coordinator {
         Ok(ReadResult { version: merged, receipt })
     }
 
-    /// One page of keys under `prefix`, merged across replicas. Every token
-    /// range must have `level` of its replicas answering.
+    /// One page of live keys under `prefix`, merged across replicas. Every
+    /// token range must have `level` of its replicas answering.
+    ///
+    /// Each node lists a page of its own keys, deleted ones included (a
+    /// tombstone on one replica may hide a live sibling on another). Below
+    /// the *horizon*, the least last key of the node pages that were cut
+    /// short, every answering node has listed every key it holds, so merged
+    /// versions there are complete. Tombstoned keys are dropped before the
+    /// page is cut to `limit` keys and [`PAGE_BYTES`] bytes, and the page
+    /// names the key to resume after, which may lie past its last entry: a
+    /// run of deleted keys yields a short or empty page that still moves on.
     pub async fn scan(&self, prefix: Vec<u8>, start_after: Vec<u8>, limit: usize, level: Level, timeout: Duration) -> Result<ScanResult> {
         let start = Instant::now();
         let ring = self.s.membership.ring();
@@ -761,9 +775,8 @@ impl Coordinator {
             async move {
                 let t0 = Instant::now();
                 let r = if id == s.config.id {
-                    s.store.scan_prefix(&req.prefix, &req.start_after, req.limit as usize).map(|(rows, more)| pb::KeyVersions {
-                        entries: rows.into_iter().map(|(key, version)| pb::KeyVersion { key, version }).collect(),
-                        more,
+                    s.store.scan_prefix(&req.prefix, &req.start_after, Page::new(req.limit as usize, PAGE_BYTES)).map(|(rows, more)| {
+                        pb::KeyVersions { entries: rows.into_iter().map(|(key, version)| pb::KeyVersion { key, version }).collect(), more }
                     })
                 } else {
                     s.peers.scan_local(&id, req, timeout).await
@@ -781,7 +794,7 @@ impl Coordinator {
         let mut receipt = self.receipt(level, required, &nodes);
         let mut answered = Vec::new();
         let mut merged: std::collections::BTreeMap<Vec<u8>, DvvSet> = Default::default();
-        let mut more = false;
+        let mut horizon: Option<Vec<u8>> = None;
         for (id, result, latency) in results {
             let report = report_for(&mut receipt, &id);
             report.latency_us = latency.as_micros() as u64;
@@ -789,7 +802,11 @@ impl Coordinator {
                 Ok(kv) => {
                     report.answered = true;
                     answered.push(id);
-                    more |= kv.more;
+                    if let Some(last) = kv.entries.last().filter(|_| kv.more) {
+                        if horizon.as_ref().is_none_or(|h| last.key < *h) {
+                            horizon = Some(last.key.clone());
+                        }
+                    }
                     for e in kv.entries {
                         let v: DvvSet = record::decode(&e.key, &e.version)?;
                         merged.entry(e.key).and_modify(|m| m.merge(&v)).or_insert(v);
@@ -810,11 +827,29 @@ impl Coordinator {
                 });
             }
         }
-        more |= merged.len() > limit;
-        let entries: Vec<(Vec<u8>, DvvSet)> = merged.into_iter().take(limit).collect();
+        let mut entries = Vec::new();
+        let mut page = Page::new(limit, PAGE_BYTES);
+        // The page ends at the horizon, unless it fills first.
+        let mut next_start_after = horizon.clone();
+        let mut examined: Option<Vec<u8>> = None;
+        for (key, version) in merged {
+            if horizon.as_ref().is_some_and(|h| key > *h) {
+                break;
+            }
+            let live = version.live();
+            if !live.is_empty() {
+                let size = key.len() + live.iter().map(|s| s.value.len()).sum::<usize>();
+                if !page.admit(size) {
+                    next_start_after = examined;
+                    break;
+                }
+                entries.push((key.clone(), version));
+            }
+            examined = Some(key);
+        }
         receipt.acked = answered.len() as u32;
         receipt.latency_us = start.elapsed().as_micros() as u64;
-        Ok(ScanResult { entries, more, receipt })
+        Ok(ScanResult { entries, more: next_start_after.is_some(), next_start_after: next_start_after.unwrap_or_default(), receipt })
     }
 
     /// Each replica's stored version of `key`, side by side. Reads only; never repairs.

@@ -39,13 +39,18 @@ use tokio_util::sync::CancellationToken;
 use crate::antientropy::sync::RateLimit;
 use crate::error::Result;
 use crate::node::Shared;
+use crate::paging::{self, PAGE_BYTES};
 use crate::record;
 use crate::storage::Tree;
 use crate::store::{Store, Ticket};
 use crate::version::DvvSet;
 
-/// Hints pushed per replay message.
+/// Most hints pushed per replay message; a page is also cut at
+/// [`PAGE_BYTES`], so hints of large values never outgrow a message.
 const PAGE: usize = 256;
+/// Hint records read from storage at a time while filling a page: few,
+/// since the page may take only a few large ones.
+const SCAN_BATCH: usize = 16;
 /// How often the replay worker looks for targets that came back.
 const TICK: Duration = Duration::from_millis(500);
 
@@ -201,19 +206,29 @@ impl Hints {
         self.pending.lock().expect("pending lock").iter().filter(|(_, t)| t.count > 0).map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
-    /// Up to `limit` hints for `target`: (key, version, stored bytes, stored at).
-    fn page(&self, target: &str, limit: usize) -> Result<Page> {
+    /// The first hints for `target` that fit `budget` (at least one):
+    /// (key, version, stored bytes, stored at). A hint's stored size stands
+    /// for what replay sends: its version, plus a few bytes.
+    fn page(&self, target: &str, mut budget: paging::Page) -> Result<Page> {
         let prefix = hint_key(target, b"");
-        let rows = self.store.engine().scan(Tree::Hints, &prefix, true, limit)?;
+        let (mut cursor, mut inclusive) = (prefix.clone(), true);
         let mut out = Vec::new();
-        for (hk, raw) in rows {
-            if !hk.starts_with(&prefix) {
-                break;
+        loop {
+            let rows = self.store.engine().scan(Tree::Hints, &cursor, inclusive, SCAN_BATCH)?;
+            let full = rows.len() == SCAN_BATCH;
+            for (hk, raw) in rows {
+                if !hk.starts_with(&prefix) || !budget.admit(hk.len() - prefix.len() + raw.len()) {
+                    return Ok(out);
+                }
+                let hint: Hint = record::decode(&hk, &raw)?;
+                cursor.clone_from(&hk);
+                out.push((hk[prefix.len()..].to_vec(), hint.version, raw, hint.stored_at_ms));
             }
-            let hint: Hint = record::decode(&hk, &raw)?;
-            out.push((hk[prefix.len()..].to_vec(), hint.version, raw, hint.stored_at_ms));
+            if !full {
+                return Ok(out);
+            }
+            inclusive = false;
         }
-        Ok(out)
     }
 
     /// The oldest pending hint's store time for `target`.
@@ -261,7 +276,7 @@ pub async fn replay(s: &Shared, target: &str, rate: &mut RateLimit) -> Result<u6
     let mut delivered = 0;
     let window_ms = s.config.max_hint_window * 1000;
     loop {
-        let page = s.hints.page(target, PAGE)?;
+        let page = s.hints.page(target, paging::Page::new(PAGE, PAGE_BYTES))?;
         if page.is_empty() {
             return Ok(delivered);
         }

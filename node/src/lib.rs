@@ -3,7 +3,8 @@
 //! Bottom-up: `storage` engines hold bytes; `record` frames them; `version`
 //! is the DVVSet + HLC merge; `store` is the replica's versioned store with
 //! durability waits; `ring` places keys; `membership` gossips the member
-//! list; `peer_client` and `fault` carry node-to-node traffic; `quorum` and
+//! list; `peer_client` and `fault` carry node-to-node traffic, in `paging`'s
+//! byte-bounded pages; `quorum` and
 //! `coordinator` run requests; `service` exposes gRPC; `node` wires it all
 //! and [`run`]s it. `ARCHITECTURE.md` tells the same story with links.
 #![warn(missing_docs)]
@@ -17,6 +18,7 @@ pub mod fault;
 pub mod hints;
 pub mod membership;
 pub mod node;
+pub mod paging;
 pub mod peer_client;
 pub mod quorum;
 pub mod record;

@@ -6,9 +6,9 @@
 //! up/down view.
 //!
 //! Replication is batched per peer: a task per peer takes every replicate
-//! message that is ready, up to [`MAX_BATCH`], and sends them as one
-//! `ReplicateBatch` call, with at most [`BATCHES_IN_FLIGHT`] calls
-//! outstanding. An idle peer gets each message at once; a busy one gets
+//! message that is ready, up to [`MAX_BATCH`] messages and [`PAGE_BYTES`]
+//! bytes, and sends them as one `ReplicateBatch` call, with at most
+//! [`BATCHES_IN_FLIGHT`] calls outstanding. An idle peer gets each message at once; a busy one gets
 //! them in batches, which saves the per-call cost that dominated a
 //! profiled write load.
 
@@ -26,6 +26,7 @@ use tonic::Code;
 use crate::error::{Error, Result, KIND_HEADER};
 use crate::fault::{Faults, Verdict};
 use crate::membership::{Member, Membership};
+use crate::paging::{Page, PAGE_BYTES};
 use crate::record;
 use crate::transport::{channel, Transport};
 use crate::version::DvvSet;
@@ -52,7 +53,8 @@ pub struct Peers {
     read_latencies: Mutex<HashMap<String, VecDeque<Duration>>>,
 }
 
-/// Most replicate messages in one batch.
+/// Most replicate messages in one batch; a batch is also cut at
+/// [`PAGE_BYTES`], since 128 maximal values would outgrow a message.
 pub const MAX_BATCH: usize = 128;
 /// Batch calls outstanding per peer; later messages queue and join a batch.
 pub const BATCHES_IN_FLIGHT: usize = 2;
@@ -322,8 +324,9 @@ fn status_to_error(peer: &str, status: tonic::Status) -> Error {
 }
 
 /// One peer's batching task: takes whatever is queued (at least one
-/// message, at most [`MAX_BATCH`]) whenever fewer than
+/// message, at most [`MAX_BATCH`] and [`PAGE_BYTES`]) whenever fewer than
 /// [`BATCHES_IN_FLIGHT`] calls are outstanding, and sends it as one call.
+/// A message that does not fit waits at the head of the next batch.
 /// Ends when every sender is gone.
 async fn run_batcher(
     id: String,
@@ -333,15 +336,26 @@ async fn run_batcher(
     mut rx: mpsc::UnboundedReceiver<Pending>,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
+    let size = |p: &Pending| p.req.key.len() + p.req.version.len() + p.req.from.len();
+    let mut held: Option<Pending> = None;
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
-        let Some(first) = rx.recv().await else { return };
+        let first = match held.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        let mut page = Page::new(MAX_BATCH, PAGE_BYTES);
+        page.admit(size(&first));
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
+        while let Ok(p) = rx.try_recv() {
+            if !page.admit(size(&p)) {
+                held = Some(p);
+                break;
             }
+            batch.push(p);
         }
         let (mut rpc, membership, id) = (rpc.clone(), membership.clone(), id.clone());
         tokio::spawn(async move {

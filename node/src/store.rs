@@ -13,7 +13,11 @@
 //! (`antientropy/`), updated by the XOR delta of the old and new version.
 //!
 //! Durability (DESIGN §8). A write returns a [`Ticket`], and the caller
-//! awaits [`Store::durable`] before it acknowledges:
+//! awaits [`Store::durable`] before it acknowledges. A merge that changes
+//! nothing returns a ticket too: the version it found may have been written
+//! a moment earlier (by read repair) and not be synced yet, and an
+//! acknowledgement promises that the version is durable, not that this call
+//! wrote it.
 //! - `fsync`: one engine sync per write.
 //! - `group`: the group-commit task syncs every `group_commit_ms`, and the
 //!   waiters whose writes it covered wake together. A write that waits
@@ -31,6 +35,7 @@ use crate::antientropy::merkle::{self, item_hash, RangeTree};
 use crate::antientropy::Trees;
 use crate::config::Durability;
 use crate::error::{Error, Result};
+use crate::paging::Page;
 use crate::record;
 use crate::ring::{token_of, Token};
 use crate::storage::{KeyValue, Op, Storage, Tree};
@@ -38,6 +43,23 @@ use crate::version::DvvSet;
 
 /// Number of lock stripes; keys hash onto them.
 const STRIPES: usize = 256;
+/// Records a prefix scan reads from the engine at a time. Small, because
+/// the engine returns values too and the page may take only a few of
+/// them; 32 maximal (4 MiB) values are 128 MiB.
+const SCAN_BATCH: usize = 32;
+
+/// What [`Store::merge`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Merged {
+    /// The version now stored.
+    pub version: DvvSet,
+    /// Await [`Store::durable`] with it before acknowledging: the merge's
+    /// own write, or, when nothing changed, the last write on the key's
+    /// stripe (which the stored version is, or precedes).
+    pub ticket: Ticket,
+    /// Whether the stored version changed.
+    pub changed: bool,
+}
 
 /// Proof that a write happened; await [`Store::durable`] with it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -46,7 +68,8 @@ pub struct Ticket(u64);
 /// DVVSets over an engine.
 pub struct Store {
     engine: Arc<dyn Storage>,
-    stripes: Vec<Mutex<()>>,
+    /// Per stripe, the lock and the ticket of the last write made under it.
+    stripes: Vec<Mutex<Ticket>>,
     mode: Durability,
     window: Duration,
     written: AtomicU64,
@@ -73,7 +96,7 @@ impl Store {
     pub fn new(engine: Arc<dyn Storage>, mode: Durability, group_commit_ms: u64) -> Self {
         Self {
             engine,
-            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            stripes: (0..STRIPES).map(|_| Mutex::new(Ticket::default())).collect(),
             mode,
             window: Duration::from_millis(group_commit_ms),
             written: AtomicU64::new(0),
@@ -93,7 +116,7 @@ impl Store {
         &self.engine
     }
 
-    fn stripe(&self, key: &[u8]) -> std::sync::MutexGuard<'_, ()> {
+    fn stripe(&self, key: &[u8]) -> std::sync::MutexGuard<'_, Ticket> {
         let h = crc32fast::hash(key) as usize % STRIPES;
         self.stripes[h].lock().expect("stripe lock poisoned")
     }
@@ -111,18 +134,28 @@ impl Store {
     /// Applies `f` to the key's version (empty if absent) and stores the
     /// result. Returns the new version, a ticket and what `f` returned.
     pub fn update<R>(&self, key: &[u8], f: impl FnOnce(&mut DvvSet) -> R) -> Result<(DvvSet, Ticket, R)> {
-        let _guard = self.stripe(key);
+        let mut last = self.stripe(key);
         let old = self.read_raw(key)?;
         let mut dvv = old.as_deref().map(|b| record::decode(key, b)).transpose()?.unwrap_or_default();
         let out = f(&mut dvv);
         let ticket = self.write(key, old.as_deref(), &dvv)?;
+        *last = ticket;
         Ok((dvv, ticket, out))
     }
 
-    /// Merges `incoming` into the key's version. Writes only when something
-    /// changed; the ticket is then the default (nothing to wait for).
-    pub fn merge(&self, key: &[u8], incoming: &DvvSet) -> Result<(DvvSet, Ticket)> {
-        let _guard = self.stripe(key);
+    /// Merges `incoming` into the key's version, writing only when
+    /// something changed.
+    ///
+    /// An unchanged merge still returns a ticket to wait on: the last write
+    /// made under the key's stripe. Every write of this key happens under
+    /// the stripe, so that ticket covers the write that stored the current
+    /// version. It is the cheapest correct choice: a per-key ticket would
+    /// need a map that grows with the keyspace, and the store-wide latest
+    /// ticket would make every unchanged merge wait for the next sync under
+    /// load, where a stripe's last write (1 of 256) is usually synced
+    /// already and [`Store::durable`] returns at once.
+    pub fn merge(&self, key: &[u8], incoming: &DvvSet) -> Result<Merged> {
+        let mut last = self.stripe(key);
         let old = self.read_raw(key)?;
         let current: Option<DvvSet> = old.as_deref().map(|b| record::decode(key, b)).transpose()?;
         let merged = match &current {
@@ -130,10 +163,11 @@ impl Store {
             None => incoming.clone(),
         };
         if current.as_ref() == Some(&merged) {
-            return Ok((merged, Ticket::default()));
+            return Ok(Merged { version: merged, ticket: *last, changed: false });
         }
         let ticket = self.write(key, old.as_deref(), &merged)?;
-        Ok((merged, ticket))
+        *last = ticket;
+        Ok(Merged { version: merged, ticket, changed: true })
     }
 
     /// Writes `dvv` over `old` (the record it replaces, if any), keeping the
@@ -173,7 +207,7 @@ impl Store {
     /// Removes `key` if its stored record is still `expected` (tombstone
     /// purge); returns whether it did.
     pub fn purge(&self, key: &[u8], expected: &[u8]) -> Result<bool> {
-        let _guard = self.stripe(key);
+        let _last = self.stripe(key);
         if self.read_raw(key)?.as_deref() != Some(expected) {
             return Ok(false);
         }
@@ -188,9 +222,10 @@ impl Store {
     }
 
     /// Keys whose token lies in `(lo, hi]` (wrapping; `lo == hi` is the
-    /// whole ring), with their records, in token order. `limit` bounds the
-    /// answer; the flag says it was hit.
-    pub fn token_range(&self, lo: Token, hi: Token, limit: usize) -> Result<(Vec<KeyValue>, bool)> {
+    /// whole ring), with their records, in token order, as many as fit
+    /// `page` (in keys and bytes; at least one). The flag says the page cut
+    /// the answer short.
+    pub fn token_range(&self, lo: Token, hi: Token, mut page: Page) -> Result<(Vec<KeyValue>, bool)> {
         // Inclusive token spans to walk.
         let spans: Vec<(Token, Token)> = match (lo < hi, lo == u64::MAX) {
             (true, _) => vec![(lo + 1, hi)],
@@ -210,7 +245,7 @@ impl Store {
                     }
                     let key = &tk[8..];
                     if let Some(raw) = self.read_raw(key)? {
-                        if out.len() == limit {
+                        if !page.admit(key.len() + raw.len()) {
                             return Ok((out, true));
                         }
                         out.push((key.to_vec(), raw));
@@ -232,7 +267,7 @@ impl Store {
         for slot in trees.slots() {
             let mut guard = slot.lock();
             let mut tree = RangeTree::new(slot.start, slot.end);
-            let (items, _) = self.token_range(slot.start, slot.end, usize::MAX)?;
+            let (items, _) = self.token_range(slot.start, slot.end, Page::unbounded())?;
             for (key, raw) in items {
                 tree.apply(token_of(&key), &item_hash(&key, &raw));
             }
@@ -246,16 +281,31 @@ impl Store {
         self.engine.scan(Tree::Data, start, inclusive, limit)
     }
 
-    /// Up to `limit` records whose key starts with `prefix`, after
-    /// `start_after` when it is set. The flag is true when the limit cut the
-    /// listing short.
-    pub fn scan_prefix(&self, prefix: &[u8], start_after: &[u8], limit: usize) -> Result<(Vec<KeyValue>, bool)> {
-        let (start, inclusive) = if start_after > prefix { (start_after, false) } else { (prefix, true) };
-        let rows = self.scan_raw(start, inclusive, limit)?;
-        let full = rows.len() == limit;
-        let matching: Vec<_> = rows.into_iter().take_while(|(k, _)| k.starts_with(prefix)).collect();
-        let more = full && matching.len() == limit;
-        Ok((matching, more))
+    /// Records whose key starts with `prefix`, after `start_after` when it
+    /// is set, in key order, as many as fit `page` (at least one). The flag
+    /// is true when the page cut the listing short: another matching key
+    /// follows the last one returned.
+    pub fn scan_prefix(&self, prefix: &[u8], start_after: &[u8], mut page: Page) -> Result<(Vec<KeyValue>, bool)> {
+        let (mut cursor, mut inclusive) = if start_after > prefix { (start_after.to_vec(), false) } else { (prefix.to_vec(), true) };
+        let mut out = Vec::new();
+        loop {
+            let rows = self.scan_raw(&cursor, inclusive, SCAN_BATCH)?;
+            let full = rows.len() == SCAN_BATCH;
+            for (key, raw) in rows {
+                if !key.starts_with(prefix) {
+                    return Ok((out, false));
+                }
+                if !page.admit(key.len() + raw.len()) {
+                    return Ok((out, true));
+                }
+                cursor.clone_from(&key);
+                out.push((key, raw));
+            }
+            if !full {
+                return Ok((out, false));
+            }
+            inclusive = false;
+        }
     }
 
     /// Number of keys stored.
@@ -286,7 +336,18 @@ impl Store {
         }
         match self.mode {
             Durability::None => Ok(()),
-            Durability::Fsync => self.sync_now().await,
+            // A ticket an earlier sync covered (an unchanged merge of a
+            // synced version) costs nothing; otherwise sync, and record
+            // what the sync covered for the next caller.
+            Durability::Fsync => {
+                if *self.synced.borrow() >= ticket.0 {
+                    return Ok(());
+                }
+                let covered = self.written.load(Ordering::SeqCst);
+                self.sync_now().await?;
+                self.synced.send_if_modified(|s| std::mem::replace(s, covered.max(*s)) < covered);
+                Ok(())
+            }
             Durability::Group => {
                 let mut rx = self.synced.subscribe();
                 self.kick.notify_one();
@@ -367,12 +428,46 @@ mod tests {
     }
 
     #[test]
-    fn merge_writes_only_on_change() {
+    fn merge_writes_only_on_change_and_waits_for_the_write_it_found() {
         let store = Store::new(Arc::new(MemoryStorage::default()), Durability::None, 1);
-        let (v, _, _) = store.update(b"k", |d| d.update(&Context::new(), "n1", sib("x"), false)).unwrap();
-        let (_, t) = store.merge(b"k", &v).unwrap();
-        assert_eq!(t, Ticket::default(), "merging what is stored changes nothing");
+        let (v, written, _) = store.update(b"k", |d| d.update(&Context::new(), "n1", sib("x"), false)).unwrap();
+        let m = store.merge(b"k", &v).unwrap();
+        assert!(!m.changed, "merging what is stored changes nothing");
+        assert_eq!(m.ticket, written, "an unchanged merge waits for the write that stored the version");
         assert_eq!(store.read(b"k").unwrap().unwrap(), v);
+        let mut newer = v.clone();
+        newer.update(&Context::new(), "n2", sib("y"), false);
+        let m = store.merge(b"k", &newer).unwrap();
+        assert!(m.changed && m.ticket > written, "a change is a new write: {m:?}");
+    }
+
+    #[tokio::test]
+    async fn unchanged_merge_is_not_durable_before_a_sync_covers_the_stored_version() {
+        use futures::FutureExt;
+        let store = Arc::new(Store::new(Arc::new(MemoryStorage::default()), Durability::Group, 1));
+        // Read repair writes a version; before any sync, a replica of the
+        // same version arrives and changes nothing.
+        let (v, written, _) = store.update(b"k", |d| d.update(&Context::new(), "n1", sib("x"), false)).unwrap();
+        let unchanged = store.merge(b"k", &v).unwrap().ticket;
+        assert!(store.durable(unchanged).now_or_never().is_none(), "acknowledged before the stored version was synced");
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(store.clone().run_group_commit(stop.clone()));
+        store.durable(written).await.unwrap();
+        assert_eq!(store.durable(unchanged).now_or_never().map(|r| r.is_ok()), Some(true), "released by the sync that covered the write");
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn under_fsync_an_unchanged_merge_of_a_synced_version_needs_no_sync() {
+        use futures::FutureExt;
+        let store = Store::new(Arc::new(MemoryStorage::default()), Durability::Fsync, 1);
+        let (v, written, _) = store.update(b"k", |d| d.update(&Context::new(), "n1", sib("x"), false)).unwrap();
+        let unchanged = store.merge(b"k", &v).unwrap().ticket;
+        assert_eq!(unchanged, written, "before the sync, the unchanged merge waits for the write's own sync");
+        store.durable(written).await.unwrap();
+        assert_eq!(*store.synced.borrow(), written.0, "the sync is recorded");
+        assert!(store.durable(unchanged).now_or_never().is_some_and(|r| r.is_ok()), "covered already");
     }
 
     /// An engine that dies before its `crash_at`-th mutating call: that

@@ -1,6 +1,7 @@
 //! Turmoil support: the node runs unchanged, with the transport and clock
 //! swapped for simulated ones (DESIGN §7).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -126,7 +127,15 @@ pub fn add_nodes_with(sim: &mut turmoil::Sim<'_>, n: usize, seed: u64, adjust: i
 /// (a restart after a crash starts at once). Returns its storage, which
 /// survives crashes.
 pub fn add_node(sim: &mut turmoil::Sim<'_>, cfg: Config, delay: Duration) -> SimNode {
-    host(sim, cfg, delay, None)
+    add_host(sim, cfg, Start::After(delay), None)
+}
+
+/// Adds one node as a host that first starts once a test sets `start`
+/// (checked every 100 simulated ms), for a join at a chosen point of a
+/// scenario rather than at a guessed time. Returns its storage, which
+/// survives crashes.
+pub fn add_node_on(sim: &mut turmoil::Sim<'_>, cfg: Config, start: Arc<AtomicBool>) -> SimNode {
+    add_host(sim, cfg, Start::On(start), None)
 }
 
 /// The errors a node's `run` stopped with, oldest first.
@@ -137,18 +146,36 @@ pub type Stops = Arc<std::sync::Mutex<Vec<String>>>;
 /// cleanly instead of failing the simulation, and is kept for the test.
 pub fn add_node_expecting_stops(sim: &mut turmoil::Sim<'_>, cfg: Config, delay: Duration) -> (SimNode, Stops) {
     let stops = Stops::default();
-    (host(sim, cfg, delay, Some(stops.clone())), stops)
+    (add_host(sim, cfg, Start::After(delay), Some(stops.clone())), stops)
 }
 
-fn host(sim: &mut turmoil::Sim<'_>, cfg: Config, delay: Duration, stops: Option<Stops>) -> SimNode {
+/// When a host first starts.
+#[derive(Clone)]
+enum Start {
+    /// This far into the simulation.
+    After(Duration),
+    /// Once the flag is set.
+    On(Arc<AtomicBool>),
+}
+
+fn add_host(sim: &mut turmoil::Sim<'_>, cfg: Config, start: Start, stops: Option<Stops>) -> SimNode {
     let node = SimNode { storage: MemoryStorage::default(), clock: Arc::new(SimClock::default()) };
     let kept = node.clone();
     sim.host(cfg.id.clone(), move || {
-        let (store, clock, cfg, stops) = (kept.storage.clone(), kept.clock.clone(), cfg.clone(), stops.clone());
+        let (store, clock, cfg, start, stops) = (kept.storage.clone(), kept.clock.clone(), cfg.clone(), start.clone(), stops.clone());
         async move {
-            let now = turmoil::sim_elapsed().unwrap_or_default();
-            if now < delay {
-                tokio::time::sleep(delay - now).await;
+            match start {
+                Start::After(delay) => {
+                    let now = turmoil::sim_elapsed().unwrap_or_default();
+                    if now < delay {
+                        tokio::time::sleep(delay - now).await;
+                    }
+                }
+                Start::On(flag) => {
+                    while !flag.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
             }
             let env = Env { transport: Arc::new(SimTransport), clock, storage: Some(Arc::new(store)) };
             match (ringkv_node::run(cfg, env, CancellationToken::new()).await, stops) {

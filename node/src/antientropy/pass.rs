@@ -107,7 +107,7 @@ impl SyncPeer for Remote<'_> {
 /// Drops the tombstone-only keys of `(start, end]` whose newest timestamp
 /// is before `cutoff_wall_ms`. Returns how many.
 pub fn purge_tombstones(store: &Store, start: Token, end: Token, cutoff_wall_ms: u64) -> Result<u32> {
-    let (items, _) = store.token_range(start, end, usize::MAX)?;
+    let (items, _) = store.token_range(start, end, crate::paging::Page::unbounded())?;
     let mut purged = 0;
     for (key, raw) in items {
         let v: DvvSet = record::decode(&key, &raw)?;

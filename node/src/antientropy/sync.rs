@@ -14,7 +14,13 @@
 //!
 //! Both sides end with the merge of both, so sync is idempotent and
 //! order-free. Bytes are counted as the encoded size of every message, and
-//! a [`RateLimit`] spaces them out. The driver is generic over
+//! a [`RateLimit`] spaces them out.
+//!
+//! Fetches and pushes are pages of at most [`CHUNK`] keys and
+//! [`PAGE_BYTES`] bytes (`paging.rs`). A push is cut by the initiator,
+//! which reads the versions it sends. A fetch names keys whose sizes only
+//! the peer knows, so the peer cuts its answer and says `more`; the
+//! initiator asks again for the keys after the last one answered. The driver is generic over
 //! [`SyncPeer`], so it runs against a remote node (`pass.rs`) or, in
 //! benchmarks, against a second store in the same process
 //! ([`LocalPeer`]).
@@ -29,12 +35,13 @@ use tokio::time::Instant;
 
 use super::merkle::{Hash, RangeTree, DEPTH, FANOUT};
 use crate::error::{Error, Result};
+use crate::paging::{Page, Pager, PAGE_BYTES};
 use crate::record;
 use crate::ring::Token;
 use crate::store::{version_digest, Store};
 use crate::version::DvvSet;
 
-/// Keys per fetch or push message.
+/// Most keys per fetch or push message; [`PAGE_BYTES`] bounds their size.
 const CHUNK: usize = 256;
 
 /// The other side of a sync.
@@ -91,6 +98,11 @@ pub struct RangeOutcome {
 /// The error for a tree that is missing or still building.
 pub fn not_ready(side: &str, start: Token, end: Token) -> Error {
     Error::Peer { peer: side.into(), reason: format!("no built Merkle tree for range ({start}, {end}] yet") }
+}
+
+/// The error for a `FetchKeys` answer that breaks the paging rule.
+fn bad_answer(what: &str) -> Error {
+    Error::Peer { peer: "peer".into(), reason: format!("a FetchKeys answer {what}") }
 }
 
 fn range_ref(start: Token, end: Token) -> Option<pb::RangeRef> {
@@ -159,35 +171,62 @@ pub async fn sync_range(
 
     // 4: fetch and merge theirs, then push ours.
     for chunk in to_fetch.chunks(CHUNK) {
-        let req = pb::FetchKeysRequest { keys: chunk.to_vec() };
-        out.bytes_sent += req.encoded_len() as u64;
-        let resp = peer.fetch_keys(req).await?;
-        out.bytes_received += resp.encoded_len() as u64;
-        rate.consume(out.bytes_sent + out.bytes_received).await;
-        for kv in resp.entries {
-            let incoming: DvvSet = record::decode(&kv.key, &kv.version)?;
-            let (_, ticket) = local.merge(&kv.key, &incoming)?;
-            if ticket != Default::default() {
-                out.keys_repaired += 1;
+        let mut wanted = chunk;
+        while !wanted.is_empty() {
+            let req = pb::FetchKeysRequest { keys: wanted.to_vec() };
+            out.bytes_sent += req.encoded_len() as u64;
+            let resp = peer.fetch_keys(req).await?;
+            out.bytes_received += resp.encoded_len() as u64;
+            rate.consume(out.bytes_sent + out.bytes_received).await;
+            // The peer answers in request order; a cut answer resumes after
+            // its last key. One that is cut but empty would never advance.
+            let resume = match (resp.more, resp.entries.last()) {
+                (false, _) => wanted.len(),
+                (true, Some(last)) => {
+                    wanted.iter().position(|k| *k == last.key).map(|i| i + 1).ok_or_else(|| bad_answer("named a key not asked for"))?
+                }
+                (true, None) => return Err(bad_answer("was cut but empty")),
+            };
+            wanted = &wanted[resume..];
+            for kv in resp.entries {
+                let incoming: DvvSet = record::decode(&kv.key, &kv.version)?;
+                let merged = local.merge(&kv.key, &incoming)?;
+                out.keys_repaired += u64::from(merged.changed);
+                local.durable(merged.ticket).await?;
             }
-            local.durable(ticket).await?;
         }
     }
-    for chunk in to_push.chunks(CHUNK) {
-        let mut entries = Vec::with_capacity(chunk.len());
-        for key in chunk {
-            if let Some(version) = local.read_raw(key)? {
-                entries.push(pb::KeyVersion { key: key.clone(), version });
+    let mut pager = Pager::new(CHUNK, PAGE_BYTES);
+    for key in &to_push {
+        if let Some(version) = local.read_raw(key)? {
+            let size = key.len() + version.len();
+            if let Some(full) = pager.push(pb::KeyVersion { key: key.clone(), version }, size) {
+                push_page(peer, from, full, &mut out, rate).await?;
             }
         }
-        let req = pb::PushKeysRequest { from: from.to_string(), entries };
-        out.bytes_sent += req.encoded_len() as u64;
-        let resp = peer.push_keys(req).await?;
-        out.bytes_received += resp.encoded_len() as u64;
-        rate.consume(out.bytes_sent + out.bytes_received).await;
-        out.keys_repaired += u64::from(resp.changed);
+    }
+    if let Some(last) = pager.finish() {
+        push_page(peer, from, last, &mut out, rate).await?;
     }
     Ok(out)
+}
+
+/// Pushes one page of local versions to `peer`, counting what it cost and
+/// what it changed there.
+async fn push_page(
+    peer: &impl SyncPeer,
+    from: &str,
+    entries: Vec<pb::KeyVersion>,
+    out: &mut RangeOutcome,
+    rate: &mut RateLimit,
+) -> Result<()> {
+    let req = pb::PushKeysRequest { from: from.to_string(), entries };
+    out.bytes_sent += req.encoded_len() as u64;
+    let resp = peer.push_keys(req).await?;
+    out.bytes_received += resp.encoded_len() as u64;
+    rate.consume(out.bytes_sent + out.bytes_received).await;
+    out.keys_repaired += u64::from(resp.changed);
+    Ok(())
 }
 
 /// This store's hashes for some nodes of range `(start, end]`; `None` when
@@ -205,7 +244,7 @@ pub fn leaf_digest(store: &Store, start: Token, end: Token, leaf: u32) -> Result
     if lo == hi {
         return Ok(Vec::new());
     }
-    let (items, _) = store.token_range(lo, hi, usize::MAX)?;
+    let (items, _) = store.token_range(lo, hi, Page::unbounded())?;
     Ok(items.into_iter().map(|(key, raw)| pb::KeyDigest { key, hash: version_digest(&raw).to_vec() }).collect())
 }
 
@@ -231,11 +270,17 @@ pub mod answer {
         Ok(pb::LeafDigestResponse { ready: true, items: leaf_digest(store, r.start, r.end, req.leaf)? })
     }
 
-    /// `FetchKeys`.
+    /// `FetchKeys`: the stored versions of the keys asked for, in request
+    /// order, cut at [`PAGE_BYTES`] (at least one); `more` says the answer
+    /// stops before the last key asked for.
     pub fn fetch(store: &Store, req: &pb::FetchKeysRequest) -> Result<pb::KeyVersions> {
         let mut entries = Vec::new();
+        let mut page = Page::new(usize::MAX, PAGE_BYTES);
         for key in &req.keys {
             if let Some(version) = store.read_raw(key)? {
+                if !page.admit(key.len() + version.len()) {
+                    return Ok(pb::KeyVersions { entries, more: true });
+                }
                 entries.push(pb::KeyVersion { key: key.clone(), version });
             }
         }
@@ -243,17 +288,16 @@ pub mod answer {
     }
 
     /// `PushKeys`: merges each version; returns the count changed and the
-    /// last ticket to wait on for durability.
+    /// latest ticket to wait on for durability (unchanged keys included:
+    /// the version they hold may not be synced yet).
     pub fn push(store: &Store, req: &pb::PushKeysRequest) -> Result<(pb::PushKeysResponse, crate::store::Ticket)> {
         let mut changed = 0;
         let mut last = crate::store::Ticket::default();
         for kv in &req.entries {
             let incoming: DvvSet = record::decode(&kv.key, &kv.version)?;
-            let (_, ticket) = store.merge(&kv.key, &incoming)?;
-            if ticket != Default::default() {
-                changed += 1;
-                last = last.max(ticket);
-            }
+            let merged = store.merge(&kv.key, &incoming)?;
+            changed += u32::from(merged.changed);
+            last = last.max(merged.ticket);
         }
         Ok((pb::PushKeysResponse { changed }, last))
     }
@@ -337,6 +381,53 @@ mod tests {
         let again = sync_all(&a, &b).await;
         assert_eq!(again.keys_repaired, 0, "a second sync repairs nothing");
         assert!(again.bytes_sent + again.bytes_received < 300, "equal roots cost almost nothing: {again:?}");
+    }
+
+    /// A local peer that remembers the largest data message it answered
+    /// or received.
+    struct Measured<'a> {
+        peer: LocalPeer<'a>,
+        largest: std::sync::atomic::AtomicUsize,
+    }
+
+    impl SyncPeer for Measured<'_> {
+        async fn merkle_nodes(&self, req: pb::MerkleNodesRequest) -> Result<pb::MerkleNodesResponse> {
+            self.peer.merkle_nodes(req).await
+        }
+        async fn leaf_digest(&self, req: pb::LeafDigestRequest) -> Result<pb::LeafDigestResponse> {
+            self.peer.leaf_digest(req).await
+        }
+        async fn fetch_keys(&self, req: pb::FetchKeysRequest) -> Result<pb::KeyVersions> {
+            let resp = self.peer.fetch_keys(req).await?;
+            self.largest.fetch_max(resp.encoded_len(), std::sync::atomic::Ordering::Relaxed);
+            Ok(resp)
+        }
+        async fn push_keys(&self, req: pb::PushKeysRequest) -> Result<pb::PushKeysResponse> {
+            self.largest.fetch_max(req.encoded_len(), std::sync::atomic::Ordering::Relaxed);
+            self.peer.push_keys(req).await
+        }
+    }
+
+    #[tokio::test]
+    async fn sync_fetches_and_pushes_large_values_in_pages_bounded_in_bytes() {
+        let (a, b, c) = (store(), store(), store());
+        // Ten values of a third of a page each: 13 MiB in all, 2 per page.
+        for i in 0..10u8 {
+            let sib = Sibling { hlc: Hlc { wall_ms: 1, logical: 0, node: "n1".into() }, value: vec![i; PAGE_BYTES / 3], tombstone: false };
+            a.update(format!("big{i}").as_bytes(), |d| d.update(&Context::new(), "n1", sib, false)).unwrap();
+        }
+        for (initiator, peer, what) in [(&b, &a, "b fetches from a"), (&a, &c, "a pushes to c")] {
+            let peer = Measured { peer: LocalPeer(peer), largest: Default::default() };
+            let mut repaired = 0;
+            for (start, end) in initiator.trees().ranges() {
+                repaired += sync_range(initiator, start, end, &peer, "x", &mut RateLimit::new(0)).await.unwrap().keys_repaired;
+            }
+            assert_eq!(repaired, 10, "{what}");
+            let largest = peer.largest.into_inner();
+            assert!(largest <= PAGE_BYTES + 1024, "{what}: a {largest}-byte message");
+        }
+        assert_eq!(roots(&a), roots(&b));
+        assert_eq!(roots(&a), roots(&c));
     }
 
     #[tokio::test]

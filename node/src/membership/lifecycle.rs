@@ -34,6 +34,7 @@ use crate::antientropy::sync::RateLimit;
 use crate::antientropy::Trees;
 use crate::error::{Error, Result};
 use crate::node::Shared;
+use crate::paging::{self, Page, PAGE_BYTES};
 use crate::record;
 use crate::ring::{choose_tokens, Ring, Token};
 use crate::version::DvvSet;
@@ -41,8 +42,11 @@ use crate::version::DvvSet;
 /// Gossip rounds to wait after announcing a join or leave, so that every
 /// node has heard of it before data moves (Cassandra's RING_DELAY).
 pub const RING_DELAY_ROUNDS: u32 = 4;
-/// Keys per streamed page.
+/// Most keys per streamed page; the source also cuts each page at
+/// [`PAGE_BYTES`] (`FetchRange`), so large values never outgrow a message.
 const PAGE: u32 = 1000;
+/// Most keys per decommission push; pushes are also cut at [`PAGE_BYTES`].
+const PUSH_KEYS: usize = 256;
 
 fn ring_delay(s: &Shared) -> Duration {
     Duration::from_millis(s.config.gossip_interval_ms * u64::from(RING_DELAY_ROUNDS))
@@ -252,8 +256,7 @@ async fn stream_range(s: &Shared, source: &str, start: Token, end: Token, rate: 
         let mut last_ticket = Default::default();
         for e in &page.entries {
             let v: DvvSet = record::decode(&e.key, &e.version)?;
-            let (_, t) = s.store.merge(&e.key, &v)?;
-            last_ticket = std::cmp::max(last_ticket, t);
+            last_ticket = std::cmp::max(last_ticket, s.store.merge(&e.key, &v)?.ticket);
             merged += 1;
         }
         s.store.durable(last_ticket).await?;
@@ -291,9 +294,9 @@ pub async fn decommission(s: &Arc<Shared>, stop: CancellationToken) -> Result<pb
     for (start, end) in Trees::ranges_of(&current, &me, n) {
         let now: Vec<String> = current.replicas_of(end, n);
         let next: Vec<String> = future.replicas_of(end, n).into_iter().filter(|p| !now.contains(p)).collect();
-        let (items, _) = s.store.token_range(start, end, usize::MAX)?;
+        let (items, _) = s.store.token_range(start, end, Page::unbounded())?;
         for owner in &next {
-            for chunk in items.chunks(256) {
+            for chunk in paging::chunks(&items, PUSH_KEYS, PAGE_BYTES, |(key, version)| key.len() + version.len()) {
                 let entries = chunk.iter().map(|(key, version)| pb::KeyVersion { key: key.clone(), version: version.clone() }).collect();
                 s.peers.push_keys(owner, pb::PushKeysRequest { from: me.clone(), entries }).await?;
                 pushed += chunk.len() as u64;

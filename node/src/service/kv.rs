@@ -119,14 +119,22 @@ impl pb::kv_server::Kv for KvService {
         };
         let level = Level::from_proto(options.map_or(0, |o| o.consistency))?;
         let page = self.coordinator.scan(req.prefix, req.start_after, limit, level, timeout(options, &self.s.config)).await?;
+        // The coordinator returns live keys only, and a resume key that
+        // moves past deleted ones.
         let entries = page
             .entries
             .into_iter()
-            .filter_map(|(key, v)| {
-                let live: Vec<pb::Sibling> = v.live().into_iter().map(Into::into).collect();
-                (!live.is_empty()).then(|| pb::ScanEntry { key, siblings: live, context: encode_context(&v.context()) })
+            .map(|(key, v)| pb::ScanEntry {
+                key,
+                siblings: v.live().into_iter().map(Into::into).collect(),
+                context: encode_context(&v.context()),
             })
             .collect();
-        Ok(Response::new(pb::ScanResponse { entries, more: page.more, receipt: Some(page.receipt) }))
+        Ok(Response::new(pb::ScanResponse {
+            entries,
+            more: page.more,
+            receipt: Some(page.receipt),
+            next_start_after: page.next_start_after,
+        }))
     }
 }

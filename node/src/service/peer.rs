@@ -13,13 +13,15 @@ use crate::error::Error;
 use crate::hints::{Limits, Stored};
 use crate::membership::Member;
 use crate::node::Shared;
+use crate::paging::{Page, PAGE_BYTES};
 use crate::quorum::Level;
 use crate::record;
 use crate::ring::token_of;
 use crate::store::Ticket;
 use crate::version::DvvSet;
 
-/// Largest page for `FetchRange` and `ScanLocal`.
+/// Most keys in a page of `FetchRange` and `ScanLocal`; both are also cut
+/// at [`PAGE_BYTES`].
 const MAX_PAGE: usize = 10_000;
 
 /// Serves `ringkv.v1.Peer`.
@@ -53,7 +55,7 @@ impl PeerService {
                 tracing::warn!(node = %self.s.config.id, peer = %req.from, error = %e, "rejected a write from a skewed clock");
             })?;
         }
-        Ok(self.s.store.merge(&req.key, &incoming)?.1)
+        Ok(self.s.store.merge(&req.key, &incoming)?.ticket)
     }
 }
 
@@ -124,15 +126,17 @@ impl pb::peer_server::Peer for PeerService {
     async fn fetch_range(&self, req: Request<pb::FetchRangeRequest>) -> Result<Response<pb::KeyVersions>, Status> {
         let req = req.into_inner();
         // Resume after the token of the last key returned (token order).
+        // `limit` caps the keys; the page is cut by bytes too, so large
+        // values never make it outgrow a message.
         let lo = if req.start_after.is_empty() { req.start_token } else { token_of(&req.start_after) };
-        let (rows, more) = self.s.store.token_range(lo, req.end_token, page(req.limit))?;
+        let (rows, more) = self.s.store.token_range(lo, req.end_token, Page::new(page(req.limit), PAGE_BYTES))?;
         let entries = rows.into_iter().map(|(key, version)| pb::KeyVersion { key, version }).collect();
         Ok(Response::new(pb::KeyVersions { entries, more }))
     }
 
     async fn scan_local(&self, req: Request<pb::ScanLocalRequest>) -> Result<Response<pb::KeyVersions>, Status> {
         let req = req.into_inner();
-        let (rows, more) = self.s.store.scan_prefix(&req.prefix, &req.start_after, page(req.limit))?;
+        let (rows, more) = self.s.store.scan_prefix(&req.prefix, &req.start_after, Page::new(page(req.limit), PAGE_BYTES))?;
         let entries = rows.into_iter().map(|(key, version)| pb::KeyVersion { key, version }).collect();
         Ok(Response::new(pb::KeyVersions { entries, more }))
     }
