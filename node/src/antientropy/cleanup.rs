@@ -62,7 +62,7 @@ pub fn drop_unowned(store: &Store, current: &Ring, future: &Ring, me: &str, n: u
             continue;
         }
         out.ranges += 1;
-        let (items, _) = store.token_range(start, end, usize::MAX)?;
+        let (items, _) = store.token_range(start, end, crate::paging::Page::unbounded())?;
         for (key, raw) in items {
             if future.replicas_of(token_of(&key), n).iter().any(|r| r == me) {
                 continue;
