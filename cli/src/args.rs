@@ -319,6 +319,9 @@ pub struct ServeArgs {
     /// on (default) or off.
     #[arg(long)]
     pub hinted_handoff: Option<OnOff>,
+    /// A commit log in front of the disk engine: on (default) or off.
+    #[arg(long)]
+    pub commit_log: Option<OnOff>,
     /// Log filter (also RUST_LOG), e.g. info or ringkv_node=debug.
     #[arg(long, default_value = "info")]
     pub log: String,

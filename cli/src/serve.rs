@@ -53,6 +53,9 @@ pub fn load_config(a: &ServeArgs) -> Result<Config> {
     if let Some(h) = a.hinted_handoff {
         c.hinted_handoff = h == crate::args::OnOff::On;
     }
+    if let Some(l) = a.commit_log {
+        c.commit_log = l == crate::args::OnOff::On;
+    }
     if a.advertise.is_some() {
         c.advertise = a.advertise.clone();
     }
@@ -170,6 +173,8 @@ mod tests {
             "--max-hint-bytes-per-target=20",
             "--hint-replay-bytes-per-sec=21",
             "--speculative-retry-ms=22",
+            "--cleanup-delay=23",
+            "--commit-log=off",
         ];
         let cli = Cli::try_parse_from(["ringkv", "serve"].into_iter().chain(flags)).unwrap();
         let Command::Serve(args) = cli.command else { panic!("not serve") };

@@ -1,5 +1,6 @@
 //! Measures each storage engine's write rate with real syncs, in one run,
-//! against the in-memory engine as the baseline.
+//! against the in-memory engine as the baseline, with and without the
+//! commit log in front.
 //!
 //! `cargo run --release -p ringkv-node --example engine_durability [dir]`
 //!
@@ -27,15 +28,16 @@ fn rate(engine: &dyn Storage, ops: usize, group: usize, tag: &str) -> f64 {
 fn main() {
     let base = std::env::args().nth(1).map(std::path::PathBuf::from).unwrap_or_else(std::env::temp_dir);
     let dir = tempfile::tempdir_in(base).expect("temp dir");
-    println!("{:<8} {:>14} {:>14} {:>16}", "engine", "fsync ops/s", "group ops/s", "group vs memory");
+    println!("{:<9} {:>14} {:>14} {:>16}", "engine", "fsync ops/s", "group ops/s", "group vs memory");
     let mut memory = 0.0;
-    for name in ["memory", "redb", "sled"] {
-        let engine: Arc<dyn Storage> = storage::open(name, &dir.path().join(name)).expect("open");
+    for (name, log) in [("memory", false), ("redb", false), ("redb", true), ("sled", false), ("sled", true)] {
+        let engine: Arc<dyn Storage> = storage::open(name, &dir.path().join(format!("{name}-{log}")), log).expect("open");
+        let name = if log { format!("{name}+log") } else { name.to_string() };
         let fsync = rate(&*engine, 1_000, 1, "f");
         let group = rate(&*engine, 20_000, 64, "g");
         if name == "memory" {
             memory = group;
         }
-        println!("{name:<8} {fsync:>14.0} {group:>14.0} {:>15.3}x", group / memory);
+        println!("{name:<9} {fsync:>14.0} {group:>14.0} {:>15.3}x", group / memory);
     }
 }

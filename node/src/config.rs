@@ -59,6 +59,10 @@ pub struct Config {
     pub initial_tokens: Vec<u64>,
     /// Storage engine: `redb`, `sled` or `memory`.
     pub storage: String,
+    /// Put a commit log in front of a disk engine: an acknowledged write is
+    /// one append plus a share of one fdatasync, and the engine is made
+    /// durable only at checkpoints (`storage/commitlog.rs`).
+    pub commit_log: bool,
     /// When a write counts as stored: `fsync`, `group` or `none`.
     pub durability: Durability,
     /// Group commit window in milliseconds.
@@ -121,6 +125,7 @@ impl Default for Config {
             vnodes: 16,
             initial_tokens: Vec::new(),
             storage: "redb".into(),
+            commit_log: true,
             durability: Durability::Group,
             group_commit_ms: 1,
             max_clock_skew_ms: 500,

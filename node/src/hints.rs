@@ -363,12 +363,12 @@ mod tests {
         let limits = Limits { silent_ms: 0, window_ms: 10_000, budget: u64::MAX };
         hints.offer("n2", b"k", &version("n1", "old", 1_000), 1_000, limits).unwrap();
         hints.offer("n2", b"k", &version("n3", "newer", 5_000), 5_000, limits).unwrap();
-        let page = hints.page("n2", 10).unwrap();
+        let page = hints.page("n2", paging::Page::new(10, usize::MAX)).unwrap();
         assert_eq!(page[0].3, 1_000, "a merge keeps the first store time");
         assert_eq!(page[0].1.siblings().len(), 2, "both writes are in the hint");
 
         hints.offer("n2", b"k", &version("n4", "latest", 20_000), 20_000, limits).unwrap();
-        let page = hints.page("n2", 10).unwrap();
+        let page = hints.page("n2", paging::Page::new(10, usize::MAX)).unwrap();
         assert_eq!(page.len(), 1);
         assert_eq!(page[0].3, 20_000, "a fresh hint");
         let values: Vec<Vec<u8>> = page[0].1.siblings().iter().map(|s| s.value.clone()).collect();

@@ -112,7 +112,7 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
     config.validate()?;
     let engine = match env.storage {
         Some(s) => s,
-        None => storage::open(&config.storage, &config.data_dir)?,
+        None => storage::open(&config.storage, &config.data_dir, config.commit_log)?,
     };
     let store = Arc::new(Store::new(engine.clone(), config.durability, config.group_commit_ms));
 

@@ -1,6 +1,7 @@
 //! kill -9 a real node during a stream of acknowledged writes, restart it,
 //! and check that every acknowledged write survived, for both disk engines
-//! under `fsync` and `group` durability.
+//! under `fsync` and `group` durability, behind the commit log (the
+//! default, so the restart replays it) and, for redb, without it.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -13,9 +14,13 @@ use ringkv_tests::process::{wait_until, NodeProc};
 const ACKED_BEFORE_KILL: usize = 300;
 
 fn kill_9_keeps_every_acknowledged_write(storage: &str, durability: &str) {
+    kill_9_keeps_every_acknowledged_write_with(storage, durability, "on");
+}
+
+fn kill_9_keeps_every_acknowledged_write_with(storage: &str, durability: &str, commit_log: &str) {
     let root = tempfile::tempdir().unwrap();
-    let mut node =
-        NodeProc::start(root.path(), "n1", None, &["--replication-factor", "1", "--storage", storage, "--durability", durability]);
+    let flags = ["--replication-factor", "1", "--storage", storage, "--durability", durability, "--commit-log", commit_log];
+    let mut node = NodeProc::start(root.path(), "n1", None, &flags);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let client = rt.block_on(Client::connect([node.addr.as_str()])).unwrap();
     let acked = Arc::new(AtomicUsize::new(0));
@@ -68,6 +73,11 @@ fn redb_fsync_keeps_acknowledged_writes_across_kill_9() {
 #[test]
 fn redb_group_keeps_acknowledged_writes_across_kill_9() {
     kill_9_keeps_every_acknowledged_write("redb", "group");
+}
+
+#[test]
+fn redb_group_without_the_commit_log_keeps_acknowledged_writes_across_kill_9() {
+    kill_9_keeps_every_acknowledged_write_with("redb", "group", "off");
 }
 
 #[test]
