@@ -10,8 +10,9 @@
 #
 # Same settings for every target: 100-byte values, 16-byte keys, 10,000 keys
 # (zipfian), 64 requests in flight over 3 connections. ringkv runs with
-# durability "group" (fdatasync group commit); etcd fsyncs its WAL; Redis is
-# a single server without persistence, the non-replicated ceiling.
+# durability "group" (fdatasync group commit), once with the commit log (the
+# default) and once without; etcd fsyncs its WAL; Redis is a single server
+# without persistence, the non-replicated ceiling.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,7 +52,7 @@ wait_for() { # what, command...
     exit 2
 }
 
-for p in 7301 7302 7303 22379 22380 23379 23380 24379 24380 26390; do
+for p in 7301 7302 7303 7311 7312 7313 22379 22380 23379 23380 24379 24380 26390; do
     port_free "$p" || { echo "error: port $p is in use; stop whatever holds it" >&2; exit 2; }
 done
 
@@ -72,11 +73,19 @@ PIDS+=($!)
 "$RINGKV" cluster --nodes 3 --base-port 7301 --data-dir "$WORK/ringkv" >"$WORK/ringkv.log" 2>&1 &
 PIDS+=($!)
 RINGKV_EP="127.0.0.1:7301,127.0.0.1:7302,127.0.0.1:7303"
+# The same cluster without the commit log: every group commit is then a
+# durable engine commit (the first wave's write path), for the ratio.
+"$RINGKV" cluster --nodes 3 --base-port 7311 --data-dir "$WORK/ringkv-nolog" --serve-arg=--commit-log=off >"$WORK/ringkv-nolog.log" 2>&1 &
+PIDS+=($!)
+NOLOG_EP="127.0.0.1:7311,127.0.0.1:7312,127.0.0.1:7313"
 
 wait_for etcd etcdctl --endpoints "$ETCD" endpoint health
 wait_for redis redis-cli -p 26390 ping
-ringkv_ready() { [ "$("$RINGKV" --endpoints "$RINGKV_EP" status --json | grep -o '"liveness":"up"' | wc -l)" = 3 ]; }
-wait_for ringkv ringkv_ready
+ringkv_ready() { # every node normal and up
+    "$RINGKV" --endpoints "$1" status --json | python3 -c 'import json,sys; n=json.load(sys.stdin)["nodes"]; sys.exit(not (len(n) == 3 and all(x["state"] == "normal" and x["liveness"] == "up" for x in n)))'
+}
+wait_for ringkv ringkv_ready "$RINGKV_EP"
+wait_for "ringkv without the commit log" ringkv_ready "$NOLOG_EP"
 
 COMMON=(--duration "$DURATION" --keys 10000 --value-size 100 --concurrency 64)
 run() { # label, then ringkv args
@@ -88,11 +97,15 @@ RESULTS="$WORK/results.tsv"
 {
     echo "== loading 10,000 keys into each" >&2
     "$RINGKV" --endpoints "$RINGKV_EP" bench --workload write --ops 1 --load --keys 10000 >/dev/null
+    "$RINGKV" --endpoints "$NOLOG_EP" bench --workload write --ops 1 --load --keys 10000 >/dev/null
     "$RINGKV" --endpoints "$ETCD" bench --target etcd --workload write --ops 1 --load --keys 10000 >/dev/null
     "$RINGKV" --endpoints 127.0.0.1:26390 bench --target redis --workload write --ops 1 --load --keys 10000 >/dev/null
     echo "== measuring ($DURATION each)" >&2
     run "ringkv ping (gRPC floor)" --endpoints "$RINGKV_EP" bench --workload ping "${COMMON[@]}"
     run "ringkv put QUORUM" --endpoints "$RINGKV_EP" --policy token-aware bench --workload write --write-level quorum "${COMMON[@]}"
+    run "ringkv put ONE" --endpoints "$RINGKV_EP" --policy token-aware bench --workload write --write-level one "${COMMON[@]}"
+    run "ringkv put QUORUM, no commit log" --endpoints "$NOLOG_EP" --policy token-aware bench --workload write --write-level quorum "${COMMON[@]}"
+    run "ringkv put ONE, no commit log" --endpoints "$NOLOG_EP" --policy token-aware bench --workload write --write-level one "${COMMON[@]}"
     run "etcd put" --endpoints "$ETCD" bench --target etcd --workload write "${COMMON[@]}"
     run "redis set" --endpoints 127.0.0.1:26390 bench --target redis --workload write "${COMMON[@]}"
     run "ringkv get ONE" --endpoints "$RINGKV_EP" --policy token-aware bench --workload c --read-level one "${COMMON[@]}"
@@ -102,6 +115,8 @@ RESULTS="$WORK/results.tsv"
     run "ringkv A (QUORUM put, ONE get)" --endpoints "$RINGKV_EP" --policy token-aware bench --workload a "${COMMON[@]}"
     run "etcd A (serializable get)" --endpoints "$ETCD" bench --target etcd --workload a "${COMMON[@]}"
     run "ringkv put QUORUM, 1 in flight" --endpoints "$RINGKV_EP" --policy token-aware bench --workload write --duration "$DURATION" --keys 10000 --concurrency 1
+    run "ringkv put ONE, 1 in flight" --endpoints "$RINGKV_EP" --policy token-aware bench --workload write --write-level one --duration "$DURATION" --keys 10000 --concurrency 1
+    run "ringkv QUORUM, 1 in flight, no log" --endpoints "$NOLOG_EP" --policy token-aware bench --workload write --duration "$DURATION" --keys 10000 --concurrency 1
     run "etcd put, 1 in flight" --endpoints "$ETCD" bench --target etcd --workload write --duration "$DURATION" --keys 10000 --concurrency 1
 } >"$RESULTS"
 

@@ -47,7 +47,8 @@ fn page(limit: u32) -> usize {
 impl PeerService {
     /// Checks a replicated version's clock and merges it; returns the
     /// ticket to wait on for durability.
-    fn merge_replica(&self, req: pb::ReplicateRequest) -> Result<Ticket, Error> {
+    /// Decodes a replicated version and checks its clock.
+    fn admit_replica(&self, req: &pb::ReplicateRequest) -> Result<DvvSet, Error> {
         let incoming: DvvSet = record::decode(&req.key, &req.version)
             .map_err(|e| Error::InvalidArgument(format!("replica from {} did not decode: {e}", req.from)))?;
         if let Some(ts) = incoming.max_hlc() {
@@ -55,6 +56,11 @@ impl PeerService {
                 tracing::warn!(node = %self.s.config.id, peer = %req.from, error = %e, "rejected a write from a skewed clock");
             })?;
         }
+        Ok(incoming)
+    }
+
+    fn merge_replica(&self, req: pb::ReplicateRequest) -> Result<Ticket, Error> {
+        let incoming = self.admit_replica(&req)?;
         Ok(self.s.store.merge(&req.key, &incoming)?.ticket)
     }
 }
@@ -68,18 +74,21 @@ impl pb::peer_server::Peer for PeerService {
     }
 
     async fn replicate_batch(&self, req: Request<pb::ReplicateBatchRequest>) -> Result<Response<pb::ReplicateBatchResponse>, Status> {
-        // Merge every item first, then wait for durability together, so one
-        // group commit covers the whole batch.
-        let merged: Vec<Result<Ticket, Error>> = req.into_inner().items.into_iter().map(|item| self.merge_replica(item)).collect();
-        let durable = merged.into_iter().map(|m| async move {
-            match m {
-                Ok(ticket) => self.s.store.durable(ticket).await,
-                Err(e) => Err(e),
-            }
-        });
-        let results = futures::future::join_all(durable)
-            .await
+        // Every admitted item is merged in one engine batch (one atomic
+        // write), then the batch waits once: its writes share one ticket,
+        // and an unchanged item's ticket is never newer than that.
+        let items = req.into_inner().items;
+        let admitted: Vec<Result<DvvSet, Error>> = items.iter().map(|item| self.admit_replica(item)).collect();
+        let batch: Vec<(&[u8], &DvvSet)> =
+            items.iter().zip(&admitted).filter_map(|(item, a)| a.as_ref().ok().map(|v| (item.key.as_slice(), v))).collect();
+        let mut merged = self.s.store.merge_many(&batch).into_iter();
+        let outcomes: Vec<Result<Ticket, Error>> =
+            admitted.into_iter().map(|a| a.and_then(|_| merged.next().expect("one result per admitted item").map(|m| m.ticket))).collect();
+        let newest = outcomes.iter().filter_map(|o| o.as_ref().ok()).copied().max().unwrap_or_default();
+        let synced = self.s.store.durable(newest).await.map_err(|e| e.to_string());
+        let results = outcomes
             .into_iter()
+            .map(|o| o.and_then(|_| synced.clone().map_err(Error::Storage)))
             .map(|r| match r {
                 Ok(()) => pb::ItemResult::default(),
                 Err(e) => {
