@@ -271,6 +271,24 @@ impl Store {
             .collect()
     }
 
+    /// Decodes a page of framed records (a streamed range, pushed keys) and
+    /// merges them as one engine batch. Returns how many changed and the
+    /// ticket to await before acknowledging the page. A record that does not
+    /// decode fails the page.
+    pub fn merge_records<'a>(&self, entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Result<(u32, Ticket)> {
+        let decoded: Vec<(&[u8], DvvSet)> =
+            entries.into_iter().map(|(k, raw)| record::decode(k, raw).map(|v| (k, v))).collect::<Result<_>>()?;
+        let items: Vec<(&[u8], &DvvSet)> = decoded.iter().map(|(k, v)| (*k, v)).collect();
+        let mut changed = 0;
+        let mut last = Ticket::default();
+        for merged in self.merge_many(&items) {
+            let merged = merged?;
+            changed += u32::from(merged.changed);
+            last = last.max(merged.ticket);
+        }
+        Ok((changed, last))
+    }
+
     /// Writes `dvv` over `old` (the record it replaces, if any), keeping the
     /// token index and the range's Merkle tree in step. Caller holds the
     /// key's stripe lock.

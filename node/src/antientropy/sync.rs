@@ -291,14 +291,8 @@ pub mod answer {
     /// latest ticket to wait on for durability (unchanged keys included:
     /// the version they hold may not be synced yet).
     pub fn push(store: &Store, req: &pb::PushKeysRequest) -> Result<(pb::PushKeysResponse, crate::store::Ticket)> {
-        let mut changed = 0;
-        let mut last = crate::store::Ticket::default();
-        for kv in &req.entries {
-            let incoming: DvvSet = record::decode(&kv.key, &kv.version)?;
-            let merged = store.merge(&kv.key, &incoming)?;
-            changed += u32::from(merged.changed);
-            last = last.max(merged.ticket);
-        }
+        // One engine batch for the whole message.
+        let (changed, last) = store.merge_records(req.entries.iter().map(|kv| (kv.key.as_slice(), kv.version.as_slice())))?;
         Ok((pb::PushKeysResponse { changed }, last))
     }
 }

@@ -35,9 +35,7 @@ use crate::antientropy::Trees;
 use crate::error::{Error, Result};
 use crate::node::Shared;
 use crate::paging::{self, Page, PAGE_BYTES};
-use crate::record;
 use crate::ring::{choose_tokens, Ring, Token};
-use crate::version::DvvSet;
 
 /// Gossip rounds to wait after announcing a join or leave, so that every
 /// node has heard of it before data moves (Cassandra's RING_DELAY).
@@ -253,12 +251,9 @@ async fn stream_range(s: &Shared, source: &str, start: Token, end: Token, rate: 
         let page = s.peers.fetch_range(source, req).await?;
         let bytes: usize = page.entries.iter().map(|e| e.key.len() + e.version.len()).sum();
         rate.consume(bytes as u64).await;
-        let mut last_ticket = Default::default();
-        for e in &page.entries {
-            let v: DvvSet = record::decode(&e.key, &e.version)?;
-            last_ticket = std::cmp::max(last_ticket, s.store.merge(&e.key, &v)?.ticket);
-            merged += 1;
-        }
+        // One engine batch and one durability wait per page.
+        let (_, last_ticket) = s.store.merge_records(page.entries.iter().map(|e| (e.key.as_slice(), e.version.as_slice())))?;
+        merged += page.entries.len() as u64;
         s.store.durable(last_ticket).await?;
         match (page.more, page.entries.last()) {
             (true, Some(last)) => after = last.key.clone(),
