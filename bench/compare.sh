@@ -2,7 +2,7 @@
 # Side-by-side: a 3-node ringkv, a 3-node etcd and one Redis on 127.0.0.1,
 # the same workloads through `ringkv bench`, one table.
 #
-# Installs etcd-server and redis-server with apt-get when missing (needs
+# Installs etcd-server, etcd-client and redis-server with apt-get when missing (needs
 # root), stops everything it started on exit, and leaves nothing running.
 #
 #   bench/compare.sh                 # 10 s per workload
@@ -27,14 +27,14 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 need() { command -v "$1" >/dev/null 2>&1; }
-if ! need etcd || ! need redis-server; then
+if ! need etcd || ! need etcdctl || ! need redis-server; then
     if [ "$(id -u)" != 0 ]; then
-        echo "error: etcd and redis-server are missing; run as root so this script can apt-get install etcd-server redis-server" >&2
+        echo "error: etcd, etcdctl or redis-server is missing; run as root so this script can apt-get install etcd-server etcd-client redis-server" >&2
         exit 2
     fi
-    echo "== installing etcd-server and redis-server"
+    echo "== installing etcd-server, etcd-client and redis-server"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server redis-server >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server etcd-client redis-server >/dev/null
 fi
 
 echo "== building ringkv (release)"
