@@ -7,6 +7,7 @@
 #
 #   bench/compare.sh                 # 10 s per workload
 #   DURATION=30s bench/compare.sh
+#   BASELINE=/path/to/old/ringkv bench/compare.sh   # adds an older build's write rows
 #
 # Same settings for every target: 100-byte values, 16-byte keys, 10,000 keys
 # (zipfian), 64 requests in flight over 3 connections. ringkv runs with
@@ -78,6 +79,15 @@ RINGKV_EP="127.0.0.1:7301,127.0.0.1:7302,127.0.0.1:7303"
 "$RINGKV" cluster --nodes 3 --base-port 7311 --data-dir "$WORK/ringkv-nolog" --serve-arg=--commit-log=off >"$WORK/ringkv-nolog.log" 2>&1 &
 PIDS+=($!)
 NOLOG_EP="127.0.0.1:7311,127.0.0.1:7312,127.0.0.1:7313"
+# An older build, for before/after ratios measured in the same run.
+BASE_EP="127.0.0.1:7321,127.0.0.1:7322,127.0.0.1:7323"
+if [ -n "${BASELINE:-}" ]; then
+    for p in 7321 7322 7323; do
+        port_free "$p" || { echo "error: port $p is in use; stop whatever holds it" >&2; exit 2; }
+    done
+    "$BASELINE" cluster --nodes 3 --base-port 7321 --data-dir "$WORK/ringkv-base" >"$WORK/ringkv-base.log" 2>&1 &
+    PIDS+=($!)
+fi
 
 wait_for etcd etcdctl --endpoints "$ETCD" endpoint health
 wait_for redis redis-cli -p 26390 ping
@@ -86,6 +96,7 @@ ringkv_ready() { # every node normal and up
 }
 wait_for ringkv ringkv_ready "$RINGKV_EP"
 wait_for "ringkv without the commit log" ringkv_ready "$NOLOG_EP"
+if [ -n "${BASELINE:-}" ]; then wait_for "the baseline ringkv" ringkv_ready "$BASE_EP"; fi
 
 COMMON=(--duration "$DURATION" --keys 10000 --value-size 100 --concurrency 64)
 run() { # label, then ringkv args
@@ -98,6 +109,7 @@ RESULTS="$WORK/results.tsv"
     echo "== loading 10,000 keys into each" >&2
     "$RINGKV" --endpoints "$RINGKV_EP" bench --workload write --ops 1 --load --keys 10000 >/dev/null
     "$RINGKV" --endpoints "$NOLOG_EP" bench --workload write --ops 1 --load --keys 10000 >/dev/null
+    if [ -n "${BASELINE:-}" ]; then "$RINGKV" --endpoints "$BASE_EP" bench --workload write --ops 1 --load --keys 10000 >/dev/null; fi
     "$RINGKV" --endpoints "$ETCD" bench --target etcd --workload write --ops 1 --load --keys 10000 >/dev/null
     "$RINGKV" --endpoints 127.0.0.1:26390 bench --target redis --workload write --ops 1 --load --keys 10000 >/dev/null
     echo "== measuring ($DURATION each)" >&2
@@ -106,6 +118,10 @@ RESULTS="$WORK/results.tsv"
     run "ringkv put ONE" --endpoints "$RINGKV_EP" --policy token-aware bench --workload write --write-level one "${COMMON[@]}"
     run "ringkv put QUORUM, no commit log" --endpoints "$NOLOG_EP" --policy token-aware bench --workload write --write-level quorum "${COMMON[@]}"
     run "ringkv put ONE, no commit log" --endpoints "$NOLOG_EP" --policy token-aware bench --workload write --write-level one "${COMMON[@]}"
+    if [ -n "${BASELINE:-}" ]; then
+        run "baseline put QUORUM" --endpoints "$BASE_EP" --policy token-aware bench --workload write --write-level quorum "${COMMON[@]}"
+        run "baseline put ONE" --endpoints "$BASE_EP" --policy token-aware bench --workload write --write-level one "${COMMON[@]}"
+    fi
     run "etcd put" --endpoints "$ETCD" bench --target etcd --workload write "${COMMON[@]}"
     run "redis set" --endpoints 127.0.0.1:26390 bench --target redis --workload write "${COMMON[@]}"
     run "ringkv get ONE" --endpoints "$RINGKV_EP" --policy token-aware bench --workload c --read-level one "${COMMON[@]}"
@@ -117,6 +133,9 @@ RESULTS="$WORK/results.tsv"
     run "ringkv put QUORUM, 1 in flight" --endpoints "$RINGKV_EP" --policy token-aware bench --workload write --duration "$DURATION" --keys 10000 --concurrency 1
     run "ringkv put ONE, 1 in flight" --endpoints "$RINGKV_EP" --policy token-aware bench --workload write --write-level one --duration "$DURATION" --keys 10000 --concurrency 1
     run "ringkv QUORUM, 1 in flight, no log" --endpoints "$NOLOG_EP" --policy token-aware bench --workload write --duration "$DURATION" --keys 10000 --concurrency 1
+    if [ -n "${BASELINE:-}" ]; then
+        run "baseline QUORUM, 1 in flight" --endpoints "$BASE_EP" --policy token-aware bench --workload write --duration "$DURATION" --keys 10000 --concurrency 1
+    fi
     run "etcd put, 1 in flight" --endpoints "$ETCD" bench --target etcd --workload write --duration "$DURATION" --keys 10000 --concurrency 1
 } >"$RESULTS"
 

@@ -164,3 +164,17 @@ pub fn channel(transport: Arc<dyn Transport>, addr: &str, connect_timeout: Durat
     });
     Ok(endpoint.connect_with_connector_lazy(connector))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn tcp_resolves_names_and_literals_afresh() {
+        let t = TcpTransport::default();
+        let found = t.resolve("localhost:7101").await.unwrap();
+        assert!(found.iter().any(|a| a == "127.0.0.1:7101" || a == "[::1]:7101"), "{found:?}");
+        assert_eq!(t.resolve("10.0.0.7:7101").await.unwrap(), ["10.0.0.7:7101"], "a literal is itself");
+        assert!(t.resolve("no-such-host.invalid:7101").await.is_err(), "an unknown name is an error, not a guess");
+    }
+}

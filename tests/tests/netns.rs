@@ -132,9 +132,15 @@ fn cannot_run() -> Option<String> {
     if unsafe { libc::geteuid() } != 0 {
         return Some("needs root to create network namespaces".into());
     }
-    match Command::new("ip").args(["netns", "list"]).output() {
-        Ok(out) if out.status.success() => None,
-        Ok(out) => Some(format!("`ip netns` does not work here: {}", String::from_utf8_lossy(&out.stderr).trim())),
+    // Probe by making (and removing) a namespace: listing works without
+    // the privilege to create one.
+    let probe = format!("rkvprobe{}", std::process::id());
+    match Command::new("ip").args(["netns", "add", &probe]).output() {
+        Ok(out) if out.status.success() => {
+            let _ = Command::new("ip").args(["netns", "del", &probe]).status();
+            None
+        }
+        Ok(out) => Some(format!("`ip netns add` does not work here: {}", String::from_utf8_lossy(&out.stderr).trim())),
         Err(e) => Some(format!("`ip` (iproute2) is not installed: {e}")),
     }
 }
