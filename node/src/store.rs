@@ -79,6 +79,10 @@ pub struct Store {
 }
 
 /// The `Tokens` index key: the key's token, big-endian, then the key.
+/// A key `merge_many` rewrites: the key, the record it replaces (if any)
+/// and the new record.
+type Rewrite<'k> = (&'k [u8], Option<Vec<u8>>, Vec<u8>);
+
 /// The lock stripe `key` falls on.
 fn stripe_of(key: &[u8]) -> usize {
     crc32fast::hash(key) as usize % STRIPES
@@ -199,7 +203,7 @@ impl Store {
 
         // Merge in memory; the last state of each key is what gets written.
         let mut results: Vec<Result<(DvvSet, bool)>> = Vec::with_capacity(items.len());
-        let mut pending: Vec<(&[u8], Option<Vec<u8>>, Vec<u8>)> = Vec::new(); // key, old record, new record
+        let mut pending: Vec<Rewrite<'_>> = Vec::new();
         for (key, incoming) in items {
             let merged = (|| {
                 let earlier = pending.iter().rposition(|(k, _, _)| k == key);

@@ -16,7 +16,7 @@
 //! order-free. Bytes are counted as the encoded size of every message, and
 //! a [`RateLimit`] spaces them out.
 //!
-//! Fetches and pushes are pages of at most [`CHUNK`] keys and
+//! Fetches and pushes are pages of at most `CHUNK` (256) keys and
 //! [`PAGE_BYTES`] bytes (`paging.rs`). A push is cut by the initiator,
 //! which reads the versions it sends. A fetch names keys whose sizes only
 //! the peer knows, so the peer cuts its answer and says `more`; the

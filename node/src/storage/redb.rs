@@ -14,6 +14,9 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTableMetadata, TableD
 use super::{KeyValue, Op, Storage, Tree};
 use crate::error::Result;
 
+/// A table as ringkv uses it: bytes to bytes.
+type BytesTable<'txn> = redb::Table<'txn, &'static [u8], &'static [u8]>;
+
 fn table(tree: Tree) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
     TableDefinition::new(tree.name())
 }
@@ -84,7 +87,7 @@ impl Storage for RedbStorage {
         let mut tx = self.db.begin_write()?;
         tx.set_durability(Durability::None)?;
         {
-            let mut tables: Vec<(Tree, redb::Table<&[u8], &[u8]>)> = Vec::new();
+            let mut tables: Vec<(Tree, BytesTable<'_>)> = Vec::new();
             for op in ops {
                 let tree = match *op {
                     Op::Put(tree, ..) | Op::Delete(tree, _) => tree,
