@@ -854,16 +854,21 @@ fn replica_down_longer_than_the_hint_window_gets_no_hints() {
 fn hints_older_than_the_window_are_dropped_not_replayed() {
     let seed = seed(0x5eed_0037);
     let mut sim = builder(seed).build();
-    // Longer than detection (about 5 s here), so the writes are hinted.
-    const WINDOW_S: u64 = 8;
+    // Longer than detection (about 5 s here) plus the time the 50 writes
+    // take, so every write is hinted: a target silent for longer than the
+    // window gets no new hints.
+    const WINDOW_S: u64 = 20;
     ringkv_tests::sim::add_nodes_with(&mut sim, 3, seed, |_, cfg| cfg.max_hint_window = WINDOW_S);
     sim.client("client", async {
         cluster_ready().await?;
         isolate_n3().await?;
         let c = client(&["n1"]);
-        for i in 0..50 {
-            let r = c.put(format!("x{i}").as_bytes(), b"v", None, Options::level(Level::Quorum)).await?;
-            assert!(r.receipt.unwrap().hints_stored, "x{i} was hinted for n3");
+        let puts = (0..50).map(|i| {
+            let c = c.clone();
+            async move { (i, c.put(format!("x{i}").as_bytes(), b"v", None, Options::level(Level::Quorum)).await) }
+        });
+        for (i, r) in futures::future::join_all(puts).await {
+            assert!(r?.receipt.unwrap().hints_stored, "x{i} was hinted for n3");
         }
         assert_eq!(hints_pending("n1").await?.0, 50);
         // Every hint was stored before its write was acknowledged.
