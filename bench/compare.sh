@@ -11,8 +11,8 @@
 #
 # Same settings for every target: 100-byte values, 16-byte keys, 10,000 keys
 # (zipfian), 64 requests in flight over 3 connections. ringkv runs with
-# durability "group" (fdatasync group commit), once with the commit log (the
-# default) and once without; etcd fsyncs its WAL; Redis is a single server
+# durability "group" (fdatasync group commit), on redb with the commit log
+# (the default), on redb without it, and on fjall (its own journal); etcd fsyncs its WAL; Redis is a single server
 # without persistence, the non-replicated ceiling.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,7 +53,7 @@ wait_for() { # what, command...
     exit 2
 }
 
-for p in 7301 7302 7303 7311 7312 7313 22379 22380 23379 23380 24379 24380 26390; do
+for p in 7301 7302 7303 7311 7312 7313 7331 7332 7333 22379 22380 23379 23380 24379 24380 26390; do
     port_free "$p" || { echo "error: port $p is in use; stop whatever holds it" >&2; exit 2; }
 done
 
@@ -79,6 +79,10 @@ RINGKV_EP="127.0.0.1:7301,127.0.0.1:7302,127.0.0.1:7303"
 "$RINGKV" cluster --nodes 3 --base-port 7311 --data-dir "$WORK/ringkv-nolog" --serve-arg=--commit-log=off >"$WORK/ringkv-nolog.log" 2>&1 &
 PIDS+=($!)
 NOLOG_EP="127.0.0.1:7311,127.0.0.1:7312,127.0.0.1:7313"
+# The same cluster on fjall, an LSM engine with its own journal.
+"$RINGKV" cluster --nodes 3 --base-port 7331 --data-dir "$WORK/ringkv-fjall" --serve-arg=--storage=fjall >"$WORK/ringkv-fjall.log" 2>&1 &
+PIDS+=($!)
+FJALL_EP="127.0.0.1:7331,127.0.0.1:7332,127.0.0.1:7333"
 # An older build, for before/after ratios measured in the same run.
 BASE_EP="127.0.0.1:7321,127.0.0.1:7322,127.0.0.1:7323"
 if [ -n "${BASELINE:-}" ]; then
@@ -96,6 +100,7 @@ ringkv_ready() { # every node normal and up
 }
 wait_for ringkv ringkv_ready "$RINGKV_EP"
 wait_for "ringkv without the commit log" ringkv_ready "$NOLOG_EP"
+wait_for "ringkv on fjall" ringkv_ready "$FJALL_EP"
 if [ -n "${BASELINE:-}" ]; then wait_for "the baseline ringkv" ringkv_ready "$BASE_EP"; fi
 
 COMMON=(--duration "$DURATION" --keys 10000 --value-size 100 --concurrency 64)
@@ -109,6 +114,7 @@ RESULTS="$WORK/results.tsv"
     echo "== loading 10,000 keys into each" >&2
     "$RINGKV" --endpoints "$RINGKV_EP" bench --workload write --ops 1 --load --keys 10000 >/dev/null
     "$RINGKV" --endpoints "$NOLOG_EP" bench --workload write --ops 1 --load --keys 10000 >/dev/null
+    "$RINGKV" --endpoints "$FJALL_EP" bench --workload write --ops 1 --load --keys 10000 >/dev/null
     if [ -n "${BASELINE:-}" ]; then "$RINGKV" --endpoints "$BASE_EP" bench --workload write --ops 1 --load --keys 10000 >/dev/null; fi
     "$RINGKV" --endpoints "$ETCD" bench --target etcd --workload write --ops 1 --load --keys 10000 >/dev/null
     "$RINGKV" --endpoints 127.0.0.1:26390 bench --target redis --workload write --ops 1 --load --keys 10000 >/dev/null
@@ -118,6 +124,8 @@ RESULTS="$WORK/results.tsv"
     run "ringkv put ONE" --endpoints "$RINGKV_EP" --policy token-aware bench --workload write --write-level one "${COMMON[@]}"
     run "ringkv put QUORUM, no commit log" --endpoints "$NOLOG_EP" --policy token-aware bench --workload write --write-level quorum "${COMMON[@]}"
     run "ringkv put ONE, no commit log" --endpoints "$NOLOG_EP" --policy token-aware bench --workload write --write-level one "${COMMON[@]}"
+    run "ringkv put QUORUM, fjall" --endpoints "$FJALL_EP" --policy token-aware bench --workload write --write-level quorum "${COMMON[@]}"
+    run "ringkv put ONE, fjall" --endpoints "$FJALL_EP" --policy token-aware bench --workload write --write-level one "${COMMON[@]}"
     if [ -n "${BASELINE:-}" ]; then
         run "baseline put QUORUM" --endpoints "$BASE_EP" --policy token-aware bench --workload write --write-level quorum "${COMMON[@]}"
         run "baseline put ONE" --endpoints "$BASE_EP" --policy token-aware bench --workload write --write-level one "${COMMON[@]}"
@@ -133,6 +141,7 @@ RESULTS="$WORK/results.tsv"
     run "ringkv put QUORUM, 1 in flight" --endpoints "$RINGKV_EP" --policy token-aware bench --workload write --duration "$DURATION" --keys 10000 --concurrency 1
     run "ringkv put ONE, 1 in flight" --endpoints "$RINGKV_EP" --policy token-aware bench --workload write --write-level one --duration "$DURATION" --keys 10000 --concurrency 1
     run "ringkv QUORUM, 1 in flight, no log" --endpoints "$NOLOG_EP" --policy token-aware bench --workload write --duration "$DURATION" --keys 10000 --concurrency 1
+    run "ringkv QUORUM, 1 in flight, fjall" --endpoints "$FJALL_EP" --policy token-aware bench --workload write --duration "$DURATION" --keys 10000 --concurrency 1
     if [ -n "${BASELINE:-}" ]; then
         run "baseline QUORUM, 1 in flight" --endpoints "$BASE_EP" --policy token-aware bench --workload write --duration "$DURATION" --keys 10000 --concurrency 1
     fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Restart time and disk size of one node after KEYS writes (default 1M,
 # 100-byte values, replication factor 1), killed with -9 right after the
-# load, with and without the commit log. The restart replays what the
+# load: redb with and without the commit log, and fjall. The restart replays what the
 # engine had not made durable; "restart" is the time until the node answers
 # `status` again and holds every key.
 #
@@ -27,14 +27,19 @@ R=target/release/ringkv
 EP="127.0.0.1:$PORT"
 
 keys_held() { "$R" --endpoints "$EP" status --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["local_keys"])' 2>/dev/null || echo 0; }
-start_node() { # commit_log
-    "$R" serve --id r1 --listen "$EP" --data-dir "$WORK/$1" --replication-factor 1 --commit-log "$1" >>"$WORK/$1.log" 2>&1 &
+start_node() { # setup: redb+log, redb or fjall
+    case "$1" in
+        redb+log) flags=(--storage redb --commit-log on) ;;
+        redb) flags=(--storage redb --commit-log off) ;;
+        fjall) flags=(--storage fjall) ;;
+    esac
+    "$R" serve --id r1 --listen "$EP" --data-dir "$WORK/$1" --replication-factor 1 "${flags[@]}" >>"$WORK/$1.log" 2>&1 &
     PID=$!
 }
 now() { date +%s.%N; }
 
-printf '%-12s %10s %12s %12s %12s\n' "commit log" "keys" "load s" "disk MiB" "restart s"
-for log in on off; do
+printf '%-12s %10s %12s %12s %12s\n' "engine" "keys" "load s" "disk MiB" "restart s"
+for log in redb+log redb fjall; do
     start_node "$log"
     for _ in $(seq 1 300); do "$R" --endpoints "$EP" status >/dev/null 2>&1 && break; sleep 0.1; done
     t0=$(now)

@@ -30,7 +30,7 @@ fn main() {
     let dir = tempfile::tempdir_in(base).expect("temp dir");
     println!("{:<9} {:>14} {:>14} {:>16}", "engine", "fsync ops/s", "group ops/s", "group vs memory");
     let mut memory = 0.0;
-    for (name, log) in [("memory", false), ("redb", false), ("redb", true), ("sled", false), ("sled", true)] {
+    for (name, log) in [("memory", false), ("redb", false), ("redb", true), ("sled", false), ("sled", true), ("fjall", false)] {
         let engine: Arc<dyn Storage> = storage::open(name, &dir.path().join(format!("{name}-{log}")), log).expect("open");
         let name = if log { format!("{name}+log") } else { name.to_string() };
         let fsync = rate(&*engine, 1_000, 1, "f");

@@ -57,7 +57,7 @@ pub struct Config {
     /// Cassandra's `initial_token`); empty chooses `vnodes` tokens that
     /// minimise skew. Ignored once the node has stored tokens.
     pub initial_tokens: Vec<u64>,
-    /// Storage engine: `redb`, `sled` or `memory`.
+    /// Storage engine: `redb`, `sled`, `fjall` or `memory`.
     pub storage: String,
     /// Put a commit log in front of a disk engine: an acknowledged write is
     /// one append plus a share of one fdatasync, and the engine is made
@@ -124,7 +124,7 @@ impl Default for Config {
             replication_factor: 3,
             vnodes: 16,
             initial_tokens: Vec::new(),
-            storage: "redb".into(),
+            storage: "fjall".into(),
             commit_log: true,
             durability: Durability::Group,
             group_commit_ms: 1,

@@ -1,7 +1,8 @@
 //! kill -9 a real node during a stream of acknowledged writes, restart it,
 //! and check that every acknowledged write survived, for both disk engines
 //! under `fsync` and `group` durability, behind the commit log (the
-//! default, so the restart replays it) and, for redb, without it.
+//! default, so the restart replays it) and, for redb, without it; and fjall,
+//! whose own journal replays.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -78,6 +79,11 @@ fn redb_group_keeps_acknowledged_writes_across_kill_9() {
 #[test]
 fn redb_group_without_the_commit_log_keeps_acknowledged_writes_across_kill_9() {
     kill_9_keeps_every_acknowledged_write_with("redb", "group", "off");
+}
+
+#[test]
+fn fjall_group_keeps_acknowledged_writes_across_kill_9() {
+    kill_9_keeps_every_acknowledged_write("fjall", "group");
 }
 
 #[test]

@@ -21,11 +21,13 @@
 //! with and without the log.
 
 mod commitlog;
+mod fjall;
 mod memory;
 mod redb;
 mod sled;
 
 pub use self::commitlog::{CommitLog, CHECKPOINT_BYTES};
+pub use self::fjall::FjallStorage;
 pub use self::memory::MemoryStorage;
 pub use self::redb::RedbStorage;
 pub use self::sled::SledStorage;
@@ -109,7 +111,7 @@ pub trait Storage: Send + Sync + 'static {
 }
 
 /// The engines `--storage` accepts.
-pub const ENGINES: [&str; 3] = ["redb", "sled", "memory"];
+pub const ENGINES: [&str; 4] = ["redb", "sled", "fjall", "memory"];
 
 /// Opens the engine called `name` in `dir`, behind a commit log in
 /// `dir/commitlog` when `commit_log` is set (the memory engine has no disk
@@ -119,6 +121,8 @@ pub fn open(name: &str, dir: &Path, commit_log: bool) -> Result<Arc<dyn Storage>
     let engine: Arc<dyn Storage> = match name {
         "redb" => Arc::new(RedbStorage::open(&dir.join("ringkv.redb"))?),
         "sled" => Arc::new(SledStorage::open(&dir.join("sled"))?),
+        // fjall has a journal of its own: no commit log in front.
+        "fjall" => return Ok(Arc::new(FjallStorage::open(&dir.join("fjall"))?)),
         "memory" => return Ok(Arc::new(MemoryStorage::default())),
         other => return Err(Error::Config(format!("unknown storage engine {other:?}; expected one of {}", ENGINES.join(", ")))),
     };
