@@ -11,8 +11,8 @@
 #
 # Same settings for every target: 100-byte values, 16-byte keys, 10,000 keys
 # (zipfian), 64 requests in flight over 3 connections. ringkv runs with
-# durability "group" (fdatasync group commit), on redb with the commit log
-# (the default), on redb without it, and on fjall (its own journal); etcd fsyncs its WAL; Redis is a single server
+# durability "group" (fdatasync group commit), on fjall (the default), on
+# redb behind the commit log, and on redb without it; etcd fsyncs its WAL; Redis is a single server
 # without persistence, the non-replicated ceiling.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -74,15 +74,15 @@ PIDS+=($!)
 "$RINGKV" cluster --nodes 3 --base-port 7301 --data-dir "$WORK/ringkv" >"$WORK/ringkv.log" 2>&1 &
 PIDS+=($!)
 RINGKV_EP="127.0.0.1:7301,127.0.0.1:7302,127.0.0.1:7303"
-# The same cluster without the commit log: every group commit is then a
-# durable engine commit (the first wave's write path), for the ratio.
-"$RINGKV" cluster --nodes 3 --base-port 7311 --data-dir "$WORK/ringkv-nolog" --serve-arg=--commit-log=off >"$WORK/ringkv-nolog.log" 2>&1 &
+# The same cluster on redb without the commit log: every group commit is
+# then a durable engine commit (the first wave's write path), for the ratio.
+"$RINGKV" cluster --nodes 3 --base-port 7311 --data-dir "$WORK/ringkv-nolog" --serve-arg=--storage=redb --serve-arg=--commit-log=off >"$WORK/ringkv-nolog.log" 2>&1 &
 PIDS+=($!)
 NOLOG_EP="127.0.0.1:7311,127.0.0.1:7312,127.0.0.1:7313"
-# The same cluster on fjall, an LSM engine with its own journal.
-"$RINGKV" cluster --nodes 3 --base-port 7331 --data-dir "$WORK/ringkv-fjall" --serve-arg=--storage=fjall >"$WORK/ringkv-fjall.log" 2>&1 &
+# The same cluster on redb behind the commit log.
+"$RINGKV" cluster --nodes 3 --base-port 7331 --data-dir "$WORK/ringkv-redb" --serve-arg=--storage=redb >"$WORK/ringkv-redb.log" 2>&1 &
 PIDS+=($!)
-FJALL_EP="127.0.0.1:7331,127.0.0.1:7332,127.0.0.1:7333"
+REDB_EP="127.0.0.1:7331,127.0.0.1:7332,127.0.0.1:7333"
 # An older build, for before/after ratios measured in the same run.
 BASE_EP="127.0.0.1:7321,127.0.0.1:7322,127.0.0.1:7323"
 if [ -n "${BASELINE:-}" ]; then
@@ -100,7 +100,7 @@ ringkv_ready() { # every node normal and up
 }
 wait_for ringkv ringkv_ready "$RINGKV_EP"
 wait_for "ringkv without the commit log" ringkv_ready "$NOLOG_EP"
-wait_for "ringkv on fjall" ringkv_ready "$FJALL_EP"
+wait_for "ringkv on redb" ringkv_ready "$REDB_EP"
 if [ -n "${BASELINE:-}" ]; then wait_for "the baseline ringkv" ringkv_ready "$BASE_EP"; fi
 
 COMMON=(--duration "$DURATION" --keys 10000 --value-size 100 --concurrency 64)
@@ -114,7 +114,7 @@ RESULTS="$WORK/results.tsv"
     echo "== loading 10,000 keys into each" >&2
     "$RINGKV" --endpoints "$RINGKV_EP" bench --workload write --ops 1 --load --keys 10000 >/dev/null
     "$RINGKV" --endpoints "$NOLOG_EP" bench --workload write --ops 1 --load --keys 10000 >/dev/null
-    "$RINGKV" --endpoints "$FJALL_EP" bench --workload write --ops 1 --load --keys 10000 >/dev/null
+    "$RINGKV" --endpoints "$REDB_EP" bench --workload write --ops 1 --load --keys 10000 >/dev/null
     if [ -n "${BASELINE:-}" ]; then "$RINGKV" --endpoints "$BASE_EP" bench --workload write --ops 1 --load --keys 10000 >/dev/null; fi
     "$RINGKV" --endpoints "$ETCD" bench --target etcd --workload write --ops 1 --load --keys 10000 >/dev/null
     "$RINGKV" --endpoints 127.0.0.1:26390 bench --target redis --workload write --ops 1 --load --keys 10000 >/dev/null
@@ -122,10 +122,10 @@ RESULTS="$WORK/results.tsv"
     run "ringkv ping (gRPC floor)" --endpoints "$RINGKV_EP" bench --workload ping "${COMMON[@]}"
     run "ringkv put QUORUM" --endpoints "$RINGKV_EP" --policy token-aware bench --workload write --write-level quorum "${COMMON[@]}"
     run "ringkv put ONE" --endpoints "$RINGKV_EP" --policy token-aware bench --workload write --write-level one "${COMMON[@]}"
-    run "ringkv put QUORUM, no commit log" --endpoints "$NOLOG_EP" --policy token-aware bench --workload write --write-level quorum "${COMMON[@]}"
-    run "ringkv put ONE, no commit log" --endpoints "$NOLOG_EP" --policy token-aware bench --workload write --write-level one "${COMMON[@]}"
-    run "ringkv put QUORUM, fjall" --endpoints "$FJALL_EP" --policy token-aware bench --workload write --write-level quorum "${COMMON[@]}"
-    run "ringkv put ONE, fjall" --endpoints "$FJALL_EP" --policy token-aware bench --workload write --write-level one "${COMMON[@]}"
+    run "ringkv put QUORUM, redb, no log" --endpoints "$NOLOG_EP" --policy token-aware bench --workload write --write-level quorum "${COMMON[@]}"
+    run "ringkv put ONE, redb, no log" --endpoints "$NOLOG_EP" --policy token-aware bench --workload write --write-level one "${COMMON[@]}"
+    run "ringkv put QUORUM, redb + log" --endpoints "$REDB_EP" --policy token-aware bench --workload write --write-level quorum "${COMMON[@]}"
+    run "ringkv put ONE, redb + log" --endpoints "$REDB_EP" --policy token-aware bench --workload write --write-level one "${COMMON[@]}"
     if [ -n "${BASELINE:-}" ]; then
         run "baseline put QUORUM" --endpoints "$BASE_EP" --policy token-aware bench --workload write --write-level quorum "${COMMON[@]}"
         run "baseline put ONE" --endpoints "$BASE_EP" --policy token-aware bench --workload write --write-level one "${COMMON[@]}"
@@ -140,8 +140,8 @@ RESULTS="$WORK/results.tsv"
     run "etcd A (serializable get)" --endpoints "$ETCD" bench --target etcd --workload a "${COMMON[@]}"
     run "ringkv put QUORUM, 1 in flight" --endpoints "$RINGKV_EP" --policy token-aware bench --workload write --duration "$DURATION" --keys 10000 --concurrency 1
     run "ringkv put ONE, 1 in flight" --endpoints "$RINGKV_EP" --policy token-aware bench --workload write --write-level one --duration "$DURATION" --keys 10000 --concurrency 1
-    run "ringkv QUORUM, 1 in flight, no log" --endpoints "$NOLOG_EP" --policy token-aware bench --workload write --duration "$DURATION" --keys 10000 --concurrency 1
-    run "ringkv QUORUM, 1 in flight, fjall" --endpoints "$FJALL_EP" --policy token-aware bench --workload write --duration "$DURATION" --keys 10000 --concurrency 1
+    run "ringkv QUORUM, 1 in flight, redb, no log" --endpoints "$NOLOG_EP" --policy token-aware bench --workload write --duration "$DURATION" --keys 10000 --concurrency 1
+    run "ringkv QUORUM, 1 in flight, redb + log" --endpoints "$REDB_EP" --policy token-aware bench --workload write --duration "$DURATION" --keys 10000 --concurrency 1
     if [ -n "${BASELINE:-}" ]; then
         run "baseline QUORUM, 1 in flight" --endpoints "$BASE_EP" --policy token-aware bench --workload write --duration "$DURATION" --keys 10000 --concurrency 1
     fi
@@ -152,12 +152,12 @@ echo
 python3 - "$RESULTS" <<'PY'
 import json, sys
 rows = [line.rstrip("\n").split("\t", 1) for line in open(sys.argv[1]) if "\t" in line]
-print(f"{'workload':<34} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>8}")
+print(f"{'workload':<40} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>8}")
 for label, text in rows:
     r = json.loads(text)
     h = r["writes"] if r["writes"]["count"] else r["reads"]
     errors = sum(r["errors"].values())
-    print(f"{label:<34} {r['ops_per_sec']:>9.0f} {h['p50_ms']:>8.2f} {h['p99_ms']:>8.2f} {errors:>8}")
+    print(f"{label:<40} {r['ops_per_sec']:>9.0f} {h['p50_ms']:>8.2f} {h['p99_ms']:>8.2f} {errors:>8}")
 PY
 echo
 echo "(same machine, same run; only the ratios between rows mean anything)"
