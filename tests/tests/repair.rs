@@ -26,7 +26,10 @@ fn repair_brings_a_restarted_replica_up_to_date_and_then_finds_nothing() {
         }
     });
     nodes[2].restart();
-    wait_until("n1 sees n3 up", Duration::from_secs(15), || liveness(&n1, "n3") == "up");
+    // `repair` runs a pass on every node, so every node must see n3 again,
+    // not only n1.
+    let n2 = nodes[1].addr.clone();
+    wait_until("n1 and n2 see n3 up", Duration::from_secs(15), || liveness(&n1, "n3") == "up" && liveness(&n2, "n3") == "up");
     let n3 = nodes[2].addr.clone();
     assert_eq!(cli_json(&n3, &["status"])["local_keys"], 0, "n3 missed every write");
 
