@@ -5,17 +5,21 @@
 //! and key to mutation) and `Meta` (node id, tokens). Framing, merging and durability waits live above, in
 //! `store.rs`, so every engine gets them the same way.
 //!
-//! Engines (DESIGN §8):
-//! - [`redb`](RedbStorage), the default: an ACID B-tree whose durable commit
-//!   fdatasyncs.
+//! Engines (DESIGN §8; README "Storage" has the measurements behind the
+//! default):
+//! - [`fjall`](FjallStorage), the default: an LSM tree whose own journal
+//!   group commit fdatasyncs; atomic batches across keyspaces.
+//! - [`redb`](RedbStorage): an ACID B-tree whose durable commit fdatasyncs
+//!   (and holds its single writer meanwhile, hence the commit log).
 //! - [`sled`](SledStorage) 0.34.7: its `flush` only calls
 //!   `sync_file_range`, so this wrapper adds an fdatasync of sled's log file.
 //! - [`memory`](MemoryStorage): for simulations; cloning shares the data,
 //!   so a simulated crash keeps it.
 //!
-//! Any disk engine can sit behind a [`CommitLog`] (`commitlog.rs`, on by
-//! default): writes are appended to a log that group commit fdatasyncs, and
-//! the engine itself is made durable only at checkpoints.
+//! redb and sled sit behind a [`CommitLog`] (`commitlog.rs`, on by
+//! default; fjall never does): writes are appended to a log that group
+//! commit fdatasyncs, and the engine itself is made durable only at
+//! checkpoints.
 //!
 //! One conformance suite (`conformance` below) runs against every engine,
 //! with and without the log.
