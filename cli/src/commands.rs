@@ -299,18 +299,31 @@ pub async fn run(cmd: Command, endpoints: &[String], policy_name: &str, json_mod
     Ok(())
 }
 
-/// Runs an anti-entropy pass on one node or on each in turn, and prints
-/// the totals and each node's report.
-async fn repair(client: &Client, only: Option<String>, range: Option<(u64, u64)>, json_mode: bool) -> Result<()> {
-    let status = client.status().await?;
-    let targets: Vec<&pb::NodeStatus> = status.nodes.iter().filter(|n| only.as_ref().is_none_or(|o| *o == n.id)).collect();
+/// The nodes a per-node admin command (repair, cleanup) runs on: the
+/// `eligible` ones, or only the one named by `only`; an unknown name is an
+/// error that lists the eligible nodes.
+fn target_nodes(
+    nodes: &[pb::NodeStatus],
+    only: Option<String>,
+    eligible: impl Fn(&pb::NodeStatus) -> bool,
+) -> Result<Vec<&pb::NodeStatus>> {
+    let eligible: Vec<&pb::NodeStatus> = nodes.iter().filter(|n| eligible(n)).collect();
+    let targets: Vec<&pb::NodeStatus> = eligible.iter().copied().filter(|n| only.as_ref().is_none_or(|o| *o == n.id)).collect();
     if targets.is_empty() {
         bail!(
             "unknown node {:?}; the cluster has {}",
             only.unwrap_or_default(),
-            status.nodes.iter().map(|n| n.id.as_str()).collect::<Vec<_>>().join(", ")
+            eligible.iter().map(|n| n.id.as_str()).collect::<Vec<_>>().join(", ")
         );
     }
+    Ok(targets)
+}
+
+/// Runs an anti-entropy pass on one node or on each in turn, and prints
+/// the totals and each node's report.
+async fn repair(client: &Client, only: Option<String>, range: Option<(u64, u64)>, json_mode: bool) -> Result<()> {
+    let status = client.status().await?;
+    let targets = target_nodes(&status.nodes, only, |_| true)?;
     let mut reports = Vec::new();
     for n in targets {
         if n.liveness == "down" {
@@ -378,15 +391,7 @@ async fn repair(client: &Client, only: Option<String>, range: Option<(u64, u64)>
 /// prints each node's report and the totals.
 async fn cleanup(client: &Client, only: Option<String>, json_mode: bool) -> Result<()> {
     let status = client.status().await?;
-    let targets: Vec<&pb::NodeStatus> =
-        status.nodes.iter().filter(|n| n.state != "left" && only.as_ref().is_none_or(|o| *o == n.id)).collect();
-    if targets.is_empty() {
-        bail!(
-            "unknown node {:?}; the cluster has {}",
-            only.unwrap_or_default(),
-            status.nodes.iter().filter(|n| n.state != "left").map(|n| n.id.as_str()).collect::<Vec<_>>().join(", ")
-        );
-    }
+    let targets = target_nodes(&status.nodes, only, |n| n.state != "left")?;
     let mut reports = Vec::new();
     for n in targets {
         if n.liveness == "down" {

@@ -86,6 +86,16 @@ pub struct Store {
 /// and the new record.
 type Rewrite<'k> = (&'k [u8], Option<Vec<u8>>, Vec<u8>);
 
+/// The Merkle delta of rewriting `key` from `old` (if it was stored) to
+/// `new`: the new item's hash, XOR the old one's.
+fn tree_delta(key: &[u8], old: Option<&[u8]>, new: &[u8]) -> merkle::Hash {
+    let mut delta = item_hash(key, new);
+    if let Some(old) = old {
+        merkle::xor(&mut delta, &item_hash(key, old));
+    }
+    delta
+}
+
 /// The lock stripe `key` falls on.
 fn stripe_of(key: &[u8]) -> usize {
     crc32fast::hash(key) as usize % STRIPES
@@ -250,9 +260,13 @@ impl Store {
                 ops.push(Op::Put(Tree::Tokens, index, &[]));
             }
         }
-        if let Err(e) = self.engine.write_batch(&ops) {
-            let reason = e.to_string();
-            return results.into_iter().map(|_| Err(Error::Storage(format!("batch write failed: {reason}")))).collect();
+        // Nothing changed: no engine write and no new ticket, so an
+        // already-stored batch does not make group commit sync again.
+        if !pending.is_empty() {
+            if let Err(e) = self.engine.write_batch(&ops) {
+                let reason = e.to_string();
+                return results.into_iter().map(|_| Err(Error::Storage(format!("batch write failed: {reason}")))).collect();
+            }
         }
         self.keys.fetch_add(pending.iter().filter(|(_, old, _)| old.is_none()).count() as u64, Ordering::Relaxed);
         for (key, old, new) in &pending {
@@ -260,14 +274,10 @@ impl Store {
             let Some(slot) = trees.find(token) else { continue };
             let Some((_, guard)) = ranges.iter_mut().find(|(start, _)| *start == slot.start) else { continue };
             if let Some(t) = guard.as_mut() {
-                let mut delta = item_hash(key, new);
-                if let Some(old) = old {
-                    merkle::xor(&mut delta, &item_hash(key, old));
-                }
-                t.apply(token, &delta);
+                t.apply(token, &tree_delta(key, old.as_deref(), new));
             }
         }
-        let ticket = Ticket(self.written.fetch_add(1, Ordering::SeqCst) + 1);
+        let ticket = if pending.is_empty() { Ticket::default() } else { Ticket(self.written.fetch_add(1, Ordering::SeqCst) + 1) };
         for (key, _, _) in &pending {
             let i = stripe_of(key);
             if let Some((_, g)) = guards.iter_mut().find(|(s, _)| *s == i) {
@@ -326,11 +336,7 @@ impl Store {
             }
         }
         if let Some(Some(t)) = tree.as_deref_mut() {
-            let mut delta = item_hash(key, &new);
-            if let Some(old) = old {
-                merkle::xor(&mut delta, &item_hash(key, old));
-            }
-            t.apply(token, &delta);
+            t.apply(token, &tree_delta(key, old, &new));
         }
         Ok(Ticket(self.written.fetch_add(1, Ordering::SeqCst) + 1))
     }

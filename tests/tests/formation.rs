@@ -22,6 +22,11 @@ async fn all_normal(observer: &str, ids: &[String]) -> bool {
     }
 }
 
+/// True when every node in `ids` sees all of them normal and up.
+async fn every_node_sees_all_normal(ids: &[String]) -> bool {
+    futures::future::join_all(ids.iter().map(|id| all_normal(id, ids))).await.into_iter().all(|ok| ok)
+}
+
 /// `grpc.health.v1` for `ringkv.v1.Kv` on `node` (the readiness a
 /// Kubernetes probe asks): `Some(true)` when SERVING, `None` when the node
 /// does not answer.
@@ -72,10 +77,7 @@ fn same_seed_list_started_at_once(n: usize, pinned: u64) {
         // Up but not yet in a ring: the server is live, Kv is not ready.
         until("n1 answers health checks", Duration::from_secs(5), || async { kv_ready("n1").await.is_some() }).await?;
         assert_eq!(kv_ready("n1").await, Some(false), "ready before any ring formed");
-        until("every node normal on every node", Duration::from_secs(30), || async {
-            futures::future::join_all(ids.iter().map(|id| all_normal(id, &ids))).await.into_iter().all(|ok| ok)
-        })
-        .await?;
+        until("every node normal on every node", Duration::from_secs(30), || async { every_node_sees_all_normal(&ids).await }).await?;
         let took = started.elapsed();
         for id in &ids {
             until(&format!("{id} ready"), Duration::from_secs(2), || async { kv_ready(id).await == Some(true) }).await?;
@@ -124,10 +126,7 @@ fn three_concurrent_joiners_into_a_running_cluster_take_distinct_tokens_and_lose
             c.put(k.as_bytes(), k.as_bytes(), None, Options::level(Level::Quorum)).await?;
         }
         let all: Vec<String> = (1..=6).map(|i| format!("n{i}")).collect();
-        until("all six normal on every node", Duration::from_secs(60), || async {
-            futures::future::join_all(all.iter().map(|id| all_normal(id, &all))).await.into_iter().all(|ok| ok)
-        })
-        .await?;
+        until("all six normal on every node", Duration::from_secs(60), || async { every_node_sees_all_normal(&all).await }).await?;
         let skew = assert_balanced_ring("n4", &all, 1.25).await;
         eprintln!("3 concurrent joiners: skew {skew:.3}");
         // Every write made before the joins is readable at QUORUM through
@@ -178,10 +177,7 @@ fn two_nodes_that_both_start_a_ring_settle_the_shared_tokens_before_serving() {
         })
         .await?;
         turmoil::repair("n1", "n2");
-        until("all three normal on every node", Duration::from_secs(40), || async {
-            futures::future::join_all(ids.iter().map(|id| all_normal(id, &ids))).await.into_iter().all(|ok| ok)
-        })
-        .await?;
+        until("all three normal on every node", Duration::from_secs(40), || async { every_node_sees_all_normal(&ids).await }).await?;
         for id in &ids {
             assert_balanced_ring(id, &ids, 1.25).await;
         }
