@@ -181,7 +181,13 @@ fn five_hosts_started_at_once_with_one_seed_list_form_a_ring_survive_a_cut_link_
     assert_eq!(ring["owning_nothing"].as_array().map(Vec::len), Some(0), "{ring}");
     assert_eq!(ring["nodes"].as_array().map(Vec::len), Some(NODES), "{ring}");
     let skew = ring["skew"].as_f64().expect("finite skew");
-    assert!(skew <= 1.25, "skew {skew}");
+    let token_lines = || {
+        (1..=NODES)
+            .flat_map(|i| log(i).lines().filter(|l| l.contains("token") || l.contains("ring")).map(|l| format!("n{i}: {l}")).collect::<Vec<_>>())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(skew <= 1.25, "skew {skew}; ring {ring}\ntoken decisions:\n{}", token_lines());
 
     let put = |i: usize, key: &str| hosts.cli(i, &["put", key, key, "-c", "quorum", "--timeout", "2s"]);
     for k in 0..20 {
