@@ -23,11 +23,15 @@
 //! 2. **Joining.** A tokenless node announces itself (gossip carries it as
 //!    `joining` with no tokens: a *claim*) and keeps quiet for the ring delay
 //!    after that, so concurrent joiners hear of each other. It then plans
-//!    tokens for every live claimer it knows, in id order, each against the
-//!    future ring plus the claimers before it, and takes its own share.
-//!    Joiners that see the same claimers compute the same plan, so they take
-//!    distinct tokens and the ring stays as balanced as one grown a node at
-//!    a time (skew ≤ 1.10 for 10 nodes, ≤ 1.25 for 20; see `ring.rs`).
+//!    tokens for every joiner it knows, in id order, each against the
+//!    `normal` ring plus the joiners before it, and takes its own share. A
+//!    joiner that has already announced tokens keeps its place in that order
+//!    with the tokens it announced (it computed them by the same plan), so a
+//!    joiner that hears of those tokens a moment before another does still
+//!    plans the same sequence. Joiners that see the same joiners compute the
+//!    same plan, so they take distinct tokens and the ring stays as balanced
+//!    as one grown a node at a time (skew ≤ 1.10 for 10 nodes, ≤ 1.25 for
+//!    20; see `ring.rs`).
 //! 3. **Checking before use.** A node holding tokens it has not yet used
 //!    (state `joining`) waits the ring delay and checks again before it
 //!    streams and again before it goes `normal`. If another member holds one
@@ -118,21 +122,27 @@ pub fn next(me: &str, members: &[Member], is_up: impl Fn(&str) -> bool, seeds: S
     }
 }
 
-/// The formation rule, part 2: tokens for `me`, planned for every claimer
-/// (live tokenless joiners, `me` among them) in id order against `future`.
-pub fn plan_tokens(me: &str, claimers: &[String], future: &Ring, vnodes: usize) -> Vec<Token> {
-    let mut claimers: Vec<&str> = claimers.iter().map(String::as_str).chain([me]).collect();
-    claimers.sort_unstable();
-    claimers.dedup();
-    let mut ring = future.clone();
-    for id in claimers {
-        let tokens = choose_tokens(&ring, vnodes);
+/// The formation rule, part 2: tokens for `me`, planned for every joiner
+/// in id order against `base` (the ring of `normal` members). `joiners`
+/// pairs each joining member with the tokens it has announced (empty for a
+/// live claimer); `me` is among them or added. A joiner with tokens keeps
+/// its place in the order with those tokens, so planners that hear of an
+/// announcement at different moments still compute one sequence.
+pub fn plan_tokens(me: &str, joiners: &[(String, Vec<Token>)], base: &Ring, vnodes: usize) -> Vec<Token> {
+    let mut order: Vec<(&str, &[Token])> = joiners.iter().map(|(id, t)| (id.as_str(), t.as_slice())).collect();
+    order.retain(|(id, _)| *id != me);
+    order.push((me, &[]));
+    order.sort_unstable_by_key(|(id, _)| *id);
+    order.dedup_by_key(|(id, _)| *id);
+    let mut ring = base.clone();
+    for (id, announced) in order {
         if id == me {
-            return tokens;
+            return choose_tokens(&ring, vnodes);
         }
+        let tokens = if announced.is_empty() { choose_tokens(&ring, vnodes) } else { announced.to_vec() };
         ring.add(id, "", &tokens);
     }
-    unreachable!("me is among the claimers")
+    unreachable!("me is in the order")
 }
 
 /// The formation rule, part 3: the member that keeps a token `me` also
@@ -205,19 +215,47 @@ mod tests {
         assert_eq!(next("n2", &left, up, seeds(0, 0, false), false), Next::StartAlone, "a left node's tokens are no ring");
     }
 
+    fn claims(ids: &[&str]) -> Vec<(String, Vec<Token>)> {
+        ids.iter().map(|id| (id.to_string(), Vec::new())).collect()
+    }
+
     #[test]
     fn concurrent_claimers_plan_distinct_tokens_that_balance_the_ring() {
         let first = choose_tokens(&Ring::default(), 16);
         let ring = Ring::new([("n1", first.as_slice())]);
-        let claimers: Vec<String> = ["n2", "n3", "n4", "n5"].map(String::from).to_vec();
+        let joiners = claims(&["n2", "n3", "n4", "n5"]);
         let mut grown = ring.clone();
-        for id in &claimers {
+        for (id, _) in &joiners {
             // Every claimer computes its own share from the same view.
-            let mine = plan_tokens(id, &claimers, &ring, 16);
+            let mine = plan_tokens(id, &joiners, &ring, 16);
             assert!(mine.iter().all(|t| !grown.tokens().iter().any(|(u, _)| u == t)), "{id} took a token already planned");
             grown.add(id, "", &mine);
         }
         assert_eq!(grown.tokens().len(), 5 * 16);
+        assert!(grown.skew() <= 1.10, "skew {}", grown.skew());
+    }
+
+    /// The netns CI failure (skew 1.28): n5 planned after n4 had announced
+    /// its tokens, but before n2 and n3 had. Planning n4 first (it was in
+    /// the future ring) and n2, n3 after it put n5 on the wrong spots.
+    #[test]
+    fn a_joiner_that_announced_first_keeps_its_place_in_id_order() {
+        let first = choose_tokens(&Ring::default(), 16);
+        let ring = Ring::new([("n1", first.as_slice())]);
+        let all = claims(&["n2", "n3", "n4", "n5"]);
+        let planned: Vec<Vec<Token>> = all.iter().map(|(id, _)| plan_tokens(id, &all, &ring, 16)).collect();
+        // n5's view: n4 has announced, n2 and n3 are still claims.
+        let seen = vec![
+            ("n2".to_string(), Vec::new()),
+            ("n3".to_string(), Vec::new()),
+            ("n4".to_string(), planned[2].clone()),
+            ("n5".to_string(), Vec::new()),
+        ];
+        assert_eq!(plan_tokens("n5", &seen, &ring, 16), planned[3], "n5 plans the same as with every claim in view");
+        let mut grown = ring.clone();
+        for ((id, _), tokens) in all.iter().zip(&planned) {
+            grown.add(id, "", tokens);
+        }
         assert!(grown.skew() <= 1.10, "skew {}", grown.skew());
     }
 

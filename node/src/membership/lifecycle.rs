@@ -162,13 +162,23 @@ async fn acquire_tokens(s: &Arc<Shared>, shutdown: &CancellationToken, claimed: 
                 (choose_tokens(&Ring::default(), s.config.vnodes), false)
             }
             formation::Next::Join if claimed.elapsed() >= ring_delay(s) => {
-                let claimers: Vec<String> = members
+                // Joiners with tokens, and live claimers; planned against
+                // the normal members' ring.
+                let joiners: Vec<(String, Vec<Token>)> = members
                     .iter()
-                    .filter(|m| m.state == NodeState::Joining && m.tokens.is_empty() && s.membership.is_up(&m.id))
-                    .map(|m| m.id.clone())
+                    .filter(|m| m.state == NodeState::Joining && (!m.tokens.is_empty() || s.membership.is_up(&m.id)))
+                    .map(|m| (m.id.clone(), m.tokens.clone()))
                     .collect();
-                tracing::info!(node = %me, claimers = ?claimers, "joining a ring: planning tokens for every concurrent joiner");
-                (formation::plan_tokens(me, &claimers, &s.membership.future_ring(), s.config.vnodes), false)
+                let base = Ring::with_zones(
+                    members
+                        .iter()
+                        .filter(|m| m.state == NodeState::Normal && !m.tokens.is_empty())
+                        .map(|m| (m.id.as_str(), m.zone.as_str(), m.tokens.as_slice())),
+                );
+                let claimers: Vec<&str> = joiners.iter().filter(|(_, t)| t.is_empty()).map(|(id, _)| id.as_str()).collect();
+                let announced: Vec<&str> = joiners.iter().filter(|(_, t)| !t.is_empty()).map(|(id, _)| id.as_str()).collect();
+                tracing::info!(node = %me, ?claimers, ?announced, "joining a ring: planning tokens for every concurrent joiner");
+                (formation::plan_tokens(me, &joiners, &base, s.config.vnodes), false)
             }
             formation::Next::Join => (Vec::new(), false),
             formation::Next::Wait(reason) => {
