@@ -1,6 +1,9 @@
 //! The client's error type, mapped back from the node's `tonic::Status`
-//! through the `x-ringkv-*` metadata the node sets (node/src/error.rs).
+//! through the `x-ringkv-*` metadata the node sets (node/src/error.rs; the
+//! names and kinds are in `ringkv_proto::wire`).
 
+use ringkv_proto::delivery::Delivery;
+use ringkv_proto::wire::{ErrorKind, GOT_HEADER, KIND_HEADER, REQUIRED_HEADER};
 use tonic::Code;
 
 /// What went wrong with a request, by what the caller should do about it.
@@ -85,17 +88,16 @@ impl Error {
         matches!(self, Error::Unavailable { .. } | Error::Timeout { .. } | Error::Connect { .. })
     }
 
-    /// True when the connection was refused or never made: the request
-    /// cannot have arrived, so even a non-idempotent one may go elsewhere.
-    pub(crate) fn not_delivered(status: &tonic::Status) -> bool {
-        let m = status.message().to_ascii_lowercase();
-        m.contains("connection refused") || m.contains("tcp connect error") || m.contains("dns error")
-    }
-
     /// True when the status came from the transport, not from a node: the
     /// request may never have arrived, so another endpoint can be tried.
+    /// Whether it did is [`Delivery::of_status`].
     pub(crate) fn is_transport(status: &tonic::Status) -> bool {
-        status.metadata().get("x-ringkv-kind").is_none() && matches!(status.code(), Code::Unavailable | Code::Unknown)
+        !status.metadata().contains_key(KIND_HEADER) && matches!(status.code(), Code::Unavailable | Code::Unknown)
+    }
+
+    /// Whether a transport failure may have reached the node.
+    pub(crate) fn delivery(status: &tonic::Status) -> Delivery {
+        Delivery::of_status(status)
     }
 }
 
@@ -105,19 +107,52 @@ fn number(status: &tonic::Status, key: &str) -> u32 {
 
 impl From<tonic::Status> for Error {
     fn from(status: tonic::Status) -> Self {
-        let kind = status.metadata().get("x-ringkv-kind").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let raw = status.metadata().get(KIND_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
         let message = status.message().to_string();
-        match (kind.as_deref(), status.code()) {
-            (Some("unavailable"), _) => {
-                Error::Unavailable { required: number(&status, "x-ringkv-required"), alive: number(&status, "x-ringkv-got"), message }
+        match (ErrorKind::of(&status), status.code()) {
+            // A peer call the coordinator never sent: nothing was written.
+            (Some(ErrorKind::Unavailable | ErrorKind::NotSent), _) => {
+                Error::Unavailable { required: number(&status, REQUIRED_HEADER), alive: number(&status, GOT_HEADER), message }
             }
-            (Some("indeterminate"), _) => Error::Indeterminate { message },
-            (Some("invalid_argument"), _) | (None, Code::InvalidArgument | Code::OutOfRange | Code::ResourceExhausted) => {
+            (Some(ErrorKind::Indeterminate), _) => Error::Indeterminate { message },
+            (Some(ErrorKind::InvalidArgument), _) | (None, Code::InvalidArgument | Code::OutOfRange | Code::ResourceExhausted) => {
                 Error::InvalidArgument { message }
             }
-            (Some("timeout"), _) | (None, Code::DeadlineExceeded | Code::Cancelled) => Error::Timeout { message },
-            (Some(k), _) => Error::Other { kind: k.to_string(), message },
-            (None, code) => Error::Other { kind: format!("{code:?}").to_lowercase(), message },
+            (Some(ErrorKind::Timeout), _) | (None, Code::DeadlineExceeded | Code::Cancelled) => Error::Timeout { message },
+            (Some(k), _) => Error::Other { kind: k.as_str().to_string(), message },
+            // A kind this client does not know (a newer node): kept as sent.
+            (None, code) => Error::Other { kind: raw.unwrap_or_else(|| format!("{code:?}").to_lowercase()), message },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tagged(kind: ErrorKind) -> tonic::Status {
+        let mut s = tonic::Status::unavailable("peer n2: blocked");
+        s.metadata_mut().insert(KIND_HEADER, kind.as_str().parse().unwrap());
+        s
+    }
+
+    #[test]
+    fn a_call_the_node_never_sent_is_unavailable_and_retryable() {
+        let e = Error::from(tagged(ErrorKind::NotSent));
+        assert!(matches!(e, Error::Unavailable { .. }), "{e:?}");
+        assert!(e.is_retryable());
+    }
+
+    #[test]
+    fn a_status_from_a_node_is_never_a_transport_failure() {
+        assert!(!Error::is_transport(&tagged(ErrorKind::Peer)));
+        assert!(Error::is_transport(&tonic::Status::unavailable("connection reset")));
+    }
+
+    #[test]
+    fn an_unknown_kind_from_a_newer_node_is_kept_as_sent() {
+        let mut s = tonic::Status::internal("x");
+        s.metadata_mut().insert(KIND_HEADER, "quota".parse().unwrap());
+        assert_eq!(Error::from(s).kind(), "quota");
     }
 }

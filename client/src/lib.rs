@@ -60,15 +60,14 @@ use std::time::Duration;
 
 use pb::admin_client::AdminClient;
 use pb::kv_client::KvClient;
+use ringkv_proto::delivery::{Delivery, Failover};
+use ringkv_proto::wire::MAX_MESSAGE_BYTES;
 use tonic::transport::Endpoint;
 
 /// A consistency level, as the CLI and API name it.
 pub use pb::Consistency as Level;
 /// A read-repair mode.
 pub use pb::ReadRepair;
-
-/// Largest response the client decodes (siblings of large values add up).
-const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
 /// Per-request options.
 ///
@@ -295,9 +294,11 @@ impl Client {
         let mut last: Option<Error> = None;
         // A write attempt that failed without proof it never arrived makes
         // any later failure indeterminate, never a definite "not written".
-        let mut maybe_applied = false;
-        let settle = |e: Error, maybe_applied: bool| match e {
-            Error::Unavailable { .. } | Error::Connect { .. } | Error::Other { .. } if maybe_applied && kind == policy::OpKind::Write => {
+        let mut failover = Failover::default();
+        let settle = |e: Error, failover: &Failover| match e {
+            Error::Unavailable { .. } | Error::Connect { .. } | Error::Other { .. }
+                if failover.maybe_landed().is_some() && kind == policy::OpKind::Write =>
+            {
                 Error::Indeterminate { message: format!("{e}; an earlier attempt on another node may have been applied") }
             }
             e => e,
@@ -315,8 +316,8 @@ impl Client {
             }
             match result {
                 Ok(r) => return Ok(r.into_inner()),
-                Err(s) if Error::is_transport(&s) && (idempotent || Error::not_delivered(&s)) => {
-                    maybe_applied |= !Error::not_delivered(&s);
+                Err(s) if Error::is_transport(&s) && (idempotent || Error::delivery(&s) == Delivery::NotSent) => {
+                    failover.failed(Error::delivery(&s), || s.message().to_string());
                     last = Some(Error::Connect { endpoints: self.endpoints().join(","), message: s.message().to_string() })
                 }
                 Err(s) => {
@@ -325,12 +326,12 @@ impl Client {
                         last = Some(e);
                         continue;
                     }
-                    return Err(settle(e, maybe_applied));
+                    return Err(settle(e, &failover));
                 }
             }
         }
         let e = last.unwrap_or_else(|| Error::Connect { endpoints: self.endpoints().join(","), message: "no node to send to".into() });
-        Err(settle(e, maybe_applied))
+        Err(settle(e, &failover))
     }
 
     /// Reads a key: its live siblings, causal context and receipt.

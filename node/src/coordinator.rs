@@ -28,16 +28,17 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
+use ringkv_proto::delivery::Failover;
 use ringkv_proto::v1 as pb;
 use ringkv_proto::v1::ReadRepair;
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::hints::{Limits, Stored};
-use crate::node::Shared;
 use crate::paging::{Page, PAGE_BYTES};
 use crate::quorum::{Level, Outcome, QuorumTracker};
 use crate::record;
+use crate::shared::Shared;
 use crate::store::Ticket;
 use crate::version::{Context, DvvSet, Sibling};
 
@@ -539,7 +540,7 @@ impl Coordinator {
         let mut last = None;
         // Set once an attempt failed in a way that does not prove the write
         // never arrived: from then on no failure may be reported as definite.
-        let mut maybe_applied: Option<String> = None;
+        let mut failover = Failover::default();
         let required = w.level.required(self.s.config.replication_factor) as u32;
         for target in alive {
             let remaining = w.timeout.saturating_sub(start.elapsed());
@@ -553,7 +554,7 @@ impl Coordinator {
                 // The replica answered: its verdict (unavailable, indeterminate…)
                 // stands, unless an earlier attempt may have landed.
                 Err(e @ Error::Forwarded(_)) => {
-                    return Err(match maybe_applied {
+                    return Err(match failover.maybe_landed() {
                         Some(earlier) => Error::Indeterminate { acked: 0, required, reason: format!("{earlier}, then {e}") },
                         None => e,
                     })
@@ -568,15 +569,13 @@ impl Coordinator {
                 }
                 // Try the next replica; remember if this one may have applied it.
                 Err(e) => {
-                    if !not_sent(&e) {
-                        maybe_applied.get_or_insert_with(|| format!("forwarding to {target} failed ({e})"));
-                    }
+                    failover.failed(e.delivery(), || format!("forwarding to {target} failed ({e})"));
                     last = Some(e);
                 }
             }
         }
-        if let Some(earlier) = maybe_applied {
-            return Err(Error::Indeterminate { acked: 0, required, reason: earlier });
+        if let Some(earlier) = failover.maybe_landed() {
+            return Err(Error::Indeterminate { acked: 0, required, reason: earlier.to_string() });
         }
         Err(last.unwrap_or_else(|| Error::Unavailable {
             level: w.level.as_str().into(),
@@ -859,18 +858,6 @@ impl Coordinator {
         let timeout = self.s.peers.timeout();
         let reads = prefs.into_iter().map(|id| self.read_from(id, key.to_vec(), timeout));
         Ok(futures::future::join_all(reads).await.into_iter().map(|(id, r, _)| (id, r)).collect())
-    }
-}
-
-/// True when a failed peer call cannot have delivered its message: the
-/// fault layer stopped it, the connection was refused, or the peer is unknown.
-fn not_sent(e: &Error) -> bool {
-    match e {
-        Error::Peer { reason, .. } => {
-            let r = reason.to_ascii_lowercase();
-            ["fault layer", "connection refused", "tcp connect", "not a known member"].iter().any(|m| r.contains(m))
-        }
-        _ => false,
     }
 }
 

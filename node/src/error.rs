@@ -5,8 +5,17 @@
 //! (`Indeterminate`), fix the request (`InvalidArgument`), or call an
 //! operator (`Storage`, `Corrupt`). The mapping to gRPC status codes lives in
 //! one place, `impl From<Error> for tonic::Status`, and the client maps back
-//! from the `x-ringkv-*` metadata it sets.
+//! from the `x-ringkv-*` metadata it sets (names and kinds in
+//! `ringkv_proto::wire`).
+//!
+//! Whether a failed peer call can have reached the peer is a variant, not a
+//! message: [`Error::NotSent`] is built where the failure happens (the
+//! fault layer's admission, an unknown member, a connection never made), and
+//! [`Error::delivery`] reads it.
 
+use ringkv_proto::delivery::Delivery;
+pub use ringkv_proto::wire::{ErrorKind, KIND_HEADER};
+use ringkv_proto::wire::{GOT_HEADER, REQUIRED_HEADER};
 use tonic::metadata::MetadataValue;
 
 /// Everything that can go wrong inside a node.
@@ -97,6 +106,15 @@ pub enum Error {
         /// What happened.
         reason: String,
     },
+    /// A peer call that cannot have reached the peer: the fault layer
+    /// stopped it, the peer is unknown, or no connection was made.
+    #[error("peer {peer}: {reason}")]
+    NotSent {
+        /// The peer's node id (or address, for a seed).
+        peer: String,
+        /// What stopped it.
+        reason: String,
+    },
     /// A peer did not answer in time; a write sent to it may have landed.
     #[error("peer {peer}: no answer within {ms} ms")]
     PeerTimeout {
@@ -116,38 +134,41 @@ pub enum Error {
 impl Error {
     /// True when the same request may succeed if retried, possibly elsewhere.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Unavailable { .. } | Error::Timeout { .. } | Error::Peer { .. } | Error::PeerTimeout { .. })
+        matches!(
+            self,
+            Error::Unavailable { .. } | Error::Timeout { .. } | Error::Peer { .. } | Error::NotSent { .. } | Error::PeerTimeout { .. }
+        )
     }
 
-    /// The short kind name carried in `x-ringkv-kind`.
-    pub fn kind(&self) -> &'static str {
+    /// Whether the failed call may have reached its target: only
+    /// [`Error::NotSent`] proves it did not.
+    pub fn delivery(&self) -> Delivery {
         match self {
-            Error::Unavailable { .. } => "unavailable",
-            Error::Indeterminate { .. } => "indeterminate",
-            Error::Timeout { .. } => "timeout",
-            Error::InvalidArgument(_) => "invalid_argument",
-            Error::ClockSkew { .. } | Error::OwnClockSkew { .. } | Error::ClockStepped { .. } => "clock_skew",
-            Error::Corrupt { .. } => "corrupt",
-            Error::Storage(_) => "storage",
-            Error::Peer { .. } | Error::PeerTimeout { .. } => "peer",
-            Error::Config(_) => "config",
-            Error::Forwarded(s) => s.metadata().get(KIND_HEADER).and_then(|v| v.to_str().ok()).map_or("peer", kind_static),
+            Error::NotSent { .. } => Delivery::NotSent,
+            _ => Delivery::MaybeDelivered,
+        }
+    }
+
+    /// The kind carried in `x-ringkv-kind`.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Unavailable { .. } => ErrorKind::Unavailable,
+            Error::Indeterminate { .. } => ErrorKind::Indeterminate,
+            Error::Timeout { .. } => ErrorKind::Timeout,
+            Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
+            Error::ClockSkew { .. } | Error::OwnClockSkew { .. } | Error::ClockStepped { .. } => ErrorKind::ClockSkew,
+            Error::Corrupt { .. } => ErrorKind::Corrupt,
+            Error::Storage(_) => ErrorKind::Storage,
+            Error::Peer { .. } | Error::PeerTimeout { .. } => ErrorKind::Peer,
+            Error::NotSent { .. } => ErrorKind::NotSent,
+            Error::Config(_) => ErrorKind::Config,
+            Error::Forwarded(s) => ErrorKind::of(s).unwrap_or(ErrorKind::Peer),
         }
     }
 }
 
 /// Shorthand used across the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// The metadata key that carries [`Error::kind`].
-pub const KIND_HEADER: &str = "x-ringkv-kind";
-
-fn kind_static(k: &str) -> &'static str {
-    ["unavailable", "indeterminate", "timeout", "invalid_argument", "clock_skew", "corrupt", "storage", "config"]
-        .into_iter()
-        .find(|s| *s == k)
-        .unwrap_or("peer")
-}
 
 impl From<Error> for tonic::Status {
     fn from(e: Error) -> Self {
@@ -156,7 +177,7 @@ impl From<Error> for tonic::Status {
             return status;
         }
         let code = match &e {
-            Error::Unavailable { .. } | Error::Peer { .. } => Code::Unavailable,
+            Error::Unavailable { .. } | Error::Peer { .. } | Error::NotSent { .. } => Code::Unavailable,
             Error::Indeterminate { .. } | Error::Timeout { .. } => Code::DeadlineExceeded,
             Error::InvalidArgument(_) | Error::Config(_) => Code::InvalidArgument,
             Error::ClockSkew { .. } | Error::OwnClockSkew { .. } | Error::ClockStepped { .. } => Code::FailedPrecondition,
@@ -167,15 +188,15 @@ impl From<Error> for tonic::Status {
         };
         let mut status = tonic::Status::new(code, e.to_string());
         let md = status.metadata_mut();
-        md.insert(KIND_HEADER, MetadataValue::from_static(e.kind()));
+        md.insert(KIND_HEADER, MetadataValue::from_static(e.kind().as_str()));
         let counts = match &e {
             Error::Unavailable { required, alive, .. } => Some((*required, *alive)),
             Error::Indeterminate { acked, required, .. } => Some((*required, *acked)),
             _ => None,
         };
         if let Some((required, got)) = counts {
-            md.insert("x-ringkv-required", required.into());
-            md.insert("x-ringkv-got", got.into());
+            md.insert(REQUIRED_HEADER, required.into());
+            md.insert(GOT_HEADER, got.into());
         }
         status
     }

@@ -37,9 +37,12 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::antientropy::sync::RateLimit;
+use crate::clock::Clock;
+use crate::config::Config;
 use crate::error::Result;
-use crate::node::Shared;
+use crate::membership::Membership;
 use crate::paging::{self, PAGE_BYTES};
+use crate::peer_client::Peers;
 use crate::record;
 use crate::storage::Tree;
 use crate::store::{Store, Ticket};
@@ -270,59 +273,94 @@ impl Hints {
     }
 }
 
-/// Replays every pending hint for `target`; returns how many were
-/// delivered. Hints past `max_hint_window` are dropped (and counted) instead.
-pub async fn replay(s: &Shared, target: &str, rate: &mut RateLimit) -> Result<u64> {
-    let mut delivered = 0;
-    let window_ms = s.config.max_hint_window * 1000;
-    loop {
-        let page = s.hints.page(target, paging::Page::new(PAGE, PAGE_BYTES))?;
-        if page.is_empty() {
-            return Ok(delivered);
-        }
-        let now_ms = s.clock.wall_ms();
-        let (stale, page): (Page, Page) = page.into_iter().partition(|(_, _, _, at)| expired(*at, now_ms, window_ms));
-        for (key, _, raw, at) in &stale {
-            s.hints.remove(target, key, raw)?;
-            s.hints.expired.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(node = %s.config.id, peer = %target, age_ms = now_ms.saturating_sub(*at), "hint past the window dropped, not replayed");
-        }
-        if !stale.is_empty() {
-            tracing::warn!(node = %s.config.id, peer = %target, hints = stale.len(), window_ms, "hints older than max_hint_window dropped; anti-entropy repairs those keys");
-        }
-        if page.is_empty() {
-            continue;
-        }
-        let entries: Vec<pb::KeyVersion> =
-            page.iter().map(|(key, v, _, _)| pb::KeyVersion { key: key.clone(), version: record::encode(v) }).collect();
-        let bytes: usize = entries.iter().map(|e| e.key.len() + e.version.len()).sum();
-        s.peers.push_keys(target, pb::PushKeysRequest { from: s.config.id.clone(), entries }).await?;
-        for (key, _, raw, _) in &page {
-            s.hints.remove(target, key, raw)?;
-        }
-        delivered += page.len() as u64;
-        s.hints.replayed.fetch_add(page.len() as u64, Ordering::Relaxed);
-        rate.consume(bytes as u64).await;
-    }
+/// The replay worker: what it needs of the node, and no more.
+pub struct Replayer {
+    me: String,
+    hints: Arc<Hints>,
+    peers: Arc<Peers>,
+    membership: Arc<Membership>,
+    clock: Arc<dyn Clock>,
+    /// `max_hint_window`, in ms.
+    window_ms: u64,
+    /// `hint_replay_bytes_per_sec`.
+    bytes_per_sec: u64,
 }
 
-/// Replays hints to every target that is up, until shutdown.
-pub async fn run_replay(s: Arc<Shared>, shutdown: CancellationToken) {
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(TICK) => {}
+impl Replayer {
+    /// A replayer for node `me`'s hints.
+    pub fn new(
+        me: &str,
+        hints: Arc<Hints>,
+        peers: Arc<Peers>,
+        membership: Arc<Membership>,
+        clock: Arc<dyn Clock>,
+        config: &Config,
+    ) -> Self {
+        Self {
+            me: me.to_string(),
+            hints,
+            peers,
+            membership,
+            clock,
+            window_ms: config.max_hint_window * 1000,
+            bytes_per_sec: config.hint_replay_bytes_per_sec,
         }
-        for (target, _) in s.hints.pending() {
-            if !s.membership.is_up(&target) {
+    }
+
+    /// Replays every pending hint for `target`; returns how many were
+    /// delivered. Hints past `max_hint_window` are dropped (and counted) instead.
+    pub async fn replay(&self, target: &str, rate: &mut RateLimit) -> Result<u64> {
+        let mut delivered = 0;
+        let window_ms = self.window_ms;
+        loop {
+            let page = self.hints.page(target, paging::Page::new(PAGE, PAGE_BYTES))?;
+            if page.is_empty() {
+                return Ok(delivered);
+            }
+            let now_ms = self.clock.wall_ms();
+            let (stale, page): (Page, Page) = page.into_iter().partition(|(_, _, _, at)| expired(*at, now_ms, window_ms));
+            for (key, _, raw, at) in &stale {
+                self.hints.remove(target, key, raw)?;
+                self.hints.expired.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(node = %self.me, peer = %target, age_ms = now_ms.saturating_sub(*at), "hint past the window dropped, not replayed");
+            }
+            if !stale.is_empty() {
+                tracing::warn!(node = %self.me, peer = %target, hints = stale.len(), window_ms, "hints older than max_hint_window dropped; anti-entropy repairs those keys");
+            }
+            if page.is_empty() {
                 continue;
             }
-            let mut rate = RateLimit::new(s.config.hint_replay_bytes_per_sec);
-            match replay(&s, &target, &mut rate).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(node = %s.config.id, peer = %target, hints = n, "hints replayed"),
-                Err(e) => tracing::warn!(node = %s.config.id, peer = %target, error = %e, "hint replay failed; will retry"),
+            let entries: Vec<pb::KeyVersion> =
+                page.iter().map(|(key, v, _, _)| pb::KeyVersion { key: key.clone(), version: record::encode(v) }).collect();
+            let bytes: usize = entries.iter().map(|e| e.key.len() + e.version.len()).sum();
+            self.peers.push_keys(target, pb::PushKeysRequest { from: self.me.clone(), entries }).await?;
+            for (key, _, raw, _) in &page {
+                self.hints.remove(target, key, raw)?;
+            }
+            delivered += page.len() as u64;
+            self.hints.replayed.fetch_add(page.len() as u64, Ordering::Relaxed);
+            rate.consume(bytes as u64).await;
+        }
+    }
+
+    /// Replays hints to every target that is up, until shutdown.
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(TICK) => {}
+            }
+            for (target, _) in self.hints.pending() {
+                if !self.membership.is_up(&target) {
+                    continue;
+                }
+                let mut rate = RateLimit::new(self.bytes_per_sec);
+                match self.replay(&target, &mut rate).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(node = %self.me, peer = %target, hints = n, "hints replayed"),
+                    Err(e) => tracing::warn!(node = %self.me, peer = %target, error = %e, "hint replay failed; will retry"),
+                }
             }
         }
     }

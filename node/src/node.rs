@@ -29,6 +29,7 @@ use crate::membership::{self, DetectorConfig, Member, Membership, NodeState};
 use crate::peer_client::{Peers, MAX_MESSAGE_BYTES};
 use crate::ring::Token;
 use crate::service::{AdminService, KvService, PeerService};
+pub use crate::shared::Shared;
 use crate::storage::{self, Storage};
 use crate::store::Store;
 use crate::transport::{TcpTransport, Transport};
@@ -54,56 +55,6 @@ impl Env {
     pub fn real(config: &Config) -> Self {
         let local_ip = config.listen.parse::<std::net::SocketAddr>().ok().map(|a| a.ip());
         Self { transport: Arc::new(TcpTransport { local_ip }), clock: Arc::new(SystemClock::default()), storage: None }
-    }
-}
-
-/// State shared by every service and task of one node.
-pub struct Shared {
-    /// The configuration it started with.
-    pub config: Config,
-    /// Its replica store.
-    pub store: Arc<Store>,
-    /// Its view of the cluster.
-    pub membership: Arc<Membership>,
-    /// Its connections to peers.
-    pub peers: Peers,
-    /// Its hybrid logical clock.
-    pub hlc: HlcClock,
-    /// The actor id on the dots this incarnation issues: `<id>@<generation>`.
-    /// A restart gets a new one, so a write lost in a crash (stored by peers
-    /// but not yet durable here) can never have its dot reused for another
-    /// value, which the merge would then drop. Riak's vnode epochs solve the
-    /// same problem the same way.
-    pub actor: String,
-    /// Watches the wall clock for steps.
-    pub clock_watch: crate::clock::ClockWatch,
-    /// Its wall clock.
-    pub clock: Arc<dyn Clock>,
-    /// Its fault-injection rules.
-    pub faults: Arc<Faults>,
-    /// Its seeded RNG.
-    pub rng: Arc<Mutex<StdRng>>,
-    /// Anti-entropy counters.
-    pub anti_entropy: antientropy::Stats,
-    /// Hints held for other replicas.
-    pub hints: Hints,
-    /// Cancelled to stop the node (shutdown, or the end of a decommission).
-    pub shutdown: CancellationToken,
-    /// Client requests being served now (gossiped as load).
-    pub in_flight: std::sync::atomic::AtomicU64,
-}
-
-impl Shared {
-    /// Persists the member list and the removal tombstones, so a restart
-    /// knows its peers, and whom to keep out, before gossip.
-    pub fn save_members(&self) {
-        let saved = self
-            .store
-            .meta_put("members", &self.membership.members())
-            .and_then(|_| self.store.meta_put("removed_nodes", &self.membership.removed()));
-        if let Err(e) = saved {
-            tracing::warn!(error = %e, "could not persist the member list");
-        }
     }
 }
 
@@ -166,20 +117,21 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
     let seed = config.rng_seed.unwrap_or_else(|| env.clock.wall_ms() ^ u64::from(crc32fast::hash(config.id.as_bytes())));
     let rng = Arc::new(Mutex::new(StdRng::seed_from_u64(seed)));
     let faults = Arc::new(Faults::new(rng.clone()));
-    let peers = Peers::new(env.transport.clone(), faults.clone(), membership.clone(), Duration::from_millis(config.peer_timeout_ms));
-    let hints = Hints::open(store.clone())?;
+    let peers =
+        Arc::new(Peers::new(env.transport.clone(), faults.clone(), membership.clone(), Duration::from_millis(config.peer_timeout_ms)));
+    let hints = Arc::new(Hints::open(store.clone())?);
     let shared = Arc::new(Shared {
         hlc: HlcClock::new(config.id.clone(), config.max_clock_skew_ms),
         actor: format!("{}@{generation}", config.id),
         clock_watch: crate::clock::ClockWatch::new(config.max_clock_skew_ms),
-        config,
+        config: Arc::new(config),
         store,
         membership,
         peers,
         clock: env.clock,
         faults,
         rng,
-        anti_entropy: antientropy::Stats::default(),
+        anti_entropy: Default::default(),
         hints,
         in_flight: Default::default(),
         shutdown: shutdown.clone(),
@@ -210,10 +162,18 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
 
     let mut tasks = JoinSet::new();
     tasks.spawn(shared.store.clone().run_group_commit(shutdown.clone()));
-    tasks.spawn(membership::join(shared.clone(), shutdown.clone()));
+    tasks.spawn(membership::join(shared.gossip(), shutdown.clone()));
     tasks.spawn(gossip(shared.clone(), shutdown.clone()));
-    tasks.spawn(antientropy::run_worker(shared.clone(), shutdown.clone()));
-    tasks.spawn(hints::run_replay(shared.clone(), shutdown.clone()));
+    tasks.spawn(antientropy::run_worker(shared.repair(), shutdown.clone()));
+    let replayer = hints::Replayer::new(
+        &shared.config.id,
+        shared.hints.clone(),
+        shared.peers.clone(),
+        shared.membership.clone(),
+        shared.clock.clone(),
+        &shared.config,
+    );
+    tasks.spawn(replayer.run(shutdown.clone()));
     tasks.spawn(readiness(shared.clone(), health, shutdown.clone()));
     tracing::info!(node = %shared.config.id, listen = %shared.config.listen, "serving");
 
@@ -252,7 +212,7 @@ async fn gossip(s: Arc<Shared>, shutdown: CancellationToken) {
     };
     tokio::select! {
         biased;
-        _ = membership::run_gossip(s.clone(), shutdown.clone()) => {}
+        _ = membership::run_gossip(s.gossip(), shutdown.clone()) => {}
         _ = watcher => {}
         _ = shutdown.cancelled() => {}
     }

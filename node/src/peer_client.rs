@@ -23,6 +23,9 @@ use tokio::sync::{mpsc, oneshot};
 use tonic::transport::Channel;
 use tonic::Code;
 
+use ringkv_proto::delivery::Delivery;
+pub use ringkv_proto::wire::MAX_MESSAGE_BYTES;
+
 use crate::error::{Error, Result, KIND_HEADER};
 use crate::fault::{Faults, Verdict};
 use crate::membership::{Member, Membership};
@@ -30,10 +33,6 @@ use crate::paging::{Page, PAGE_BYTES};
 use crate::record;
 use crate::transport::{channel, Transport};
 use crate::version::DvvSet;
-
-/// Largest message a peer channel decodes. Siblings of a maximal value can
-/// make a read response several times `max_value_bytes`.
-pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
 /// The connection to one peer.
 #[derive(Clone)]
@@ -99,7 +98,7 @@ impl Peers {
         if let Some(c) = clients.get(addr) {
             return Ok(c.clone());
         }
-        let ch = channel(self.transport.clone(), addr, self.timeout).map_err(|reason| Error::Peer { peer: addr.to_string(), reason })?;
+        let ch = channel(self.transport.clone(), addr, self.timeout).map_err(|reason| Error::NotSent { peer: addr.to_string(), reason })?;
         let rpc = PbPeerClient::new(ch).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES);
         let c = PeerClient { rpc };
         clients.insert(addr.to_string(), c.clone());
@@ -109,12 +108,12 @@ impl Peers {
     /// Looks up peer `id`'s address and passes one message through the
     /// fault layer: fails it, or waits out its delay.
     async fn admit(&self, id: &str) -> Result<String> {
-        let peer_err = |reason: String| Error::Peer { peer: id.to_string(), reason };
-        let addr = self.membership.member(id).map(|m| m.address).ok_or_else(|| peer_err("not a known member".into()))?;
+        let not_sent = |reason: String| Error::NotSent { peer: id.to_string(), reason };
+        let addr = self.membership.member(id).map(|m| m.address).ok_or_else(|| not_sent("not a known member".into()))?;
         match self.faults.check(id) {
             Verdict::Fail(reason) => {
                 self.membership.set_reachable(id, false);
-                return Err(peer_err(reason.into()));
+                return Err(not_sent(reason.into()));
             }
             Verdict::Send(delay) if !delay.is_zero() => tokio::time::sleep(delay).await,
             Verdict::Send(_) => {}
@@ -157,7 +156,9 @@ impl Peers {
         let queue = self.batcher(id, &addr)?;
         let (reply, outcome) = oneshot::channel();
         let req = pb::ReplicateRequest { key: key.to_vec(), version, from: from.to_string() };
-        queue.send(Pending { req, reply }).map_err(|_| peer_err("the batching task stopped".into()))?;
+        queue
+            .send(Pending { req, reply })
+            .map_err(|_| Error::NotSent { peer: id.to_string(), reason: "the batching task stopped".into() })?;
         let limit = timeout.min(self.timeout);
         match tokio::time::timeout(limit, outcome).await {
             Ok(Ok(result)) => result,
@@ -270,7 +271,7 @@ impl Peers {
         let target = self.membership.members().into_iter().find(|m| m.address == addr).map(|m| m.id);
         if let Some(id) = &target {
             if let Verdict::Fail(reason) = self.faults.check(id) {
-                return Err(Error::Peer { peer: id.clone(), reason: reason.into() });
+                return Err(Error::NotSent { peer: id.clone(), reason: reason.into() });
             }
         }
         let req = pb::GossipRequest {
@@ -316,10 +317,15 @@ fn status_error(id: &str, status: tonic::Status) -> Error {
     }
 }
 
+/// A transport failure as an error: [`Error::NotSent`] when the connection
+/// was never made (typed, from the status's source chain), else
+/// [`Error::Peer`].
 fn status_to_error(peer: &str, status: tonic::Status) -> Error {
-    match status.code() {
-        Code::InvalidArgument => Error::InvalidArgument(status.message().to_string()),
-        _ => Error::Peer { peer: peer.to_string(), reason: format!("{:?}: {}", status.code(), status.message()) },
+    let reason = format!("{:?}: {}", status.code(), status.message());
+    match (status.code(), Delivery::of_status(&status)) {
+        (Code::InvalidArgument, _) => Error::InvalidArgument(status.message().to_string()),
+        (_, Delivery::NotSent) => Error::NotSent { peer: peer.to_string(), reason },
+        (_, Delivery::MaybeDelivered) => Error::Peer { peer: peer.to_string(), reason },
     }
 }
 
@@ -402,6 +408,50 @@ fn item_outcome(id: &str, r: Option<pb::ItemResult>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::membership::DetectorConfig;
+    use crate::transport::TcpTransport;
+    use rand::SeedableRng;
+
+    /// `Peers` for node n1 that knows n2 at `n2_addr`.
+    fn peers(n2_addr: &str) -> (Peers, Arc<Faults>) {
+        let detector = DetectorConfig { threshold: 8.0, interval_ms: 200, pause_ms: 1000 };
+        let membership = Arc::new(Membership::new(Member { id: "n1".into(), ..Default::default() }, detector));
+        membership.merge([Member { id: "n2".into(), address: n2_addr.into(), heartbeat: 1, ..Default::default() }]);
+        let faults = Arc::new(Faults::new(Arc::new(Mutex::new(rand::rngs::StdRng::seed_from_u64(1)))));
+        (Peers::new(Arc::new(TcpTransport::default()), faults.clone(), membership, Duration::from_secs(2)), faults)
+    }
+
+    #[tokio::test]
+    async fn calls_that_cannot_have_arrived_are_not_sent_by_type() {
+        // A closed port: bind, note the address, drop the listener.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+        let (p, faults) = peers(&closed);
+        let refused = p.ping("n2").await.unwrap_err();
+        assert_eq!(refused.delivery(), Delivery::NotSent, "refused connection: {refused:?}");
+        let refused = p.replicate("n2", b"k", vec![1], "n1", Duration::from_secs(2)).await.unwrap_err();
+        assert_eq!(refused.delivery(), Delivery::NotSent, "refused replicate: {refused:?}");
+        let unknown = p.ping("n9").await.unwrap_err();
+        assert_eq!(unknown.delivery(), Delivery::NotSent, "unknown member: {unknown:?}");
+        faults.apply(false, vec![crate::fault::FaultRule { peer: "n2".into(), block: true, ..Default::default() }]);
+        let blocked = p.ping("n2").await.unwrap_err();
+        assert_eq!(blocked.delivery(), Delivery::NotSent, "fault layer: {blocked:?}");
+    }
+
+    #[tokio::test]
+    async fn a_connection_dropped_after_it_was_made_may_have_delivered() {
+        // A server that accepts and closes at once: the request may have
+        // been read before the close, so it is not provably unsent.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                drop(conn);
+            }
+        });
+        let (p, _) = peers(&addr);
+        let reset = p.ping("n2").await.unwrap_err();
+        assert_eq!(reset.delivery(), Delivery::MaybeDelivered, "{reset:?}");
+    }
 
     #[test]
     fn a_batch_item_fails_as_its_own_call_would_have() {
@@ -409,7 +459,7 @@ mod tests {
         let skew =
             pb::ItemResult { code: Code::FailedPrecondition as i32, kind: "clock_skew".into(), message: "clock skew: n1 is ahead".into() };
         let e = item_outcome("n2", Some(skew)).unwrap_err();
-        assert_eq!(e.kind(), "clock_skew");
+        assert_eq!(e.kind(), crate::error::ErrorKind::ClockSkew);
         assert_eq!(e.to_string(), "clock skew: n1 is ahead");
         assert!(matches!(item_outcome("n2", None), Err(Error::Peer { .. })), "a missing answer is a peer failure");
     }

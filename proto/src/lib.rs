@@ -1,6 +1,11 @@
 //! ringkv's gRPC surface: the `.proto` files under `ringkv/v1/` compiled by
-//! tonic-prost-build. No logic lives here, so the client can depend on this
+//! tonic-prost-build, plus what node and client must agree on beyond the
+//! messages: the wire constants (`wire`) and the delivery rule
+//! (`delivery`). Nothing else lives here, so the client can depend on this
 //! crate without pulling in the node.
+
+pub mod delivery;
+pub mod wire;
 
 /// Version 1 of the wire protocol: `Kv`, `Peer` and `Admin` services.
 pub mod v1 {

@@ -32,9 +32,9 @@ use std::sync::Arc;
 use ringkv_proto::v1 as pb;
 use tokio::time::{Duration, Instant};
 
+use super::pass::Repair;
 use crate::error::{Error, Result};
 use crate::membership::NodeState;
-use crate::node::Shared;
 use crate::ring::{token_of, Ring};
 use crate::store::Store;
 
@@ -107,7 +107,8 @@ impl Schedule {
 }
 
 /// Runs a cleanup on this node now, if its ring is settled.
-pub async fn run_cleanup(s: &Arc<Shared>) -> Result<pb::CleanupReport> {
+pub async fn run_cleanup(r: &Repair) -> Result<pb::CleanupReport> {
+    let s = &r.h;
     let started = Instant::now();
     let me = s.config.id.clone();
     let state = s.membership.member(&me).map(|m| m.state);
@@ -138,7 +139,7 @@ pub async fn run_cleanup(s: &Arc<Shared>) -> Result<pb::CleanupReport> {
     } else {
         drop_unowned(&store, &current, &future, &who, n)?
     };
-    s.anti_entropy.cleaned(cleaned.keys);
+    r.stats.cleaned(cleaned.keys);
     let report = pb::CleanupReport {
         node: me.clone(),
         ranges_scanned: cleaned.ranges,

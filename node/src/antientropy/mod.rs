@@ -22,5 +22,5 @@ mod pass;
 pub mod sync;
 mod trees;
 
-pub use pass::{purge_tombstones, run_pass, run_worker, Stats};
+pub use pass::{purge_tombstones, run_pass, run_worker, Repair, Stats};
 pub use trees::{Slot, Trees};

@@ -24,8 +24,9 @@ use super::cleanup::{run_cleanup, Schedule};
 use super::merkle::in_range;
 use super::sync::{sync_range, RateLimit, SyncPeer};
 use super::Trees;
+use crate::clock::Clock;
 use crate::error::Result;
-use crate::node::Shared;
+use crate::handles::Handles;
 use crate::record;
 use crate::ring::Token;
 use crate::store::Store;
@@ -83,9 +84,21 @@ impl Stats {
     }
 }
 
+/// What a repair pass, a cleanup and the worker need of the node: the
+/// shared handles, the wall clock (tombstone GC) and the counters.
+#[derive(Clone)]
+pub struct Repair {
+    /// Config, store, membership, peers, shutdown.
+    pub h: Handles,
+    /// The node's wall clock.
+    pub clock: Arc<dyn Clock>,
+    /// Anti-entropy counters, reported by `status`.
+    pub stats: Arc<Stats>,
+}
+
 /// A remote replica as a sync peer.
 struct Remote<'a> {
-    s: &'a Shared,
+    s: &'a Handles,
     id: &'a str,
 }
 
@@ -122,7 +135,8 @@ pub fn purge_tombstones(store: &Store, start: Token, end: Token, cutoff_wall_ms:
 
 /// Runs one pass over every range this node replicates, or only over those
 /// overlapping `only` (a token interval `(start, end]`).
-pub async fn run_pass(s: &Arc<Shared>, only: Option<(Token, Token)>) -> pb::RepairReport {
+pub async fn run_pass(r: &Repair, only: Option<(Token, Token)>) -> pb::RepairReport {
+    let s = &r.h;
     let started = Instant::now();
     let me = s.config.id.clone();
     let mut report = pb::RepairReport { node: me.clone(), ..Default::default() };
@@ -172,11 +186,11 @@ pub async fn run_pass(s: &Arc<Shared>, only: Option<(Token, Token)>) -> pb::Repa
             report.ranges_out_of_sync += 1;
         }
         if everyone_equal {
-            report.tombstones_purged += gc(s, start, end, &peers).await;
+            report.tombstones_purged += gc(r, start, end, &peers).await;
         }
     }
     report.duration_ms = started.elapsed().as_millis() as u64;
-    s.anti_entropy.add(&report);
+    r.stats.add(&report);
     tracing::info!(
         node = %me, ranges = report.ranges_checked, out_of_sync = report.ranges_out_of_sync,
         keys_repaired = report.keys_repaired, bytes_sent = report.bytes_sent, errors = report.errors.len(), "anti-entropy pass done"
@@ -184,7 +198,7 @@ pub async fn run_pass(s: &Arc<Shared>, only: Option<(Token, Token)>) -> pb::Repa
     report
 }
 
-async fn sync_with_retry(s: &Shared, start: Token, end: Token, peer: &str, rate: &mut RateLimit) -> Result<super::sync::RangeOutcome> {
+async fn sync_with_retry(s: &Handles, start: Token, end: Token, peer: &str, rate: &mut RateLimit) -> Result<super::sync::RangeOutcome> {
     let mut attempt = 0;
     loop {
         match sync_range(&s.store, start, end, &Remote { s, id: peer }, &s.config.id, rate).await {
@@ -198,8 +212,9 @@ async fn sync_with_retry(s: &Shared, start: Token, end: Token, peer: &str, rate:
 }
 
 /// Tombstone GC for a range every replica holds identically.
-async fn gc(s: &Arc<Shared>, start: Token, end: Token, peers: &[String]) -> u64 {
-    let cutoff = s.clock.wall_ms().saturating_sub(s.config.tombstone_grace * 1000);
+async fn gc(r: &Repair, start: Token, end: Token, peers: &[String]) -> u64 {
+    let s = &r.h;
+    let cutoff = r.clock.wall_ms().saturating_sub(s.config.tombstone_grace * 1000);
     let mut purged = match purge_tombstones(&s.store, start, end, cutoff) {
         Ok(n) => u64::from(n),
         Err(e) => {
@@ -219,7 +234,8 @@ async fn gc(s: &Arc<Shared>, start: Token, end: Token, peers: &[String]) -> u64 
 
 /// Keeps the trees matching the ring, and runs a pass every
 /// `anti_entropy_interval` seconds (never when it is 0).
-pub async fn run_worker(s: Arc<Shared>, shutdown: CancellationToken) {
+pub async fn run_worker(r: Repair, shutdown: CancellationToken) {
+    let s = &r.h;
     let interval = Duration::from_secs(s.config.anti_entropy_interval);
     let cleanup_delay = Duration::from_secs(s.config.cleanup_delay);
     let mut last_pass = Instant::now();
@@ -245,12 +261,12 @@ pub async fn run_worker(s: Arc<Shared>, shutdown: CancellationToken) {
             }
         }
         if cleanup.due(&s.membership.ring(), &s.membership.future_ring(), Instant::now(), cleanup_delay) {
-            if let Err(e) = run_cleanup(&s).await {
+            if let Err(e) = run_cleanup(&r).await {
                 tracing::info!(node = %s.config.id, error = %e, "automatic cleanup skipped");
             }
         }
         if !interval.is_zero() && last_pass.elapsed() >= interval {
-            run_pass(&s, None).await;
+            run_pass(&r, None).await;
             last_pass = Instant::now();
         }
         tokio::select! {

@@ -1,4 +1,5 @@
-//! Push-pull gossip of the member list: a pure merge rule and a thin loop.
+//! Push-pull gossip of the member list: the loop. Its pure merge rule is
+//! `merge.rs`.
 //!
 //! Every `gossip_interval`, a node bumps its own heartbeat and sends its
 //! whole member list to one random live peer. With probability
@@ -7,77 +8,28 @@
 //! it sends to its seeds, resolving their names afresh (`seeds.rs`). It merges every reply. Gossip spreads
 //! epidemically: a change reaches all n nodes in O(log n) rounds.
 //!
-//! Merge rule per member:
-//! - a higher `generation` (a restart) replaces the entry outright;
-//! - within a generation, a higher `version` replaces the application state,
-//!   and a higher `heartbeat` replaces the heartbeat and load figures.
-//!
-//! Only a node writes its own entry, with one exception: `removenode`
-//! marks a dead node `left`. Its tombstone travels with the member list
-//! and screens every merge (`removal.rs`).
+//! A round takes [`Gossip`] (config, store, membership, peers, RNG, clock),
+//! not the whole node.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
 use rand::seq::IndexedRandom;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
-use super::Member;
-use crate::node::Shared;
-
-/// What merging one entry changed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Merged {
-    /// Application state (address, tokens, zone, state).
-    pub state: bool,
-    /// The heartbeat advanced.
-    pub heartbeat: bool,
-}
-
-/// Merges one gossiped entry into `known`.
-pub fn merge_member(known: &mut BTreeMap<String, Member>, incoming: Member, me: &str) -> Merged {
-    if incoming.id == me || incoming.id.is_empty() {
-        return Merged::default();
-    }
-    let Some(k) = known.get_mut(&incoming.id) else {
-        known.insert(incoming.id.clone(), incoming);
-        return Merged { state: true, heartbeat: true };
-    };
-    if incoming.generation > k.generation {
-        *k = incoming;
-        return Merged { state: true, heartbeat: true };
-    }
-    let mut merged = Merged::default();
-    if incoming.generation == k.generation {
-        if incoming.version > k.version {
-            k.version = incoming.version;
-            k.address = incoming.address;
-            k.tokens = incoming.tokens;
-            k.zone = incoming.zone;
-            k.state = incoming.state;
-            merged.state = true;
-        }
-        if incoming.heartbeat > k.heartbeat {
-            k.heartbeat = incoming.heartbeat;
-            k.keys = incoming.keys;
-            k.in_flight = incoming.in_flight;
-            merged.heartbeat = true;
-        }
-    }
-    merged
-}
+use crate::handles::Gossip;
 
 /// One gossip round.
-pub async fn round(s: &Shared) {
+pub async fn round(g: &Gossip) {
+    let s = &g.h;
     let keys = s.store.len().unwrap_or(0);
-    s.membership.beat(keys, s.in_flight.load(Ordering::Relaxed));
+    s.membership.beat(keys, g.in_flight.load(Ordering::Relaxed));
     let (up, down) = s.membership.peers_by_liveness();
     let mut targets: Vec<String> = Vec::new();
     {
-        let mut rng = s.rng.lock().expect("rng lock");
+        let mut rng = g.rng.lock().expect("rng lock");
         if let Some(m) = up.choose(&mut *rng) {
             targets.push(m.address.clone());
         }
@@ -97,11 +49,11 @@ pub async fn round(s: &Shared) {
     }
     let members = s.membership.members();
     for addr in targets {
-        let sent = s.clock.wall_ms();
+        let sent = g.clock.wall_ms();
         match s.peers.gossip(&addr, &members, sent).await {
             Ok((theirs, their_wall, removed)) => {
                 // Their clock against the midpoint of our send and receive.
-                let mid = (sent + s.clock.wall_ms()) / 2;
+                let mid = (sent + g.clock.wall_ms()) / 2;
                 if let Some(m) = s.membership.members().into_iter().find(|m| m.address == addr) {
                     s.membership.set_offset(&m.id, their_wall as i64 - mid as i64);
                 }
@@ -115,7 +67,8 @@ pub async fn round(s: &Shared) {
 }
 
 /// Runs gossip rounds until shutdown, logging up/down transitions.
-pub async fn run(s: Arc<Shared>, shutdown: CancellationToken) {
+pub async fn run(g: Gossip, shutdown: CancellationToken) {
+    let s = &g.h;
     let mut tick = tokio::time::interval(Duration::from_millis(s.config.gossip_interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut was_down: BTreeSet<String> = BTreeSet::new();
@@ -123,7 +76,7 @@ pub async fn run(s: Arc<Shared>, shutdown: CancellationToken) {
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => return,
-            _ = tick.tick() => round(&s).await,
+            _ = tick.tick() => round(&g).await,
         }
         let (_, down) = s.membership.peers_by_liveness();
         let now_down: BTreeSet<String> = down.into_iter().map(|m| m.id).collect();
@@ -134,40 +87,5 @@ pub async fn run(s: Arc<Shared>, shutdown: CancellationToken) {
             tracing::info!(node = %s.config.id, peer = %id, "peer is up");
         }
         was_down = now_down;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn m(id: &str, generation: u64, version: u64, heartbeat: u64) -> Member {
-        Member { id: id.into(), generation, version, heartbeat, ..Default::default() }
-    }
-
-    #[test]
-    fn newer_generation_version_or_heartbeat_wins() {
-        let mut known = BTreeMap::new();
-        assert_eq!(merge_member(&mut known, m("b", 1, 5, 1), "a"), Merged { state: true, heartbeat: true });
-        assert_eq!(
-            merge_member(&mut known, m("b", 1, 4, 9), "a"),
-            Merged { state: false, heartbeat: true },
-            "older version, newer heartbeat"
-        );
-        assert_eq!(known["b"].version, 5);
-        assert_eq!(merge_member(&mut known, m("b", 1, 5, 9), "a"), Merged::default(), "nothing new");
-        assert_eq!(merge_member(&mut known, m("b", 1, 6, 2), "a"), Merged { state: true, heartbeat: false });
-        assert_eq!(known["b"].heartbeat, 9, "heartbeat never goes back");
-        assert_eq!(merge_member(&mut known, m("b", 2, 0, 0), "a"), Merged { state: true, heartbeat: true }, "restart");
-        assert_eq!(merge_member(&mut known, m("b", 1, 99, 99), "a"), Merged::default(), "older generation ignored");
-        assert_eq!(known["b"].generation, 2);
-    }
-
-    #[test]
-    fn own_entry_is_never_overwritten() {
-        let mut known = BTreeMap::new();
-        known.insert("a".to_string(), m("a", 1, 1, 1));
-        assert_eq!(merge_member(&mut known, m("a", 9, 9, 9), "a"), Merged::default());
-        assert_eq!(known["a"].generation, 1);
     }
 }

@@ -22,7 +22,6 @@
 //! survivors onto their new owners.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use ringkv_proto::v1 as pb;
@@ -33,7 +32,7 @@ use super::{formation, seeds, NodeState};
 use crate::antientropy::sync::RateLimit;
 use crate::antientropy::Trees;
 use crate::error::{Error, Result};
-use crate::node::Shared;
+use crate::handles::{Gossip, Handles};
 use crate::paging::{self, Page, PAGE_BYTES};
 use crate::ring::{choose_tokens, Ring, Token};
 
@@ -46,7 +45,7 @@ const PAGE: u32 = 1000;
 /// Most keys per decommission push; pushes are also cut at [`PAGE_BYTES`].
 const PUSH_KEYS: usize = 256;
 
-fn ring_delay(s: &Shared) -> Duration {
+fn ring_delay(s: &Handles) -> Duration {
     Duration::from_millis(s.config.gossip_interval_ms * u64::from(RING_DELAY_ROUNDS))
 }
 
@@ -54,7 +53,8 @@ fn ring_delay(s: &Shared) -> Duration {
 /// (`formation.rs`), checks them against every other member's, streams its
 /// future ranges from the current owners, checks once more and goes
 /// `normal`. A token another node keeps sends it back to claiming.
-pub async fn join(s: Arc<Shared>, shutdown: CancellationToken) {
+pub async fn join(g: Gossip, shutdown: CancellationToken) {
+    let s = &g.h;
     // Gossip has carried this node as a tokenless `joining` member (a claim)
     // since it started.
     let mut claimed = Instant::now();
@@ -64,21 +64,21 @@ pub async fn join(s: Arc<Shared>, shutdown: CancellationToken) {
             return;
         }
         if me.tokens.is_empty() {
-            match acquire_tokens(&s, &shutdown, claimed).await {
+            match acquire_tokens(&g, &shutdown, claimed).await {
                 None => return,
                 Some(true) => return,
                 Some(false) => {}
             }
         }
-        tracing::info!(node = %s.config.id, delay_ms = ring_delay(&s).as_millis() as u64, "joining: tokens announced; waiting for the ring to hear of them");
-        if !pause(&shutdown, ring_delay(&s)).await || !keeps_tokens(&s) {
+        tracing::info!(node = %s.config.id, delay_ms = ring_delay(s).as_millis() as u64, "joining: tokens announced; waiting for the ring to hear of them");
+        if !pause(&shutdown, ring_delay(s)).await || !keeps_tokens(s) {
             claimed = Instant::now();
             continue;
         }
         let started = Instant::now();
         let mut backoff = Duration::from_millis(200);
         let keys = loop {
-            match bootstrap(&s).await {
+            match bootstrap(s).await {
                 Ok(keys) => break keys,
                 Err(e) => {
                     tracing::warn!(node = %s.config.id, error = %e, "bootstrap streaming failed; retrying");
@@ -92,7 +92,7 @@ pub async fn join(s: Arc<Shared>, shutdown: CancellationToken) {
         if shutdown.is_cancelled() {
             return;
         }
-        if !keeps_tokens(&s) {
+        if !keeps_tokens(s) {
             claimed = Instant::now();
             continue;
         }
@@ -119,7 +119,7 @@ async fn pause(shutdown: &CancellationToken, d: Duration) -> bool {
 /// Part 3 of the formation rule: true when no other member keeps one of
 /// this node's tokens. Otherwise the tokens are dropped (in gossip and on
 /// disk) so that the node claims again.
-fn keeps_tokens(s: &Shared) -> bool {
+fn keeps_tokens(s: &Handles) -> bool {
     let Some(me) = s.membership.member(&s.config.id) else { return false };
     let members = s.membership.members();
     let Some((keeper, token)) = formation::token_keeper(&me, &members) else { return true };
@@ -138,7 +138,8 @@ fn keeps_tokens(s: &Shared) -> bool {
 /// tokens, takes and persists them. `Some(true)` when it started a ring
 /// alone and is already `normal`, `Some(false)` when it holds tokens as a
 /// joiner, `None` on shutdown.
-async fn acquire_tokens(s: &Arc<Shared>, shutdown: &CancellationToken, claimed: Instant) -> Option<bool> {
+async fn acquire_tokens(g: &Gossip, shutdown: &CancellationToken, claimed: Instant) -> Option<bool> {
+    let s = &g.h;
     let tick = Duration::from_millis(200);
     let settle = Duration::from_millis(s.config.gossip_interval_ms * u64::from(formation::SETTLE_ROUNDS));
     let mut majority_since: Option<Instant> = None;
@@ -211,7 +212,7 @@ async fn acquire_tokens(s: &Arc<Shared>, shutdown: &CancellationToken, claimed: 
         // Until some peer answers, gossip with the seeds more often than
         // the gossip loop does, so formation does not wait a whole interval.
         if up.is_empty() {
-            super::run_round(s).await;
+            super::run_round(g).await;
         }
         if !pause(shutdown, tick).await {
             return None;
@@ -221,7 +222,7 @@ async fn acquire_tokens(s: &Arc<Shared>, shutdown: &CancellationToken, claimed: 
 
 /// Streams every future range of this node from all its live current
 /// replicas. Returns the keys merged.
-async fn bootstrap(s: &Arc<Shared>) -> Result<u64> {
+async fn bootstrap(s: &Handles) -> Result<u64> {
     let me = &s.config.id;
     let n = s.config.replication_factor;
     let future = s.membership.future_ring();
@@ -253,7 +254,7 @@ async fn bootstrap(s: &Arc<Shared>) -> Result<u64> {
 }
 
 /// Pulls `(start, end]` from `source` page by page and merges it.
-async fn stream_range(s: &Shared, source: &str, start: Token, end: Token, rate: &mut RateLimit) -> Result<u64> {
+async fn stream_range(s: &Handles, source: &str, start: Token, end: Token, rate: &mut RateLimit) -> Result<u64> {
     let mut after = Vec::new();
     let mut merged = 0;
     loop {
@@ -274,7 +275,8 @@ async fn stream_range(s: &Shared, source: &str, start: Token, end: Token, rate: 
 
 /// Streams this node's ranges to their next owners, goes `left` and
 /// cancels `stop` so the process exits. Returns the keys pushed.
-pub async fn decommission(s: &Arc<Shared>, stop: CancellationToken) -> Result<pb::DecommissionResponse> {
+pub async fn decommission(g: &Gossip, stop: CancellationToken) -> Result<pb::DecommissionResponse> {
+    let s = &g.h;
     let started = Instant::now();
     let me = s.config.id.clone();
     if s.membership.member(&me).is_none_or(|m| m.state != NodeState::Normal) {
@@ -313,7 +315,7 @@ pub async fn decommission(s: &Arc<Shared>, stop: CancellationToken) -> Result<pb
     s.save_members();
     // Spread `left` before stopping.
     for _ in 0..RING_DELAY_ROUNDS {
-        super::run_round(s).await;
+        super::run_round(g).await;
     }
     tracing::info!(node = %me, keys = pushed, ms = started.elapsed().as_millis() as u64, "decommissioned; stopping");
     tokio::spawn(async move {

@@ -32,13 +32,15 @@ mod detector;
 mod formation;
 mod gossip;
 mod lifecycle;
+mod merge;
 mod removal;
 pub mod seeds;
 
 pub use detector::PhiDetector;
 pub use formation::{SeedView, SETTLE_ROUNDS};
-pub use gossip::{merge_member, round as run_round, run as run_gossip, Merged};
+pub use gossip::{round as run_round, run as run_gossip};
 pub use lifecycle::{decommission, join, RING_DELAY_ROUNDS};
+pub use merge::{merge_member, Merged};
 pub use removal::{learn as learn_removals, merge_removed, merge_screened, removed_message, stop_if_removed, Removed};
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -36,9 +36,9 @@ use std::collections::BTreeMap;
 
 use ringkv_proto::v1 as pb;
 
-use super::gossip::{merge_member, Merged};
+use super::merge::{merge_member, Merged};
 use super::{Member, Membership, NodeState};
-use crate::node::Shared;
+use crate::handles::Handles;
 
 /// Removed node ids, each with the generation it was removed at.
 pub type Removed = BTreeMap<String, u64>;
@@ -140,7 +140,7 @@ impl Membership {
 
 /// Merges the tombstones of a gossip message, then stops this node if one
 /// of them names it.
-pub fn learn(s: &Shared, incoming: Vec<pb::RemovedNode>) {
+pub fn learn(s: &Handles, incoming: Vec<pb::RemovedNode>) {
     if incoming.is_empty() {
         return;
     }
@@ -153,7 +153,7 @@ pub fn learn(s: &Shared, incoming: Vec<pb::RemovedNode>) {
 /// If this node's id has a tombstone: records `left` and `removed` in
 /// `meta` (so a restart refuses to start) and cancels the shutdown token
 /// (so it stops serving now).
-pub fn stop_if_removed(s: &Shared) {
+pub fn stop_if_removed(s: &Handles) {
     let Some(generation) = s.membership.removed_at(&s.config.id) else { return };
     if s.shutdown.is_cancelled() {
         return;

@@ -10,7 +10,7 @@ use crate::antientropy::run_pass;
 use crate::coordinator::Coordinator;
 use crate::error::Error;
 use crate::fault::FaultRule;
-use crate::node::Shared;
+use crate::shared::Shared;
 
 /// The largest clock shift a fault may inject: one day.
 const MAX_CLOCK_OFFSET_MS: u64 = 86_400_000;
@@ -117,11 +117,11 @@ impl pb::admin_server::Admin for AdminService {
             (None, None) => None,
             _ => return Err(Error::InvalidArgument("a repair range needs both start and end tokens".into()).into()),
         };
-        Ok(Response::new(run_pass(&self.s, only).await))
+        Ok(Response::new(run_pass(&self.s.repair(), only).await))
     }
 
     async fn decommission(&self, _req: Request<pb::DecommissionRequest>) -> Result<Response<pb::DecommissionResponse>, Status> {
-        Ok(Response::new(crate::membership::decommission(&self.s, self.s.shutdown.clone()).await?))
+        Ok(Response::new(crate::membership::decommission(&self.s.gossip(), self.s.shutdown.clone()).await?))
     }
 
     async fn remove_node(&self, req: Request<pb::RemoveNodeRequest>) -> Result<Response<pb::RemoveNodeResponse>, Status> {
@@ -133,7 +133,7 @@ impl pb::admin_server::Admin for AdminService {
     }
 
     async fn cleanup(&self, _req: Request<pb::CleanupRequest>) -> Result<Response<pb::CleanupReport>, Status> {
-        Ok(Response::new(crate::antientropy::cleanup::run_cleanup(&self.s).await?))
+        Ok(Response::new(crate::antientropy::cleanup::run_cleanup(&self.s.repair()).await?))
     }
 
     async fn hints(&self, _req: Request<pb::HintsRequest>) -> Result<Response<pb::HintsResponse>, Status> {

@@ -9,8 +9,8 @@ use tonic::{Request, Response, Status};
 use super::timeout;
 use crate::coordinator::{decode_context, encode_context, Coordinator, Read, Write};
 use crate::error::Error;
-use crate::node::Shared;
 use crate::quorum::Level;
+use crate::shared::Shared;
 
 /// Default and largest page for `Scan`.
 const SCAN_DEFAULT_LIMIT: usize = 1000;

@@ -12,11 +12,11 @@ use crate::coordinator::{decode_context, encode_context, Coordinator, Write};
 use crate::error::Error;
 use crate::hints::{Limits, Stored};
 use crate::membership::Member;
-use crate::node::Shared;
 use crate::paging::{Page, PAGE_BYTES};
 use crate::quorum::Level;
 use crate::record;
 use crate::ring::token_of;
+use crate::shared::Shared;
 use crate::store::Ticket;
 use crate::version::DvvSet;
 
@@ -92,7 +92,7 @@ impl pb::peer_server::Peer for PeerService {
             .map(|r| match r {
                 Ok(()) => pb::ItemResult::default(),
                 Err(e) => {
-                    let kind = e.kind().to_string();
+                    let kind = e.kind().as_str().to_string();
                     let status = Status::from(e);
                     pb::ItemResult { code: status.code() as i32, kind, message: status.message().to_string() }
                 }
@@ -125,7 +125,7 @@ impl pb::peer_server::Peer for PeerService {
     async fn gossip(&self, req: Request<pb::GossipRequest>) -> Result<Response<pb::GossipResponse>, Status> {
         let req = req.into_inner();
         // Tombstones first, so a removed sender's own entry is refused.
-        crate::membership::learn_removals(&self.s, req.removed);
+        crate::membership::learn_removals(&self.s.handles(), req.removed);
         self.s.membership.merge(req.members.into_iter().map(Member::from));
         // A direct message from the peer proves it can reach us, not that we can reach it.
         let members = self.s.membership.members().iter().map(Into::into).collect();
