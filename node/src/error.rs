@@ -115,6 +115,17 @@ pub enum Error {
         /// What stopped it.
         reason: String,
     },
+    /// A Merkle tree (this node's or the peer's) is missing or still
+    /// building; the sync can be retried shortly.
+    #[error("peer {side}: no built Merkle tree for range ({start}, {end}] yet")]
+    TreeNotReady {
+        /// Whose tree: `local` or `peer`.
+        side: String,
+        /// The range's start token (exclusive).
+        start: u64,
+        /// The range's end token (inclusive).
+        end: u64,
+    },
     /// A peer did not answer in time; a write sent to it may have landed.
     #[error("peer {peer}: no answer within {ms} ms")]
     PeerTimeout {
@@ -136,7 +147,12 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Error::Unavailable { .. } | Error::Timeout { .. } | Error::Peer { .. } | Error::NotSent { .. } | Error::PeerTimeout { .. }
+            Error::Unavailable { .. }
+                | Error::Timeout { .. }
+                | Error::Peer { .. }
+                | Error::NotSent { .. }
+                | Error::TreeNotReady { .. }
+                | Error::PeerTimeout { .. }
         )
     }
 
@@ -159,7 +175,7 @@ impl Error {
             Error::ClockSkew { .. } | Error::OwnClockSkew { .. } | Error::ClockStepped { .. } => ErrorKind::ClockSkew,
             Error::Corrupt { .. } => ErrorKind::Corrupt,
             Error::Storage(_) => ErrorKind::Storage,
-            Error::Peer { .. } | Error::PeerTimeout { .. } => ErrorKind::Peer,
+            Error::Peer { .. } | Error::PeerTimeout { .. } | Error::TreeNotReady { .. } => ErrorKind::Peer,
             Error::NotSent { .. } => ErrorKind::NotSent,
             Error::Config(_) => ErrorKind::Config,
             Error::Forwarded(s) => ErrorKind::of(s).unwrap_or(ErrorKind::Peer),
@@ -177,7 +193,7 @@ impl From<Error> for tonic::Status {
             return status;
         }
         let code = match &e {
-            Error::Unavailable { .. } | Error::Peer { .. } | Error::NotSent { .. } => Code::Unavailable,
+            Error::Unavailable { .. } | Error::Peer { .. } | Error::NotSent { .. } | Error::TreeNotReady { .. } => Code::Unavailable,
             Error::Indeterminate { .. } | Error::Timeout { .. } => Code::DeadlineExceeded,
             Error::InvalidArgument(_) | Error::Config(_) => Code::InvalidArgument,
             Error::ClockSkew { .. } | Error::OwnClockSkew { .. } | Error::ClockStepped { .. } => Code::FailedPrecondition,

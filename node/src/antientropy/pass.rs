@@ -25,7 +25,7 @@ use super::merkle::in_range;
 use super::sync::{sync_range, RateLimit, SyncPeer};
 use super::Trees;
 use crate::clock::Clock;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::handles::Handles;
 use crate::record;
 use crate::ring::Token;
@@ -202,7 +202,7 @@ async fn sync_with_retry(s: &Handles, start: Token, end: Token, peer: &str, rate
     let mut attempt = 0;
     loop {
         match sync_range(&s.store, start, end, &Remote { s, id: peer }, &s.config.id, rate).await {
-            Err(e) if attempt < NOT_READY_RETRIES && e.to_string().contains("no built Merkle tree") => {
+            Err(Error::TreeNotReady { .. }) if attempt < NOT_READY_RETRIES => {
                 attempt += 1;
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }

@@ -97,7 +97,7 @@ pub struct RangeOutcome {
 
 /// The error for a tree that is missing or still building.
 pub fn not_ready(side: &str, start: Token, end: Token) -> Error {
-    Error::Peer { peer: side.into(), reason: format!("no built Merkle tree for range ({start}, {end}] yet") }
+    Error::TreeNotReady { side: side.into(), start, end }
 }
 
 /// The error for a `FetchKeys` answer that breaks the paging rule.
