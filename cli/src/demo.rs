@@ -28,8 +28,8 @@ use serde_json::{json, Value};
 use crate::args::{DemoArgs, FaultAction, FaultTarget};
 use crate::commands::apply_fault;
 use crate::output::level_name;
-use jepsen_lite::chart::{render, Group, Panel};
-use jepsen_lite::cluster::LocalCluster;
+use ringkv_harness::chart::{render, Group, Panel};
+use ringkv_harness::cluster::LocalCluster;
 
 const LEVELS: [Level; 3] = [Level::One, Level::Quorum, Level::All];
 

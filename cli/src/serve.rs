@@ -8,7 +8,7 @@ use ringkv_node::{Config, Durability, Env};
 use tokio_util::sync::CancellationToken;
 
 use crate::args::{ClusterArgs, ServeArgs};
-use jepsen_lite::cluster::LocalCluster;
+use ringkv_harness::cluster::LocalCluster;
 
 /// Builds the node config: defaults, then the file, then flags.
 pub fn load_config(a: &ServeArgs) -> Result<Config> {

@@ -8,16 +8,17 @@
 //! - [`linearizability`]: a per-key WGL search, diagnostic only.
 //!
 //! The shells around them drive real processes:
-//! - [`cluster`]: start, kill, restart, pause and stop `ringkv serve`
-//!   children (also used by `ringkv cluster` and `ringkv demo`);
 //! - [`nemesis`]: the seeded fault schedule and each fault's start and heal;
 //! - [`workload`]: clients that record every operation;
 //! - [`run`]: one whole run, from start to report;
-//! - [`report`] and [`chart`]: the text, `report.json` and `report.html`.
+//! - [`report`]: the text, `report.json` and `report.html`.
+//!
+//! Starting, killing, pausing and stopping the `ringkv serve` children
+//! ([`ringkv_harness::cluster`]) and drawing the report's SVG
+//! ([`ringkv_harness::chart`]) come from the harness crate, which the
+//! `ringkv` binary shares without linking this one.
 
-pub mod chart;
 pub mod checkers;
-pub mod cluster;
 pub mod history;
 pub mod linearizability;
 pub mod nemesis;

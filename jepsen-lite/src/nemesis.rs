@@ -21,9 +21,8 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use ringkv_client::{pb, Client};
+use ringkv_harness::cluster::LocalCluster;
 use serde::Serialize;
-
-use crate::cluster::LocalCluster;
 
 /// The kinds of fault the nemesis can inject.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]

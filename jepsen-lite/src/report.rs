@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
+use ringkv_harness::chart::{render, render_lines, Group, LineChart, Panel};
 use serde::Serialize;
 
-use crate::chart::{render, render_lines, Group, LineChart, Panel};
 use crate::checkers;
 use crate::history::{level_name, History, Kind, NemesisEvent, Outcome};
 use crate::linearizability::{self, LevelResult};

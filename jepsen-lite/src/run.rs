@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use futures::StreamExt;
 use ringkv_client::{pb, policy, Client, Level, Options};
+use ringkv_harness::cluster::LocalCluster;
 
-use crate::cluster::LocalCluster;
 use crate::history::{History, NemesisEvent};
 use crate::nemesis::{schedule, Kinds, Nemesis, Net};
 use crate::report::{Convergence, Header, Report};

@@ -5,10 +5,9 @@
 //!   with memory storage that survives a crash.
 //! - [`process`]: real `ringkv serve` processes on 127.0.0.1, driven
 //!   through the CLI binary.
-//! - [`history`] and [`checkers`]: recorded client histories and the pure
-//!   invariant checks run over them, shared with jepsen-lite.
+//! - [`sweep`]: the randomized nemesis sweep, judged by jepsen-lite's
+//!   checkers ([`jepsen_lite::checkers`]) over a [`jepsen_lite::history`].
 
-pub use jepsen_lite::{checkers, history};
 pub mod process;
 pub mod sim;
 pub mod sweep;

@@ -18,13 +18,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use jepsen_lite::checkers;
+use jepsen_lite::history::{History, Kind, Op, Outcome};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use ringkv_client::{Error, Level, Options};
 
-use crate::checkers;
-use crate::history::{History, Kind, Op, Outcome};
 use crate::sim::{add_nodes, builder, client, repair, roots, sees, until};
 
 /// A node and its root for one range.
