@@ -134,8 +134,9 @@ pub enum SweepFault {
 }
 
 impl SweepFault {
-    /// Every fault, in the order the sweep's draw indexes them: a seed's
-    /// schedule depends on this order, so it only ever grows at the end.
+    /// Every fault, in the order the sweep's draw indexes them. A seed's
+    /// schedule depends on this order and length: reordering or adding a
+    /// fault changes the faults of every pinned seed.
     pub const ALL: [SweepFault; 6] =
         [SweepFault::Isolate, SweepFault::Split, SweepFault::MajoritiesRing, SweepFault::OneWay, SweepFault::Hold, SweepFault::Crash];
 }
