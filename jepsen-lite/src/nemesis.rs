@@ -6,6 +6,10 @@
 //! at a time; every fault is healed before the next starts and before the
 //! run's final checks.
 //!
+//! A partition is one of a few shapes ([`Partition`]), each defined once
+//! here by the links it cuts; the simulation sweep in `ringkv-tests` cuts
+//! the same shapes between turmoil hosts.
+//!
 //! Partitions go through each node's fault layer (any user), or with
 //! `--net iptables` (root) through kernel DROP rules between the nodes'
 //! 127.0.0.x addresses, in a chain of their own that is always removed.
@@ -102,13 +106,11 @@ pub enum Net {
     Iptables,
 }
 
-/// One fault, on 0-based node indices.
+/// A partition shape, on 0-based node indices. This is the one definition
+/// of each shape: jepsen-lite's nemesis and the simulation sweep both cut
+/// the links [`Partition::cut_links`] gives.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub enum Fault {
-    /// kill -9 a node; restart it at heal.
-    Kill(usize),
-    /// SIGSTOP a node; SIGCONT at heal.
-    Pause(usize),
+pub enum Partition {
     /// Cut one node off from all others.
     Isolate(usize),
     /// Cut these nodes (a minority) off from the rest.
@@ -117,6 +119,50 @@ pub enum Fault {
     MajoritiesRing,
     /// Traffic from the first node to the second is dropped.
     OneWay(usize, usize),
+}
+
+impl Partition {
+    /// Directed links (from, to) this partition cuts among `n` nodes.
+    pub fn cut_links(&self, n: usize) -> Vec<(usize, usize)> {
+        let both = |a: usize, b: usize| [(a, b), (b, a)];
+        match self {
+            Partition::Isolate(x) => (0..n).filter(|o| o != x).flat_map(|o| both(*x, o)).collect(),
+            Partition::Split(minority) => {
+                (0..n).filter(|o| !minority.contains(o)).flat_map(|o| minority.iter().flat_map(move |m| both(*m, o))).collect()
+            }
+            Partition::MajoritiesRing if n <= 3 => both(0, n - 1).to_vec(),
+            Partition::MajoritiesRing => {
+                // Keep links to ring neighbours within `reach`: each node
+                // then sees itself plus 2 * reach others, a bare majority.
+                let reach = (n / 2).div_ceil(2);
+                let dist = |a: usize, b: usize| a.abs_diff(b).min(n - a.abs_diff(b));
+                (0..n).flat_map(|a| (0..n).map(move |b| (a, b))).filter(|&(a, b)| a != b && dist(a, b) > reach).collect()
+            }
+            Partition::OneWay(a, b) => vec![(*a, *b)],
+        }
+    }
+
+    /// A short description with node ids, e.g. "isolate n3".
+    pub fn describe(&self) -> String {
+        let id = |i: &usize| format!("n{}", i + 1);
+        match self {
+            Partition::Isolate(x) => format!("isolate {}", id(x)),
+            Partition::Split(m) => format!("split {} | rest", m.iter().map(id).collect::<Vec<_>>().join(",")),
+            Partition::MajoritiesRing => "majorities ring".into(),
+            Partition::OneWay(a, b) => format!("one-way {} -> {} dropped", id(a), id(b)),
+        }
+    }
+}
+
+/// One fault, on 0-based node indices.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum Fault {
+    /// kill -9 a node; restart it at heal.
+    Kill(usize),
+    /// SIGSTOP a node; SIGCONT at heal.
+    Pause(usize),
+    /// A network partition of one of the shapes.
+    Partition(Partition),
     /// Delay every message to and from a node by this many ms.
     Latency(usize, u32),
     /// Shift a node's wall clock by this many ms.
@@ -129,29 +175,17 @@ impl Fault {
         match self {
             Fault::Kill(_) => FaultKind::Kill,
             Fault::Pause(_) => FaultKind::Pause,
-            Fault::Isolate(_) | Fault::Split(_) | Fault::MajoritiesRing | Fault::OneWay(..) => FaultKind::Partition,
+            Fault::Partition(_) => FaultKind::Partition,
             Fault::Latency(..) => FaultKind::Latency,
             Fault::Clock(..) => FaultKind::Clock,
         }
     }
 
-    /// Directed links (from, to) this fault cuts, for partitions.
+    /// Directed links (from, to) this fault cuts: a partition's
+    /// ([`Partition::cut_links`]), none for the other kinds.
     pub fn cut_links(&self, n: usize) -> Vec<(usize, usize)> {
-        let both = |a: usize, b: usize| [(a, b), (b, a)];
         match self {
-            Fault::Isolate(x) => (0..n).filter(|o| o != x).flat_map(|o| both(*x, o)).collect(),
-            Fault::Split(minority) => {
-                (0..n).filter(|o| !minority.contains(o)).flat_map(|o| minority.iter().flat_map(move |m| both(*m, o))).collect()
-            }
-            Fault::MajoritiesRing if n <= 3 => both(0, n - 1).to_vec(),
-            Fault::MajoritiesRing => {
-                // Keep links to ring neighbours within `reach`: each node
-                // then sees itself plus 2 * reach others, a bare majority.
-                let reach = (n / 2).div_ceil(2);
-                let dist = |a: usize, b: usize| a.abs_diff(b).min(n - a.abs_diff(b));
-                (0..n).flat_map(|a| (0..n).map(move |b| (a, b))).filter(|&(a, b)| a != b && dist(a, b) > reach).collect()
-            }
-            Fault::OneWay(a, b) => vec![(*a, *b)],
+            Fault::Partition(p) => p.cut_links(n),
             _ => Vec::new(),
         }
     }
@@ -162,10 +196,7 @@ impl Fault {
         match self {
             Fault::Kill(x) => format!("kill -9 {}", id(x)),
             Fault::Pause(x) => format!("SIGSTOP {}", id(x)),
-            Fault::Isolate(x) => format!("isolate {}", id(x)),
-            Fault::Split(m) => format!("split {} | rest", m.iter().map(id).collect::<Vec<_>>().join(",")),
-            Fault::MajoritiesRing => "majorities ring".into(),
-            Fault::OneWay(a, b) => format!("one-way {} -> {} dropped", id(a), id(b)),
+            Fault::Partition(p) => p.describe(),
             Fault::Latency(x, ms) => format!("{ms} ms on {}'s links", id(x)),
             Fault::Clock(x, ms) => format!("{}'s clock {ms:+} ms", id(x)),
         }
@@ -223,8 +254,8 @@ pub fn schedule(seed: u64, kinds: &Kinds, n: usize, duration: Duration) -> Vec<S
                 let ms = rng.random_range(2_000..=10_000);
                 Fault::Clock(node, if rng.random_bool(0.5) { ms } else { -ms })
             }
-            FaultKind::Partition => match rng.random_range(0..4) {
-                0 => Fault::Isolate(node),
+            FaultKind::Partition => Fault::Partition(match rng.random_range(0..4) {
+                0 => Partition::Isolate(node),
                 1 => {
                     let mut all: Vec<usize> = (0..n).collect();
                     let mut minority = Vec::new();
@@ -232,11 +263,11 @@ pub fn schedule(seed: u64, kinds: &Kinds, n: usize, duration: Duration) -> Vec<S
                         minority.push(all.remove(rng.random_range(0..all.len())));
                     }
                     minority.sort();
-                    Fault::Split(minority)
+                    Partition::Split(minority)
                 }
-                2 => Fault::MajoritiesRing,
-                _ => Fault::OneWay(node, (node + rng.random_range(1..n)) % n),
-            },
+                2 => Partition::MajoritiesRing,
+                _ => Partition::OneWay(node, (node + rng.random_range(1..n)) % n),
+            }),
         };
         out.push(Scheduled { start_ms: t, heal_ms: t + hold, fault });
         if last {
@@ -354,7 +385,7 @@ impl Nemesis {
                     .await
                     .with_context(|| format!("clock on {}", ids[*x]))?;
             }
-            partition => {
+            Fault::Partition(partition) => {
                 let links = partition.cut_links(addrs.len());
                 match &self.iptables {
                     Some(ipt) => {
@@ -477,14 +508,14 @@ mod tests {
 
     #[test]
     fn partitions_cut_the_right_links() {
-        let iso = Fault::Isolate(2).cut_links(5);
+        let iso = Partition::Isolate(2).cut_links(5);
         assert_eq!(iso.len(), 8);
         assert!(iso.iter().all(|&(a, b)| a == 2 || b == 2));
-        let split = Fault::Split(vec![0, 3]).cut_links(5);
+        let split = Partition::Split(vec![0, 3]).cut_links(5);
         assert_eq!(split.len(), 2 * 2 * 3);
-        assert_eq!(Fault::OneWay(1, 4).cut_links(5), vec![(1, 4)]);
+        assert_eq!(Partition::OneWay(1, 4).cut_links(5), vec![(1, 4)]);
         // Majorities ring on 5: each node keeps exactly its two neighbours.
-        let ring = Fault::MajoritiesRing.cut_links(5);
+        let ring = Partition::MajoritiesRing.cut_links(5);
         for a in 0..5 {
             let reachable = (0..5).filter(|&b| b != a && !ring.contains(&(a, b))).count();
             assert_eq!(reachable, 2, "node {a} sees itself and two others: a majority of 5");
@@ -493,6 +524,8 @@ mod tests {
         views.sort();
         views.dedup();
         assert_eq!(views.len(), 5, "no two nodes see the same majority");
-        assert_eq!(Fault::MajoritiesRing.cut_links(3), vec![(0, 2), (2, 0)]);
+        assert_eq!(Partition::MajoritiesRing.cut_links(3), vec![(0, 2), (2, 0)]);
+        assert_eq!(Fault::Partition(Partition::OneWay(1, 4)).cut_links(5), vec![(1, 4)], "a fault cuts its shape's links");
+        assert!(Fault::Kill(1).cut_links(5).is_empty());
     }
 }

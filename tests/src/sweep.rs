@@ -3,7 +3,7 @@
 //! seconds. It then heals everything, repairs, reads every key at ALL, and
 //! runs every checker over the history.
 //!
-//! Faults, one at a time, each healed before the next:
+//! Faults ([`SweepFault`]), one at a time, each healed before the next:
 //! - isolate one node;
 //! - split a minority of two from the majority;
 //! - majorities-ring: each node sees only its two neighbours, so each has a
@@ -12,6 +12,10 @@
 //! - hold a link's messages and release them later, so old messages arrive
 //!   after newer ones;
 //! - crash a node (memory storage survives) and restart it at the heal.
+//!
+//! The four partitions are jepsen-lite's shapes
+//! ([`jepsen_lite::nemesis::Partition`]): the links they cut are defined
+//! there once, for real clusters and simulated ones alike.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +24,7 @@ use std::time::Duration;
 
 use jepsen_lite::checkers;
 use jepsen_lite::history::{History, Kind, Op, Outcome};
+use jepsen_lite::nemesis::Partition;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -110,58 +115,69 @@ fn heal(sim: &mut turmoil::Sim<'_>, crashed: &mut Option<String>, held: &mut Opt
     }
 }
 
-/// Fault kinds, by number: isolate, split, majorities ring, one-way, hold, crash.
-pub const FAULT_KINDS: usize = 6;
+/// The faults the sweep draws from, one at a time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SweepFault {
+    /// Cut one node off from all others ([`Partition::Isolate`]).
+    Isolate,
+    /// Cut a minority of two off from the rest ([`Partition::Split`]).
+    Split,
+    /// Each node keeps only its two ring neighbours
+    /// ([`Partition::MajoritiesRing`]).
+    MajoritiesRing,
+    /// Drop one link's traffic in one direction ([`Partition::OneWay`]).
+    OneWay,
+    /// Hold a link's messages and release them at the heal.
+    Hold,
+    /// Crash a node; restart it at the heal.
+    Crash,
+}
+
+impl SweepFault {
+    /// Every fault, in the order the sweep's draw indexes them. A seed's
+    /// schedule depends on this order and length: reordering or adding a
+    /// fault changes the faults of every pinned seed.
+    pub const ALL: [SweepFault; 6] =
+        [SweepFault::Isolate, SweepFault::Split, SweepFault::MajoritiesRing, SweepFault::OneWay, SweepFault::Hold, SweepFault::Crash];
+}
+
+/// Cuts the links of `shape` among the sweep's nodes, and describes it.
+fn cut(sim: &mut turmoil::Sim<'_>, shape: Partition) -> String {
+    // Both directions of a link cut one at a time leave turmoil in the
+    // state one two-way `partition` would: both halves down, nothing in
+    // flight.
+    for (a, b) in shape.cut_links(NODES) {
+        sim.partition_oneway(node(a), node(b));
+    }
+    shape.describe()
+}
 
 fn inject(
     sim: &mut turmoil::Sim<'_>,
     rng: &mut StdRng,
-    only: Option<usize>,
+    only: Option<SweepFault>,
     crashed: &mut Option<String>,
     held: &mut Option<(String, String)>,
 ) -> String {
     let mut all: Vec<usize> = (0..NODES).collect();
     all.shuffle(rng);
-    let kind = rng.random_range(0..FAULT_KINDS);
-    match only.unwrap_or(kind) {
-        0 => {
-            for o in 0..NODES {
-                if o != all[0] {
-                    sim.partition(node(all[0]), node(o));
-                }
-            }
-            format!("isolate {}", node(all[0]))
+    // Drawn even when `only` decides, so the rest of the run draws the same.
+    let drawn = SweepFault::ALL[rng.random_range(0..SweepFault::ALL.len())];
+    match only.unwrap_or(drawn) {
+        SweepFault::Isolate => cut(sim, Partition::Isolate(all[0])),
+        SweepFault::Split => {
+            let mut minority = all[..2].to_vec();
+            minority.sort();
+            cut(sim, Partition::Split(minority))
         }
-        1 => {
-            let (minority, majority) = all.split_at(2);
-            for a in minority {
-                for b in majority {
-                    sim.partition(node(*a), node(*b));
-                }
-            }
-            format!("split {{{}, {}}} from the rest", node(minority[0]), node(minority[1]))
-        }
-        2 => {
-            for a in 0..NODES {
-                for b in 0..NODES {
-                    let d = (a + NODES - b) % NODES;
-                    if d > 1 && d < NODES - 1 {
-                        sim.partition_oneway(node(a), node(b));
-                    }
-                }
-            }
-            "majorities ring".to_string()
-        }
-        3 => {
-            sim.partition_oneway(node(all[0]), node(all[1]));
-            format!("one-way {} -> {}", node(all[0]), node(all[1]))
-        }
-        4 => {
+        SweepFault::MajoritiesRing => cut(sim, Partition::MajoritiesRing),
+        SweepFault::OneWay => cut(sim, Partition::OneWay(all[0], all[1])),
+        SweepFault::Hold => {
             sim.hold(node(all[0]), node(all[1]));
             *held = Some((node(all[0]), node(all[1])));
             format!("hold {} <-> {}", node(all[0]), node(all[1]))
         }
-        _ => {
+        SweepFault::Crash => {
             sim.crash(node(all[0]));
             *crashed = Some(node(all[0]));
             format!("crash {}", node(all[0]))
@@ -174,8 +190,8 @@ pub fn run_sweep(seed: u64, fault_secs: u64) -> SweepResult {
     run_nemesis(seed, fault_secs, None)
 }
 
-/// [`run_sweep`] with every fault of one kind (see [`FAULT_KINDS`]).
-pub fn run_nemesis(seed: u64, fault_secs: u64, only: Option<usize>) -> SweepResult {
+/// [`run_sweep`] with every fault of one kind.
+pub fn run_nemesis(seed: u64, fault_secs: u64, only: Option<SweepFault>) -> SweepResult {
     let mut b = builder(seed);
     b.simulation_duration(Duration::from_secs(fault_secs + 120));
     let mut sim = b.build();
