@@ -156,6 +156,13 @@ mod tests {
 
     const KEY: &[u8] = b"k";
 
+    /// Node ids, in a table row.
+    type Ids = &'static [&'static str];
+    /// `Ok(live replicas counted)` or `Err((required, alive))`, in a table row.
+    type Want = std::result::Result<usize, (u32, u32)>;
+    /// (stand-in, replica) pairs, in a table row.
+    type Pairs = &'static [(&'static str, &'static str)];
+
     /// A ring on which `KEY`'s walk meets `nodes` in the order given, each
     /// `(id, zone)` with one token just past the key's.
     fn ring(nodes: &[(&str, &str)]) -> Ring {
@@ -292,7 +299,7 @@ mod tests {
     fn too_few_live_replicas_fail_fast_per_level() {
         let r = one_zone(&["a", "b", "c", "d", "e"]);
         // (ask, down, Ok(alive_counted) or Err((required, alive)))
-        let table: [(Ask, &[&str], std::result::Result<usize, (u32, u32)>); 10] = [
+        let table: [(Ask, Ids, Want); 10] = [
             (read(Level::One), &["a", "b"], Ok(1)),
             (read(Level::One), &["a", "b", "c"], Err((1, 0))),
             (read(Level::Two), &["a"], Ok(2)),
@@ -352,7 +359,7 @@ mod tests {
         let r = one_zone(&["a", "b", "c", "d", "e", "f"]);
         let sloppy = |level| Ask { level, write: true, sloppy: true };
         // (level, down, stand-ins, spares left)
-        let table: [(Level, &[&str], &[(&str, &str)], &[&str]); 6] = [
+        let table: [(Level, Ids, Pairs, Ids); 6] = [
             // Nothing down: no stand-in, every node beyond the list is a spare.
             (Level::Quorum, &[], &[], &["d", "e", "f"]),
             // QUORUM with one down is met without a stand-in.

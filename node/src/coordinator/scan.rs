@@ -114,9 +114,12 @@ fn check_coverage(ring: &Ring, n: usize, level: Level, answered: &[String]) -> R
     Ok(())
 }
 
+/// Keys in order, with their merged versions.
+type Entries = Vec<(Vec<u8>, DvvSet)>;
+
 /// The live entries of `merged` up to the horizon, cut to `limit` keys and
 /// [`PAGE_BYTES`], and the key to resume after (`None` when done).
-fn cut_page(merged: BTreeMap<Vec<u8>, DvvSet>, horizon: Option<Vec<u8>>, limit: usize) -> (Vec<(Vec<u8>, DvvSet)>, Option<Vec<u8>>) {
+fn cut_page(merged: BTreeMap<Vec<u8>, DvvSet>, horizon: Option<Vec<u8>>, limit: usize) -> (Entries, Option<Vec<u8>>) {
     let mut entries = Vec::new();
     let mut page = Page::new(limit, PAGE_BYTES);
     // The page ends at the horizon, unless it fills first.
