@@ -196,7 +196,7 @@ mod tests {
     #[test]
     fn every_level_counts_the_replicas_it_needs() {
         let r = one_zone(&["a", "b", "c", "d", "e"]);
-        // (ask, required, counted)
+        // (ask, required); a, b and c are asked and counted at every level
         let table = [
             (read(Level::One), 1),
             (read(Level::Two), 2),
