@@ -6,7 +6,7 @@
 //! together with every concurrent joiner. It announces them as `joining`
 //! and waits `RING_DELAY_ROUNDS` gossip rounds, until every coordinator
 //! knows it and sends it the writes for its future ranges (as a pending
-//! replica, see `coordinator.rs`), and checks that no other member keeps
+//! replica, see `coordinator/plan.rs`), and checks that no other member keeps
 //! one of its tokens. Next it streams each future range from *every* live
 //! current replica and merges, so a write acknowledged by any quorum is
 //! included. It checks its tokens once more, and only then goes `normal`

@@ -1,0 +1,252 @@
+//! What the coordinator may touch of its node, and nothing else.
+//!
+//! The write, read, scan and forwarding paths see the node only through
+//! [`Ctx`]: the identity and the few config values they use, the view the
+//! plan is made from, the hint store, the HLC, and one call per replica
+//! message. Each call hides the one branch every path used to repeat: when
+//! the replica is this node, it goes straight to the local store instead of
+//! through `PeerClient`.
+//!
+//! `Ctx` holds the node's `Arc<Shared>` privately: the HLC and the clock
+//! watch live inside `Shared` by value, and the calls that outlive a request
+//! (stragglers, async read repair) need an owned handle.
+//! This file is the only part of the coordinator that names `Shared`;
+//! `plan` sees a borrowed [`View`] and pure values only.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use ringkv_proto::v1 as pb;
+use tokio::time::Instant;
+
+use super::plan::{self, Ask, Plan, View};
+use crate::error::{Error, Result};
+use crate::hints::{Limits, Stored};
+use crate::paging::{Page, PAGE_BYTES};
+use crate::record;
+use crate::ring::Ring;
+use crate::shared::Shared;
+use crate::store::Ticket;
+use crate::version::{Context, DvvSet, Sibling};
+
+/// One replica's answer: who, what, and how long it took.
+pub(crate) type ReplicaFuture<T> = BoxFuture<'static, (String, Result<T>, Duration)>;
+
+/// The coordinator's narrow handle on its node; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Ctx {
+    s: Arc<Shared>,
+}
+
+impl Ctx {
+    /// A context over the node's shared state.
+    pub fn new(s: Arc<Shared>) -> Self {
+        Self { s }
+    }
+
+    /// This node's id.
+    pub fn me(&self) -> &str {
+        &self.s.config.id
+    }
+
+    /// The replication factor N.
+    pub fn n(&self) -> usize {
+        self.s.config.replication_factor
+    }
+
+    /// `max_key_bytes`.
+    pub fn max_key_bytes(&self) -> usize {
+        self.s.config.max_key_bytes
+    }
+
+    /// `max_value_bytes`.
+    pub fn max_value_bytes(&self) -> usize {
+        self.s.config.max_value_bytes
+    }
+
+    /// How long to wait for a read replica with too few latency samples.
+    pub fn speculative_retry(&self) -> Duration {
+        Duration::from_millis(self.s.config.speculative_retry_ms)
+    }
+
+    /// The per-message peer deadline.
+    pub fn peer_timeout(&self) -> Duration {
+        self.s.peers.timeout()
+    }
+
+    /// Whether `id` is reachable as far as this node knows.
+    pub fn is_up(&self, id: &str) -> bool {
+        self.s.membership.is_up(id)
+    }
+
+    /// The current ring.
+    pub fn ring(&self) -> Arc<Ring> {
+        self.s.membership.ring()
+    }
+
+    /// A peer's recent (median, p99) read latency, once sampled.
+    pub fn read_latency(&self, id: &str) -> Option<(Duration, Duration)> {
+        self.s.peers.read_latency(id)
+    }
+
+    /// The plan for `key`, from this node's current view.
+    pub fn plan(&self, key: &[u8], ask: Ask) -> Result<Plan> {
+        let (ring, future) = (self.s.membership.ring(), self.s.membership.future_ring());
+        let is_up = |id: &str| self.s.membership.is_up(id);
+        let view = View {
+            ring: &ring,
+            future: &future,
+            is_up: &is_up,
+            zone: &self.s.config.zone,
+            n: self.s.config.replication_factor,
+            hinted_handoff: self.s.config.hinted_handoff,
+        };
+        plan::plan(&view, key, ask)
+    }
+
+    /// Refuses to stamp writes while this node's clock disagrees with most
+    /// of its peers, or has just stepped: its timestamps would shadow (or
+    /// lose to) everyone else's.
+    pub fn check_clock(&self) -> Result<()> {
+        let s = &self.s;
+        let max_skew = s.config.max_clock_skew_ms;
+        if let Some((at, step_ms)) = s.clock_watch.check(s.clock.wall_ms()) {
+            if !s.membership.offsets_sampled_since(at) {
+                tracing::error!(node = %self.me(), step_ms, "wall clock stepped: refusing to coordinate writes until gossip samples the peers");
+                return Err(Error::ClockStepped { step_ms, max_ms: max_skew });
+            }
+        }
+        if let Some(offset) = s.membership.self_skew(max_skew) {
+            tracing::error!(node = %self.me(), offset_ms = offset, "clock skew: refusing to coordinate writes");
+            return Err(Error::OwnClockSkew { offset_ms: offset.unsigned_abs(), max_ms: max_skew });
+        }
+        Ok(())
+    }
+
+    /// Applies a write to this replica's own version of `key`: observes the
+    /// key's stored timestamps (so the HLC is monotonic per key), then adds
+    /// the new sibling under this incarnation's dot.
+    pub fn stamp(&self, key: &[u8], value: Vec<u8>, tombstone: bool, context: Option<Context>) -> Result<(DvvSet, Ticket)> {
+        let blind = context.is_none();
+        let ctx = context.unwrap_or_default();
+        let (hlc, clock, actor) = (&self.s.hlc, &self.s.clock, &self.s.actor);
+        let (dvv, ticket, ()) = self.s.store.update(key, |d| {
+            if let Some(seen) = d.max_hlc() {
+                hlc.observe(seen);
+            }
+            let sibling = Sibling { hlc: hlc.now(clock.wall_ms()), value, tombstone };
+            d.update(&ctx, actor, sibling, blind);
+        })?;
+        Ok((dvv, ticket))
+    }
+
+    /// A version of a write that no stored history continues: its dot gets
+    /// the one-off id `node~hlc` (ANY kept only as hints).
+    pub fn one_off(&self, value: Vec<u8>, tombstone: bool, context: Option<Context>) -> DvvSet {
+        let now = self.s.hlc.now(self.s.clock.wall_ms());
+        let dot_id = format!("{}~{}.{}", self.me(), now.wall_ms, now.logical);
+        let mut dvv = DvvSet::default();
+        let blind = context.is_none();
+        dvv.update(&context.unwrap_or_default(), &dot_id, Sibling { hlc: now, value, tombstone }, blind);
+        dvv
+    }
+
+    /// Stores a hint for `target` on this node, if hinted handoff allows.
+    pub fn hint(&self, target: &str, key: &[u8], version: &DvvSet) -> Option<Ticket> {
+        let s = &self.s;
+        if !s.config.hinted_handoff {
+            return None;
+        }
+        let silent = s.membership.silent_ms(target);
+        let limits = Limits { silent_ms: silent, window_ms: s.config.max_hint_window * 1000, budget: s.config.max_hint_bytes_per_target };
+        let offered = s.hints.offer(target, key, version, s.clock.wall_ms(), limits);
+        match offered {
+            Ok(Stored::Yes(t)) => Some(t),
+            Ok(other) => {
+                tracing::debug!(peer = %target, outcome = ?other, "write not hinted");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(peer = %target, error = %e, "could not store a hint");
+                None
+            }
+        }
+    }
+
+    /// Waits until this node's write `ticket` is durable.
+    pub async fn durable(&self, ticket: Ticket) -> Result<()> {
+        self.s.store.durable(ticket).await
+    }
+
+    /// Has replica `id` hold `version` durably: this node waits for its own
+    /// `ticket`, a peer merges the encoded version.
+    pub fn replicate(&self, id: String, key: Vec<u8>, version: Vec<u8>, ticket: Ticket, timeout: Duration) -> ReplicaFuture<()> {
+        let s = self.s.clone();
+        async move {
+            let t0 = Instant::now();
+            let me = &s.config.id;
+            let r = if id == *me { s.store.durable(ticket).await } else { s.peers.replicate(&id, &key, version, me, timeout).await };
+            (id, r, t0.elapsed())
+        }
+        .boxed()
+    }
+
+    /// Asks `stand_in` to keep the encoded version as a hint for `target`.
+    pub fn store_hint(&self, stand_in: String, target: String, key: Vec<u8>, version: Vec<u8>, timeout: Duration) -> ReplicaFuture<()> {
+        let s = self.s.clone();
+        async move {
+            let t0 = Instant::now();
+            let req = pb::StoreHintRequest { target, key, version, from: s.config.id.clone() };
+            let r = s.peers.store_hint(&stand_in, req, timeout).await;
+            (stand_in, r, t0.elapsed())
+        }
+        .boxed()
+    }
+
+    /// Replica `id`'s stored version of `key`.
+    pub fn read(&self, id: String, key: Vec<u8>, timeout: Duration) -> ReplicaFuture<Option<DvvSet>> {
+        let s = self.s.clone();
+        async move {
+            let t0 = Instant::now();
+            let r = if id == s.config.id { s.store.read(&key) } else { s.peers.read(&id, &key, timeout).await };
+            (id, r, t0.elapsed())
+        }
+        .boxed()
+    }
+
+    /// Pushes `version` of `key` to replica `id` and waits until it is durable there.
+    pub async fn repair(&self, id: String, key: Vec<u8>, version: DvvSet, timeout: Duration) -> Result<()> {
+        let s = &self.s;
+        if id == s.config.id {
+            let ticket = s.store.merge(&key, &version)?.ticket;
+            s.store.durable(ticket).await
+        } else {
+            s.peers.replicate(&id, &key, record::encode(&version), &s.config.id, timeout).await
+        }
+    }
+
+    /// Hands a write to another node to coordinate.
+    pub async fn forward_write(&self, target: &str, req: pb::ForwardWriteRequest, timeout: Duration) -> Result<pb::ForwardWriteResponse> {
+        self.s.peers.forward_write(target, req, timeout).await
+    }
+
+    /// One page of node `id`'s own keys under the request's prefix, deleted
+    /// ones included.
+    pub fn scan_local(&self, id: String, req: pb::ScanLocalRequest, timeout: Duration) -> ReplicaFuture<pb::KeyVersions> {
+        let s = self.s.clone();
+        async move {
+            let t0 = Instant::now();
+            let r = if id == s.config.id {
+                s.store.scan_prefix(&req.prefix, &req.start_after, Page::new(req.limit as usize, PAGE_BYTES)).map(|(rows, more)| {
+                    pb::KeyVersions { entries: rows.into_iter().map(|(key, version)| pb::KeyVersion { key, version }).collect(), more }
+                })
+            } else {
+                s.peers.scan_local(&id, req, timeout).await
+            };
+            (id, r, t0.elapsed())
+        }
+        .boxed()
+    }
+}
