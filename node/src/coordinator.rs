@@ -246,7 +246,7 @@ impl Coordinator {
             return None;
         }
         let silent = s.membership.silent_ms(target);
-        let limits = Limits { silent_ms: silent, window_ms: s.config.max_hint_window * 1000, budget: s.config.max_hint_bytes_per_target };
+        let limits = Limits { silent_ms: silent, window: s.config.max_hint_window, budget: s.config.max_hint_bytes_per_target };
         let offered = s.hints.offer(target, key, version, s.clock.wall_ms(), limits);
         match offered {
             Ok(Stored::Yes(t)) => Some(t),
@@ -284,7 +284,7 @@ impl Coordinator {
         self.check_value(&w.value)?;
         // A node whose clock disagrees with most of its peers stamps no
         // writes: its timestamps would shadow (or lose to) everyone else's.
-        let max_skew = self.s.config.max_clock_skew_ms;
+        let max_skew = crate::clock::millis(self.s.config.max_clock_skew);
         if let Some((at, step_ms)) = self.s.clock_watch.check(self.s.clock.wall_ms()) {
             if !self.s.membership.offsets_sampled_since(at) {
                 tracing::error!(node = %self.me(), step_ms, "wall clock stepped: refusing to coordinate writes until gossip samples the peers");
@@ -637,7 +637,7 @@ impl Coordinator {
             outstanding
                 .iter()
                 .filter(|id| *id != self.me())
-                .map(|id| self.s.peers.read_latency(id).map_or(Duration::from_millis(self.s.config.speculative_retry_ms), |(_, p99)| p99))
+                .map(|id| self.s.peers.read_latency(id).map_or(self.s.config.speculative_retry, |(_, p99)| p99))
                 .max()
                 .unwrap_or(r.timeout)
         };

@@ -183,7 +183,9 @@ fn five_hosts_started_at_once_with_one_seed_list_form_a_ring_survive_a_cut_link_
     let skew = ring["skew"].as_f64().expect("finite skew");
     let token_lines = || {
         (1..=NODES)
-            .flat_map(|i| log(i).lines().filter(|l| l.contains("token") || l.contains("ring")).map(|l| format!("n{i}: {l}")).collect::<Vec<_>>())
+            .flat_map(|i| {
+                log(i).lines().filter(|l| l.contains("token") || l.contains("ring")).map(|l| format!("n{i}: {l}")).collect::<Vec<_>>()
+            })
             .collect::<Vec<_>>()
             .join("\n")
     };

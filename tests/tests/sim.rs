@@ -274,7 +274,7 @@ fn tombstone_is_purged_only_once_every_replica_holds_it() {
     let mut sim = builder(seed).build();
     ringkv_tests::sim::add_nodes_with(&mut sim, 3, seed, |i, cfg| {
         no_hints(i, cfg);
-        cfg.tombstone_grace = 0;
+        cfg.tombstone_grace = Duration::ZERO;
     });
     sim.client("client", async {
         cluster_ready().await?;
@@ -321,9 +321,11 @@ fn a_purged_delete_never_comes_back_from_a_node_a_join_moved_the_range_away_from
     let mut sim = builder(seed).build();
     const GRACE_S: u64 = 3;
     let short = |_: usize, cfg: &mut ringkv_node::Config| {
-        cfg.tombstone_grace = GRACE_S;
+        cfg.tombstone_grace = Duration::from_secs(GRACE_S);
+        // `validate` wants hints to expire before tombstones may be purged.
+        cfg.max_hint_window = Duration::from_secs(GRACE_S - 1);
         // Well inside the grace: the old replica drops its copy before the tombstone goes.
-        cfg.cleanup_delay = 1;
+        cfg.cleanup_delay = Duration::from_secs(1);
     };
     ringkv_tests::sim::add_nodes_with(&mut sim, 3, seed, short);
     let mut cfg4 = ringkv_tests::sim::config(4, seed);
@@ -381,8 +383,8 @@ use std::sync::{Arc, Mutex};
 /// 100 ms polling step.
 fn detection_bound() -> Duration {
     let cfg = ringkv_tests::sim::config(1, 0);
-    let interval = cfg.gossip_interval_ms as f64;
-    let ms = interval + interval + cfg.heartbeat_pause_ms as f64 + 5.61 * interval / 4.0 + interval + 100.0;
+    let interval = cfg.gossip_interval.as_millis() as f64;
+    let ms = interval + interval + cfg.heartbeat_pause.as_millis() as f64 + 5.61 * interval / 4.0 + interval + 100.0;
     Duration::from_millis(ms as u64)
 }
 
@@ -423,7 +425,7 @@ fn heavy_latency_jitter_causes_no_up_down_flapping() {
     let mut b = builder(seed);
     b.min_message_latency(Duration::from_millis(0)).max_message_latency(Duration::from_millis(300));
     let mut sim = b.build();
-    ringkv_tests::sim::add_nodes_with(&mut sim, 3, seed, |_, cfg| cfg.peer_timeout_ms = 2000);
+    ringkv_tests::sim::add_nodes_with(&mut sim, 3, seed, |_, cfg| cfg.peer_timeout = Duration::from_secs(2));
     sim.client("observer", async {
         cluster_ready().await?;
         let started = tokio::time::Instant::now();
@@ -570,11 +572,11 @@ fn sixty_four_nodes_converge_in_a_few_gossip_rounds() {
         let mut cfg = ringkv_tests::sim::config(i, seed);
         // Fixed, distinct tokens, so all 64 can start at once.
         cfg.initial_tokens = (0..4).map(|v| ((v * N + i) as u64) << 52).collect();
-        cfg.anti_entropy_interval = 0;
+        cfg.anti_entropy_interval = Duration::ZERO;
         ringkv_tests::sim::add_node(&mut sim, cfg, Duration::ZERO);
     }
     sim.client("observer", async {
-        let interval = ringkv_tests::sim::config(1, 0).gossip_interval_ms;
+        let interval = ringkv_tests::sim::config(1, 0).gossip_interval.as_millis();
         let started = tokio::time::Instant::now();
         let mut pending: Vec<usize> = (1..=N).collect();
         while !pending.is_empty() {
@@ -830,7 +832,7 @@ fn hint_replay_alone_delivers_every_write_a_partitioned_replica_missed() {
 fn replica_down_longer_than_the_hint_window_gets_no_hints() {
     let seed = seed(0x5eed_0031);
     let mut sim = builder(seed).build();
-    ringkv_tests::sim::add_nodes_with(&mut sim, 3, seed, |_, cfg| cfg.max_hint_window = 2);
+    ringkv_tests::sim::add_nodes_with(&mut sim, 3, seed, |_, cfg| cfg.max_hint_window = Duration::from_secs(2));
     sim.client("client", async {
         cluster_ready().await?;
         isolate_n3().await?;
@@ -858,7 +860,7 @@ fn hints_older_than_the_window_are_dropped_not_replayed() {
     // take, so every write is hinted: a target silent for longer than the
     // window gets no new hints.
     const WINDOW_S: u64 = 20;
-    ringkv_tests::sim::add_nodes_with(&mut sim, 3, seed, |_, cfg| cfg.max_hint_window = WINDOW_S);
+    ringkv_tests::sim::add_nodes_with(&mut sim, 3, seed, |_, cfg| cfg.max_hint_window = Duration::from_secs(WINDOW_S));
     sim.client("client", async {
         cluster_ready().await?;
         isolate_n3().await?;
@@ -1397,8 +1399,8 @@ fn huddled_tokens(i: usize, cfg: &mut ringkv_node::Config) {
     no_hints(i, cfg);
     cfg.anti_entropy_bytes_per_sec = 0;
     cfg.initial_tokens = vec![if i == 4 { u64::MAX - 1000 } else { i as u64 }];
-    cfg.peer_timeout_ms = 5_000;
-    cfg.request_timeout_ms = 10_000;
+    cfg.peer_timeout = Duration::from_secs(5);
+    cfg.request_timeout = Duration::from_secs(10);
 }
 
 fn large_key(i: usize) -> String {

@@ -19,7 +19,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use rand::seq::IndexedRandom;
 use rand::Rng;
@@ -116,7 +115,7 @@ pub async fn round(s: &Shared) {
 
 /// Runs gossip rounds until shutdown, logging up/down transitions.
 pub async fn run(s: Arc<Shared>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_millis(s.config.gossip_interval_ms));
+    let mut tick = tokio::time::interval(s.config.gossip_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut was_down: BTreeSet<String> = BTreeSet::new();
     loop {
