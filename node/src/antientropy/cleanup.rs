@@ -23,7 +23,7 @@
 //! resurrection this prevents.
 //!
 //! **When.** Automatically, once both rings have stayed unchanged for
-//! `cleanup_delay` seconds (checked by the anti-entropy worker; 0 turns it
+//! `cleanup_delay` (checked by the anti-entropy worker; 0 turns it
 //! off), once per ring; and on demand through `Admin.Cleanup` (`ringkv
 //! cleanup`).
 

@@ -218,7 +218,7 @@ async fn gc(s: &Arc<Shared>, start: Token, end: Token, peers: &[String]) -> u64 
 }
 
 /// Keeps the trees matching the ring, and runs a pass every
-/// `anti_entropy_interval` seconds (never when it is 0).
+/// `anti_entropy_interval` (never when it is zero).
 pub async fn run_worker(s: Arc<Shared>, shutdown: CancellationToken) {
     let (interval, cleanup_delay) = (s.config.anti_entropy_interval, s.config.cleanup_delay);
     let mut last_pass = Instant::now();
