@@ -20,10 +20,15 @@ pub struct Cli {
     /// Print one JSON object on stdout instead of text.
     #[arg(long, global = true)]
     pub json: bool,
-    /// Which node coordinates each request: endpoints (in the order given), round-robin,
-    /// weighted, least-outstanding, least-latency, sticky, token-aware, bounded-load
-    /// (ε = 0.25; bounded-load:EPS sets ε), dynamic-load, or zone-aware:ZONE.
-    #[arg(long, global = true, env = "RINGKV_POLICY", default_value = "endpoints", value_parser = clap::value_parser!(PolicyName))]
+    // The help lists the names `PolicyName` parses, so it cannot go stale.
+    #[arg(
+        long,
+        global = true,
+        env = "RINGKV_POLICY",
+        default_value = "endpoints",
+        value_parser = clap::value_parser!(PolicyName),
+        help = format!("Which node coordinates each request (endpoints: in the order given; bounded-load alone is ε = 0.25): {}", PolicyName::forms()),
+    )]
     pub policy: PolicyName,
     #[command(subcommand)]
     pub command: Command,
@@ -558,5 +563,7 @@ mod tests {
         assert!(policy("bounded-load:-1").unwrap_err().contains("ε"));
         assert!(policy("zone-aware:").unwrap_err().contains("needs a zone"));
         assert!(policy("token_aware").unwrap_err().contains("expected one of"));
+        let help = <Cli as clap::CommandFactory>::command().render_help().to_string();
+        assert!(help.contains("dynamic-load, bounded-load:EPS, zone-aware:ZONE"), "--help lists every policy: {help}");
     }
 }

@@ -368,6 +368,33 @@ mod tests {
         assert_eq!(old.cleanup_delay, Duration::ZERO);
     }
 
+    /// The duration lines of `config/node.example.toml` as they were before
+    /// durations were typed: they still mean the defaults.
+    #[test]
+    fn the_old_example_config_still_reads_as_the_defaults() {
+        let old: Config = toml::from_str(
+            r#"
+            storage = "fjall"
+            durability = "group"
+            group_commit_ms = 1
+            max_clock_skew_ms = 500
+            request_timeout_ms = 2000
+            peer_timeout_ms = 1000
+            gossip_interval_ms = 1000
+            heartbeat_pause_ms = 3000
+            anti_entropy_interval = 600
+            tombstone_grace = 864000
+            cleanup_delay = 600
+            max_hint_window = 10800
+            speculative_retry_ms = 20
+            "#,
+        )
+        .unwrap();
+        assert_eq!(format!("{old:?}"), format!("{:?}", Config::default()));
+        let err = toml::from_str::<Config>("gossip_interval_ms = 300\ngossip_interval = \"300ms\"").unwrap_err().to_string();
+        assert!(err.contains("duplicate"), "an old name and its new one together are refused: {err}");
+    }
+
     #[test]
     fn bad_durations_and_enums_are_rejected_with_the_reason() {
         let err = toml::from_str::<Config>(r#"tombstone_grace = "ten days""#).unwrap_err().to_string();

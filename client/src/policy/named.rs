@@ -59,6 +59,14 @@ const PLAIN: [(&str, PolicyName); 9] = [
 ];
 
 impl PolicyName {
+    /// Every form [`FromStr`] accepts, for help and error text:
+    /// `endpoints, round-robin, …, dynamic-load, bounded-load:EPS, zone-aware:ZONE`.
+    pub fn forms() -> String {
+        let mut names: Vec<&str> = PLAIN.iter().map(|(name, _)| *name).collect();
+        names.extend(["bounded-load:EPS", "zone-aware:ZONE"]);
+        names.join(", ")
+    }
+
     /// The policy itself; `None` for [`PolicyName::Endpoints`], which is
     /// the client without one. `seed` seeds [`LeastLatency`]'s sampling.
     pub fn build(&self, seed: u64) -> Option<Box<dyn Policy>> {
@@ -94,10 +102,7 @@ impl FromStr for PolicyName {
         match s.strip_prefix("zone-aware:") {
             Some(zone) if !zone.is_empty() => Ok(PolicyName::ZoneAware(zone.to_string())),
             Some(_) => Err(format!("{s:?}: zone-aware:ZONE needs a zone, e.g. zone-aware:eu-1")),
-            None => {
-                let names: Vec<&str> = PLAIN.iter().map(|(name, _)| *name).collect();
-                Err(format!("unknown policy {s:?}; expected one of {}, bounded-load:EPS, or zone-aware:ZONE", names.join(", ")))
-            }
+            None => Err(format!("unknown policy {s:?}; expected one of {}", PolicyName::forms())),
         }
     }
 }
