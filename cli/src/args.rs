@@ -2,9 +2,13 @@
 //! `--endpoints`; `serve` takes one flag per config field.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ringkv_client::parse_duration;
+use ringkv_client::policy::PolicyName;
+use ringkv_node::config::{parse_duration as config_duration, LegacyUnit};
+use ringkv_node::{Config, Durability, Engine};
 
 /// ringkv: a Dynamo-style replicated key-value store with per-request consistency.
 #[derive(Parser, Debug)]
@@ -16,36 +20,18 @@ pub struct Cli {
     /// Print one JSON object on stdout instead of text.
     #[arg(long, global = true)]
     pub json: bool,
-    /// Which node coordinates each request: endpoints (in the order given), round-robin,
-    /// weighted, least-outstanding, least-latency, sticky, token-aware, bounded-load
-    /// (ε = 0.25; bounded-load:EPS sets ε), dynamic-load, or zone-aware:ZONE.
-    #[arg(long, global = true, env = "RINGKV_POLICY", default_value = "endpoints", value_parser = parse_policy)]
-    pub policy: String,
+    // The help lists the names `PolicyName` parses, so it cannot go stale.
+    #[arg(
+        long,
+        global = true,
+        env = "RINGKV_POLICY",
+        default_value = "endpoints",
+        value_parser = clap::value_parser!(PolicyName),
+        help = format!("Which node coordinates each request (endpoints: in the order given; bounded-load alone is ε = 0.25): {}", PolicyName::forms()),
+    )]
+    pub policy: PolicyName,
     #[command(subcommand)]
     pub command: Command,
-}
-
-fn parse_policy(s: &str) -> Result<String, String> {
-    const NAMES: [&str; 9] = [
-        "endpoints",
-        "round-robin",
-        "weighted",
-        "least-outstanding",
-        "least-latency",
-        "sticky",
-        "token-aware",
-        "bounded-load",
-        "dynamic-load",
-    ];
-    let epsilon_ok = s.strip_prefix("bounded-load:").map(|e| e.parse::<f64>().is_ok_and(|e| e >= 0.0 && e.is_finite()));
-    if epsilon_ok == Some(false) {
-        return Err(format!("{s:?}: ε in bounded-load:EPS must be a number ≥ 0, e.g. bounded-load:0.25"));
-    }
-    if NAMES.contains(&s) || epsilon_ok == Some(true) || s.strip_prefix("zone-aware:").is_some_and(|z| !z.is_empty()) {
-        Ok(s.to_string())
-    } else {
-        Err(format!("unknown policy {s:?}; expected one of {}, bounded-load:EPS, or zone-aware:ZONE", NAMES.join(", ")))
-    }
 }
 
 fn parse_range(s: &str) -> Result<(u64, u64), String> {
@@ -77,6 +63,12 @@ pub enum OnOff {
     Off,
 }
 
+impl From<OnOff> for bool {
+    fn from(s: OnOff) -> bool {
+        s == OnOff::On
+    }
+}
+
 /// A read-repair mode.
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 #[value(rename_all = "lower")]
@@ -91,7 +83,7 @@ pub struct RequestArgs {
     /// Consistency level.
     #[arg(short = 'c', long = "consistency", value_enum, default_value = "quorum")]
     pub level: LevelArg,
-    /// Deadline for the whole request, e.g. 500ms or 2s (default: the node's request_timeout_ms).
+    /// Deadline for the whole request, e.g. 500ms or 2s (default: the node's request_timeout).
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<std::time::Duration>,
     /// Writes: let healthy nodes beyond the preference list stand in for down replicas.
@@ -249,82 +241,207 @@ pub struct ServeArgs {
     /// TOML config file (see config/node.example.toml).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub overrides: ConfigOverrides,
+    /// Log filter (also RUST_LOG), e.g. info or ringkv_node=debug.
+    #[arg(long, default_value = "info")]
+    pub log: String,
+}
+
+/// A duration flag over a field that once took milliseconds: `500ms`, `2s`,
+/// or a bare number of milliseconds.
+fn millis(s: &str) -> Result<Duration, String> {
+    config_duration(s, LegacyUnit::Millis)
+}
+
+/// A duration flag over a field that once took seconds: `10m`, `10d`, or a
+/// bare number of seconds.
+fn secs(s: &str) -> Result<Duration, String> {
+    config_duration(s, LegacyUnit::Secs)
+}
+
+/// One flag per [`Config`] field, named after it (`replication_factor` ->
+/// `--replication-factor`); each is `None` unless given. Durations take
+/// units (`500ms`, `10d`); the renamed `*_ms` fields keep their old flag
+/// names as aliases. `Config` documents each field.
+#[derive(Args, Debug, Default)]
+pub struct ConfigOverrides {
+    /// Unique node id, e.g. n1.
     #[arg(long)]
     pub id: Option<String>,
+    /// Address the gRPC server binds.
     #[arg(long)]
     pub listen: Option<String>,
+    /// Address peers and clients use (default: --listen).
     #[arg(long)]
     pub advertise: Option<String>,
+    /// Directory for the storage engine.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Comma-separated seed addresses.
     #[arg(long, value_delimiter = ',')]
     pub seeds: Option<Vec<String>>,
+    /// Zone (rack or data centre) of this node.
     #[arg(long)]
     pub zone: Option<String>,
+    /// Replicas per key (N).
     #[arg(long)]
     pub replication_factor: Option<usize>,
+    /// Tokens this node owns on the ring.
     #[arg(long)]
     pub vnodes: Option<usize>,
     /// Comma-separated tokens to take instead of choosing them.
     #[arg(long, value_delimiter = ',')]
     pub initial_tokens: Option<Vec<u64>>,
-    /// redb, sled or memory.
-    #[arg(long)]
-    pub storage: Option<String>,
-    /// fsync, group or none.
-    #[arg(long)]
-    pub durability: Option<String>,
-    #[arg(long)]
-    pub group_commit_ms: Option<u64>,
-    #[arg(long)]
-    pub max_clock_skew_ms: Option<u64>,
+    /// Storage engine.
+    #[arg(long, value_enum)]
+    pub storage: Option<Engine>,
+    /// A commit log in front of the disk engine: on (default) or off.
+    #[arg(long, value_enum)]
+    pub commit_log: Option<OnOff>,
+    /// When a write counts as stored.
+    #[arg(long, value_enum)]
+    pub durability: Option<Durability>,
+    /// Group commit window, e.g. 1ms.
+    #[arg(long, alias = "group-commit-ms", value_parser = millis)]
+    pub group_commit: Option<Duration>,
+    /// Remote timestamps further ahead than this are rejected, e.g. 500ms.
+    #[arg(long, alias = "max-clock-skew-ms", value_parser = millis)]
+    pub max_clock_skew: Option<Duration>,
+    /// Largest key accepted, in bytes.
     #[arg(long)]
     pub max_key_bytes: Option<usize>,
+    /// Largest value accepted, in bytes.
     #[arg(long)]
     pub max_value_bytes: Option<usize>,
-    #[arg(long)]
-    pub request_timeout_ms: Option<u64>,
-    #[arg(long)]
-    pub peer_timeout_ms: Option<u64>,
-    #[arg(long)]
-    pub gossip_interval_ms: Option<u64>,
-    #[arg(long)]
-    pub rng_seed: Option<u64>,
+    /// Default deadline for a client request, e.g. 2s.
+    #[arg(long, alias = "request-timeout-ms", value_parser = millis)]
+    pub request_timeout: Option<Duration>,
+    /// Deadline for one message to a peer, e.g. 1s.
+    #[arg(long, alias = "peer-timeout-ms", value_parser = millis)]
+    pub peer_timeout: Option<Duration>,
+    /// Gossip and liveness probe period, e.g. 1s.
+    #[arg(long, alias = "gossip-interval-ms", value_parser = millis)]
+    pub gossip_interval: Option<Duration>,
     /// Phi-accrual conviction threshold.
     #[arg(long)]
     pub phi_threshold: Option<f64>,
+    /// Heartbeat pause tolerated beyond the mean interval, e.g. 3s.
+    #[arg(long, alias = "heartbeat-pause-ms", value_parser = millis)]
+    pub heartbeat_pause: Option<Duration>,
+    /// Seed for the node's RNG (random when unset).
     #[arg(long)]
-    pub heartbeat_pause_ms: Option<u64>,
-    /// Tolerated silence of a replica, in seconds, before it stops getting hints.
-    #[arg(long)]
-    pub max_hint_window: Option<u64>,
-    #[arg(long)]
-    pub max_hint_bytes_per_target: Option<u64>,
-    #[arg(long)]
-    pub hint_replay_bytes_per_sec: Option<u64>,
-    #[arg(long)]
-    pub speculative_retry_ms: Option<u64>,
-    /// Seconds between anti-entropy passes; 0 turns the schedule off.
-    #[arg(long)]
-    pub anti_entropy_interval: Option<u64>,
+    pub rng_seed: Option<u64>,
+    /// Time between anti-entropy passes, e.g. 10m; 0 turns the schedule off.
+    #[arg(long, value_parser = secs)]
+    pub anti_entropy_interval: Option<Duration>,
+    /// Byte-rate limit for anti-entropy traffic; 0 is unlimited.
     #[arg(long)]
     pub anti_entropy_bytes_per_sec: Option<u64>,
-    /// Seconds before repair may purge a tombstone.
-    #[arg(long)]
-    pub tombstone_grace: Option<u64>,
-    /// Seconds of a settled ring before unowned ranges are dropped; 0 turns it off.
-    #[arg(long)]
-    pub cleanup_delay: Option<u64>,
-    /// on (default) or off.
-    #[arg(long)]
+    /// How long a tombstone is kept before repair may purge it, e.g. 10d.
+    #[arg(long, value_parser = secs)]
+    pub tombstone_grace: Option<Duration>,
+    /// How long the ring must stay settled before unowned ranges are dropped, e.g. 10m; 0 turns it off.
+    #[arg(long, value_parser = secs)]
+    pub cleanup_delay: Option<Duration>,
+    /// Hinted handoff: on (default) or off.
+    #[arg(long, value_enum)]
     pub hinted_handoff: Option<OnOff>,
-    /// A commit log in front of the disk engine: on (default) or off.
+    /// How long a replica may be silent and still get hints, e.g. 3h.
+    #[arg(long, value_parser = secs)]
+    pub max_hint_window: Option<Duration>,
+    /// Largest total size of hints kept for one target, in bytes.
     #[arg(long)]
-    pub commit_log: Option<OnOff>,
-    /// Log filter (also RUST_LOG), e.g. info or ringkv_node=debug.
-    #[arg(long, default_value = "info")]
-    pub log: String,
+    pub max_hint_bytes_per_target: Option<u64>,
+    /// Byte-rate limit for hint replay; 0 is unlimited.
+    #[arg(long)]
+    pub hint_replay_bytes_per_sec: Option<u64>,
+    /// Speculative-retry delay before a replica has a p99, e.g. 20ms.
+    #[arg(long, alias = "speculative-retry-ms", value_parser = millis)]
+    pub speculative_retry: Option<Duration>,
+}
+
+impl ConfigOverrides {
+    /// Sets every field given on the command line.
+    pub fn apply(&self, c: &mut Config) {
+        // `Config` is taken apart whole, without `..`: a new field does not
+        // compile until it is bound here, and an unused binding is a
+        // warning (an error in CI) until its flag sets it.
+        let Config {
+            id,
+            listen,
+            advertise,
+            data_dir,
+            seeds,
+            zone,
+            replication_factor,
+            vnodes,
+            initial_tokens,
+            storage,
+            commit_log,
+            durability,
+            group_commit,
+            max_clock_skew,
+            max_key_bytes,
+            max_value_bytes,
+            request_timeout,
+            peer_timeout,
+            gossip_interval,
+            phi_threshold,
+            heartbeat_pause,
+            rng_seed,
+            anti_entropy_interval,
+            anti_entropy_bytes_per_sec,
+            tombstone_grace,
+            cleanup_delay,
+            hinted_handoff,
+            max_hint_window,
+            max_hint_bytes_per_target,
+            hint_replay_bytes_per_sec,
+            speculative_retry,
+        } = c;
+        fn set<T: Clone>(field: &mut T, flag: &Option<T>) {
+            if let Some(v) = flag {
+                *field = v.clone();
+            }
+        }
+        fn set_some<T: Clone>(field: &mut Option<T>, flag: &Option<T>) {
+            if flag.is_some() {
+                *field = flag.clone();
+            }
+        }
+        set(id, &self.id);
+        set(listen, &self.listen);
+        set_some(advertise, &self.advertise);
+        set(data_dir, &self.data_dir);
+        set(seeds, &self.seeds);
+        set(zone, &self.zone);
+        set(replication_factor, &self.replication_factor);
+        set(vnodes, &self.vnodes);
+        set(initial_tokens, &self.initial_tokens);
+        set(storage, &self.storage);
+        set(commit_log, &self.commit_log.map(bool::from));
+        set(durability, &self.durability);
+        set(group_commit, &self.group_commit);
+        set(max_clock_skew, &self.max_clock_skew);
+        set(max_key_bytes, &self.max_key_bytes);
+        set(max_value_bytes, &self.max_value_bytes);
+        set(request_timeout, &self.request_timeout);
+        set(peer_timeout, &self.peer_timeout);
+        set(gossip_interval, &self.gossip_interval);
+        set(phi_threshold, &self.phi_threshold);
+        set(heartbeat_pause, &self.heartbeat_pause);
+        set_some(rng_seed, &self.rng_seed);
+        set(anti_entropy_interval, &self.anti_entropy_interval);
+        set(anti_entropy_bytes_per_sec, &self.anti_entropy_bytes_per_sec);
+        set(tombstone_grace, &self.tombstone_grace);
+        set(cleanup_delay, &self.cleanup_delay);
+        set(hinted_handoff, &self.hinted_handoff.map(bool::from));
+        set(max_hint_window, &self.max_hint_window);
+        set(max_hint_bytes_per_target, &self.max_hint_bytes_per_target);
+        set(hint_replay_bytes_per_sec, &self.hint_replay_bytes_per_sec);
+        set(speculative_retry, &self.speculative_retry);
+    }
 }
 
 #[derive(Args, Debug)]
@@ -439,12 +556,14 @@ mod tests {
 
     #[test]
     fn policies_parse_with_their_parameters_and_typos_are_refused() {
-        for ok in ["endpoints", "token-aware", "bounded-load", "bounded-load:0.5", "zone-aware:eu"] {
-            assert_eq!(parse_policy(ok), Ok(ok.to_string()));
-        }
-        assert!(parse_policy("bounded-load:-1").unwrap_err().contains("ε"));
-        assert!(parse_policy("bounded-load:x").unwrap_err().contains("ε"));
-        assert!(parse_policy("zone-aware:").unwrap_err().contains("unknown policy"));
-        assert!(parse_policy("token_aware").unwrap_err().contains("expected one of"));
+        let policy = |p: &str| Cli::try_parse_from(["ringkv", "--policy", p, "status"]).map(|c| c.policy).map_err(|e| e.to_string());
+        assert_eq!(policy("token-aware"), Ok(PolicyName::TokenAware));
+        assert_eq!(policy("bounded-load:0.5"), Ok(PolicyName::BoundedLoad(0.5)));
+        assert_eq!(policy("zone-aware:eu"), Ok(PolicyName::ZoneAware("eu".into())));
+        assert!(policy("bounded-load:-1").unwrap_err().contains("ε"));
+        assert!(policy("zone-aware:").unwrap_err().contains("needs a zone"));
+        assert!(policy("token_aware").unwrap_err().contains("expected one of"));
+        let help = <Cli as clap::CommandFactory>::command().render_help().to_string();
+        assert!(help.contains("dynamic-load, bounded-load:EPS, zone-aware:ZONE"), "--help lists every policy: {help}");
     }
 }

@@ -46,7 +46,7 @@ fn key(i: u64) -> String {
 }
 
 /// Runs the benchmark against `endpoints` and prints the report.
-pub async fn run(a: BenchArgs, endpoints: &[String], policy: &str, json_mode: bool) -> Result<()> {
+pub async fn run(a: BenchArgs, endpoints: &[String], policy: &ringkv_client::policy::PolicyName, json_mode: bool) -> Result<()> {
     if a.keys == 0 || a.concurrency == 0 {
         anyhow::bail!("--keys and --concurrency must be at least 1");
     }

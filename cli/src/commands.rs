@@ -5,7 +5,8 @@ use std::io::Read;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use ringkv_client::{pb, policy, Client, Level, Options, ReadRepair};
+use ringkv_client::policy::PolicyName;
+use ringkv_client::{pb, Client, Level, Options, ReadRepair};
 use serde_json::{json, Value};
 
 use crate::args::{Command, FaultAction, FaultTarget, LevelArg, RepairArg, RequestArgs};
@@ -48,40 +49,21 @@ fn print(json_mode: bool, value: Value, text: impl FnOnce() -> String) {
     }
 }
 
-/// The policy named on the command line.
-fn policy(name: &str) -> Option<Box<dyn policy::Policy>> {
-    Some(match name {
-        "round-robin" => Box::new(policy::RoundRobin::default()),
-        "weighted" => Box::new(policy::Weighted::default()),
-        "least-outstanding" => Box::new(policy::LeastOutstanding),
-        "least-latency" => Box::new(policy::LeastLatency::new(rand_seed())),
-        "sticky" => Box::new(policy::Sticky),
-        "token-aware" => Box::new(policy::TokenAware::new(Box::new(policy::RoundRobin::default()))),
-        "bounded-load" => Box::new(policy::BoundedLoad::new(0.25)),
-        "dynamic-load" => Box::new(policy::DynamicLoad),
-        other => match (other.strip_prefix("zone-aware:"), other.strip_prefix("bounded-load:").map(str::parse::<f64>)) {
-            (Some(zone), _) => Box::new(policy::ZoneAware::new(zone, Box::new(policy::RoundRobin::default()))),
-            (_, Some(Ok(epsilon))) if epsilon >= 0.0 => Box::new(policy::BoundedLoad::new(epsilon)),
-            _ => return None,
-        },
-    })
-}
-
 fn rand_seed() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// Connects with the named policy ("endpoints": in the order given).
-pub async fn connect(endpoints: &[String], policy_name: &str) -> Result<Client> {
-    Ok(match policy(policy_name) {
+pub async fn connect(endpoints: &[String], policy: &PolicyName) -> Result<Client> {
+    Ok(match policy.build(rand_seed()) {
         Some(p) => Client::builder().endpoints(endpoints).policy(p).build().await?,
         None => Client::connect(endpoints).await?,
     })
 }
 
 /// Runs one data or admin command.
-pub async fn run(cmd: Command, endpoints: &[String], policy_name: &str, json_mode: bool) -> Result<()> {
-    let client = connect(endpoints, policy_name).await?;
+pub async fn run(cmd: Command, endpoints: &[String], policy: &PolicyName, json_mode: bool) -> Result<()> {
+    let client = connect(endpoints, policy).await?;
     match cmd {
         Command::Put { key, value, context, req } => {
             let value = match value {

@@ -60,7 +60,7 @@ pub async fn run(a: DemoArgs, json_mode: bool) -> Result<()> {
     let ports = free_ports(3)?;
     // Hinted handoff is off so that chapter 4 shows read repair doing the
     // healing (with hints on, the hint replay would usually get there first).
-    let extra = ["--gossip-interval-ms", "500", "--peer-timeout-ms", "500", "--hinted-handoff", "off"].map(String::from);
+    let extra = ["--gossip-interval", "500ms", "--peer-timeout", "500ms", "--hinted-handoff", "off"].map(String::from);
     let exe = std::env::current_exe().context("cannot find the ringkv executable")?;
     let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let mut cluster = LocalCluster::start(&exe, &addrs, dir.path(), &|_| extra.to_vec(), |m| say(&format!("  {m}"))).await?;

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use ringkv_node::{Config, Durability, Env};
+use ringkv_node::{Config, Env};
 use tokio_util::sync::CancellationToken;
 
 use crate::args::{ClusterArgs, ServeArgs};
@@ -19,57 +19,7 @@ pub fn load_config(a: &ServeArgs) -> Result<Config> {
         }
         None => Config::default(),
     };
-    macro_rules! set {
-        ($($f:ident),*) => {$( if let Some(v) = a.$f.clone() { c.$f = v; } )*};
-    }
-    set!(
-        id,
-        listen,
-        data_dir,
-        seeds,
-        zone,
-        replication_factor,
-        vnodes,
-        storage,
-        group_commit_ms,
-        max_clock_skew_ms,
-        max_key_bytes,
-        max_value_bytes,
-        request_timeout_ms,
-        peer_timeout_ms,
-        gossip_interval_ms,
-        initial_tokens,
-        anti_entropy_interval,
-        anti_entropy_bytes_per_sec,
-        tombstone_grace,
-        cleanup_delay,
-        max_hint_window,
-        max_hint_bytes_per_target,
-        hint_replay_bytes_per_sec,
-        speculative_retry_ms,
-        phi_threshold,
-        heartbeat_pause_ms
-    );
-    if let Some(h) = a.hinted_handoff {
-        c.hinted_handoff = h == crate::args::OnOff::On;
-    }
-    if let Some(l) = a.commit_log {
-        c.commit_log = l == crate::args::OnOff::On;
-    }
-    if a.advertise.is_some() {
-        c.advertise = a.advertise.clone();
-    }
-    if a.rng_seed.is_some() {
-        c.rng_seed = a.rng_seed;
-    }
-    if let Some(d) = &a.durability {
-        c.durability = match d.as_str() {
-            "fsync" => Durability::Fsync,
-            "group" => Durability::Group,
-            "none" => Durability::None,
-            other => anyhow::bail!("durability {other:?} is not one of fsync, group, none"),
-        };
-    }
+    a.overrides.apply(&mut c);
     c.validate()?;
     Ok(c)
 }
@@ -136,11 +86,16 @@ pub async fn cluster(a: ClusterArgs) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use clap::Parser;
 
     use crate::args::{Cli, Command};
 
-    /// Every config field has a `serve` flag that takes effect.
+    /// Every config field has a `serve` flag that takes effect: the test
+    /// sets each flag to a value unlike the default and checks that every
+    /// field of the resulting config differs from the default. A field
+    /// without a flag keeps its default and fails it.
     #[test]
     fn every_config_field_can_be_set_by_a_flag() {
         let flags = [
@@ -155,34 +110,76 @@ mod tests {
             "--initial-tokens=1,2",
             "--storage=sled",
             "--durability=fsync",
-            "--group-commit-ms=7",
-            "--max-clock-skew-ms=9",
+            "--group-commit=7ms",
+            "--max-clock-skew=9ms",
             "--max-key-bytes=10",
             "--max-value-bytes=11",
-            "--request-timeout-ms=12",
-            "--peer-timeout-ms=13",
-            "--gossip-interval-ms=14",
+            "--request-timeout=12ms",
+            "--peer-timeout=13ms",
+            "--gossip-interval=14ms",
             "--rng-seed=15",
             "--phi-threshold=3.5",
-            "--heartbeat-pause-ms=16",
-            "--anti-entropy-interval=0",
+            "--heartbeat-pause=16ms",
+            "--anti-entropy-interval=0s",
             "--anti-entropy-bytes-per-sec=17",
-            "--tombstone-grace=18",
+            "--tombstone-grace=18d",
             "--hinted-handoff=off",
-            "--max-hint-window=19",
+            "--max-hint-window=19h",
             "--max-hint-bytes-per-target=20",
             "--hint-replay-bytes-per-sec=21",
-            "--speculative-retry-ms=22",
-            "--cleanup-delay=23",
+            "--speculative-retry=22ms",
+            "--cleanup-delay=23s",
             "--commit-log=off",
         ];
-        let cli = Cli::try_parse_from(["ringkv", "serve"].into_iter().chain(flags)).unwrap();
-        let Command::Serve(args) = cli.command else { panic!("not serve") };
-        let got = toml::Value::try_from(super::load_config(&args).unwrap()).unwrap();
+        let got = toml::Value::try_from(config_from(&flags).unwrap()).unwrap();
         let default = toml::Value::try_from(ringkv_node::Config::default()).unwrap();
-        for (field, value) in got.as_table().unwrap() {
+        let got = got.as_table().unwrap();
+        // Every field, the optional ones included, is in the serialized config.
+        assert_eq!(got.len(), default.as_table().unwrap().len() + 2, "advertise and rng_seed are set");
+        for (field, value) in got {
             assert_ne!(Some(value), default.get(field), "the flag for {field} had no effect");
         }
-        assert!(got.get("advertise").is_some() && got.get("rng_seed").is_some());
+    }
+
+    fn config_from(flags: &[&str]) -> anyhow::Result<ringkv_node::Config> {
+        let cli = Cli::try_parse_from(["ringkv", "serve"].iter().chain(flags))?;
+        let Command::Serve(args) = cli.command else { panic!("not serve") };
+        super::load_config(&args)
+    }
+
+    #[test]
+    fn old_duration_flags_keep_their_units() {
+        let c =
+            config_from(&["--gossip-interval-ms=300", "--peer-timeout-ms", "500", "--anti-entropy-interval=10", "--tombstone-grace=86400"])
+                .unwrap();
+        assert_eq!(c.gossip_interval, Duration::from_millis(300));
+        assert_eq!(c.peer_timeout, Duration::from_millis(500));
+        assert_eq!(c.anti_entropy_interval, Duration::from_secs(10));
+        assert_eq!(c.tombstone_grace, Duration::from_secs(86400));
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_reason() {
+        let err = config_from(&["--storage=rocksdb"]).unwrap_err().to_string();
+        assert!(err.contains("invalid value 'rocksdb'") && err.contains("fjall, redb, sled, memory"), "{err}");
+        let err = config_from(&["--durability=always"]).unwrap_err().to_string();
+        assert!(err.contains("invalid value 'always'") && err.contains("fsync, group, none"), "{err}");
+        let err = config_from(&["--tombstone-grace=forever"]).unwrap_err().to_string();
+        assert!(err.contains("not a duration"), "{err}");
+        let err = config_from(&["--tombstone-grace=1h", "--max-hint-window=1h"]).unwrap_err().to_string();
+        assert!(err.contains("max_hint_window (1h) must be shorter than tombstone_grace (1h)"), "{err}");
+        let err = Cli::try_parse_from(["ringkv", "--policy=fastest", "status"]).unwrap_err().to_string();
+        assert!(err.contains("unknown policy \"fastest\"") && err.contains("token-aware"), "{err}");
+    }
+
+    #[test]
+    fn a_config_file_is_read_and_flags_override_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, "id = \"n7\"\nstorage = \"memory\"\ngroup_commit_ms = 4\ntombstone_grace = \"2d\"\n").unwrap();
+        let c = config_from(&[&format!("--config={}", path.display()), "--tombstone-grace=3d"]).unwrap();
+        assert_eq!((c.id.as_str(), c.storage), ("n7", ringkv_node::Engine::Memory));
+        assert_eq!(c.group_commit, Duration::from_millis(4));
+        assert_eq!(c.tombstone_grace, Duration::from_secs(3 * 24 * 3600));
     }
 }

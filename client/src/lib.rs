@@ -6,7 +6,7 @@
 //! # let dir = tempfile::tempdir()?;
 //! # let addr = format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port());
 //! # let config = ringkv_node::Config { listen: addr.clone(), seeds: vec![addr.clone()], data_dir: dir.path().into(),
-//! #     replication_factor: 1, storage: "memory".into(), ..Default::default() };
+//! #     replication_factor: 1, storage: ringkv_node::Engine::Memory, ..Default::default() };
 //! # let stop = tokio_util::sync::CancellationToken::new();
 //! # tokio::spawn(ringkv_node::run(config.clone(), ringkv_node::Env::real(&config), stop.clone()));
 //! use ringkv_client::{policy, Client, Level, Options};
@@ -373,7 +373,7 @@ impl Client {
     /// # let dir = tempfile::tempdir()?;
     /// # let addr = format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port());
     /// # let config = ringkv_node::Config { listen: addr.clone(), seeds: vec![addr.clone()], data_dir: dir.path().into(),
-    /// #     replication_factor: 1, storage: "memory".into(), ..Default::default() };
+    /// #     replication_factor: 1, storage: ringkv_node::Engine::Memory, ..Default::default() };
     /// # let stop = tokio_util::sync::CancellationToken::new();
     /// # tokio::spawn(ringkv_node::run(config.clone(), ringkv_node::Env::real(&config), stop.clone()));
     /// # let client = ringkv_client::Client::connect([addr.as_str()]).await?;

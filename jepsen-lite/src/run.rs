@@ -110,7 +110,7 @@ pub async fn run(cfg: &RunConfig) -> Result<Report> {
         // then covers writes no hint can carry (a coordinator killed mid-write).
         let seed = (seed + i as u64).to_string();
         let mut a: Vec<String> =
-            ["--rng-seed", &seed, "--gossip-interval-ms", "500", "--peer-timeout-ms", "500", "--anti-entropy-interval", "10"]
+            ["--rng-seed", &seed, "--gossip-interval", "500ms", "--peer-timeout", "500ms", "--anti-entropy-interval", "10s"]
                 .map(String::from)
                 .to_vec();
         a.extend(node_args.iter().cloned());

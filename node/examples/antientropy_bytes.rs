@@ -10,7 +10,7 @@
 //! ranges, as in a real 3-node cluster.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use prost::Message;
 use ringkv_node::antientropy::sync::{sync_range, LocalPeer, RateLimit};
@@ -39,7 +39,7 @@ fn version(value: &str, wall: u64) -> DvvSet {
 }
 
 fn store(ranges: &[(u64, u64)]) -> Store {
-    let s = Store::new(Arc::new(MemoryStorage::default()), Durability::None, 1);
+    let s = Store::new(Arc::new(MemoryStorage::default()), Durability::None, Duration::from_millis(1));
     s.rebuild_trees(ranges.to_vec()).expect("build");
     s
 }

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use ringkv_node::storage::{self, Storage, Tree};
+use ringkv_node::storage::{self, Engine, Storage, Tree};
 
 fn rate(engine: &dyn Storage, ops: usize, group: usize, tag: &str) -> f64 {
     let value = vec![7u8; 100];
@@ -30,9 +30,16 @@ fn main() {
     let dir = tempfile::tempdir_in(base).expect("temp dir");
     println!("{:<9} {:>14} {:>14} {:>16}", "engine", "fsync ops/s", "group ops/s", "group vs memory");
     let mut memory = 0.0;
-    for (name, log) in [("memory", false), ("redb", false), ("redb", true), ("sled", false), ("sled", true), ("fjall", false)] {
-        let engine: Arc<dyn Storage> = storage::open(name, &dir.path().join(format!("{name}-{log}")), log).expect("open");
-        let name = if log { format!("{name}+log") } else { name.to_string() };
+    for (kind, log) in [
+        (Engine::Memory, false),
+        (Engine::Redb, false),
+        (Engine::Redb, true),
+        (Engine::Sled, false),
+        (Engine::Sled, true),
+        (Engine::Fjall, false),
+    ] {
+        let engine: Arc<dyn Storage> = storage::open(kind, &dir.path().join(format!("{kind}-{log}")), log).expect("open");
+        let name = if log { format!("{kind}+log") } else { kind.to_string() };
         let fsync = rate(&*engine, 1_000, 1, "f");
         let group = rate(&*engine, 20_000, 64, "g");
         if name == "memory" {

@@ -17,6 +17,12 @@ pub trait Clock: Send + Sync + 'static {
     }
 }
 
+/// `d` in the milliseconds wall time is counted in (saturating), for the
+/// pure cores that take wall time as a `u64` of ms.
+pub fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// The operating system's clock plus an adjustable offset (for clock-fault
 /// injection).
 #[derive(Debug, Default)]

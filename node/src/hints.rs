@@ -100,8 +100,8 @@ pub struct TargetHints {
 pub struct Limits {
     /// How long the target has been silent, in ms.
     pub silent_ms: u64,
-    /// `max_hint_window`, in ms.
-    pub window_ms: u64,
+    /// `max_hint_window`.
+    pub window: Duration,
     /// `max_hint_bytes_per_target`.
     pub budget: u64,
 }
@@ -168,7 +168,8 @@ impl Hints {
     /// Keeps `version` of `key` for `target`, unless the target has been
     /// silent longer than the window or its budget is full.
     pub fn offer(&self, target: &str, key: &[u8], version: &DvvSet, now_ms: u64, limits: Limits) -> Result<Stored> {
-        let Limits { silent_ms, window_ms, budget } = limits;
+        let Limits { silent_ms, window, budget } = limits;
+        let window_ms = crate::clock::millis(window);
         if silent_ms > window_ms {
             self.dropped_window.fetch_add(1, Ordering::Relaxed);
             return Ok(Stored::WindowExpired);
@@ -280,8 +281,8 @@ pub struct Replayer {
     peers: Arc<Peers>,
     membership: Arc<Membership>,
     clock: Arc<dyn Clock>,
-    /// `max_hint_window`, in ms.
-    window_ms: u64,
+    /// `max_hint_window`.
+    window: Duration,
     /// `hint_replay_bytes_per_sec`.
     bytes_per_sec: u64,
 }
@@ -302,7 +303,7 @@ impl Replayer {
             peers,
             membership,
             clock,
-            window_ms: config.max_hint_window * 1000,
+            window: config.max_hint_window,
             bytes_per_sec: config.hint_replay_bytes_per_sec,
         }
     }
@@ -311,7 +312,7 @@ impl Replayer {
     /// delivered. Hints past `max_hint_window` are dropped (and counted) instead.
     pub async fn replay(&self, target: &str, rate: &mut RateLimit) -> Result<u64> {
         let mut delivered = 0;
-        let window_ms = self.window_ms;
+        let window_ms = crate::clock::millis(self.window);
         loop {
             let page = self.hints.page(target, paging::Page::new(PAGE, PAGE_BYTES))?;
             if page.is_empty() {
@@ -397,8 +398,9 @@ mod tests {
 
     #[test]
     fn a_write_to_an_expired_hint_starts_a_fresh_one() {
-        let hints = Hints::open(Arc::new(Store::new(Arc::new(MemoryStorage::default()), Durability::None, 1))).unwrap();
-        let limits = Limits { silent_ms: 0, window_ms: 10_000, budget: u64::MAX };
+        let hints =
+            Hints::open(Arc::new(Store::new(Arc::new(MemoryStorage::default()), Durability::None, Duration::from_millis(1)))).unwrap();
+        let limits = Limits { silent_ms: 0, window: Duration::from_secs(10), budget: u64::MAX };
         hints.offer("n2", b"k", &version("n1", "old", 1_000), 1_000, limits).unwrap();
         hints.offer("n2", b"k", &version("n3", "newer", 5_000), 5_000, limits).unwrap();
         let page = hints.page("n2", paging::Page::new(10, usize::MAX)).unwrap();

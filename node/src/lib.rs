@@ -35,5 +35,5 @@ pub use clock::{Clock, SystemClock};
 pub use config::{Config, Durability};
 pub use error::{Error, Result};
 pub use node::{run, Env};
-pub use storage::Storage;
+pub use storage::{Engine, Storage};
 pub use transport::{Conn, Transport};

@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::antientropy;
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{millis, Clock, SystemClock};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::fault::Faults;
@@ -63,9 +63,9 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
     config.validate()?;
     let engine = match env.storage {
         Some(s) => s,
-        None => storage::open(&config.storage, &config.data_dir, config.commit_log)?,
+        None => storage::open(config.storage, &config.data_dir, config.commit_log)?,
     };
-    let store = Arc::new(Store::new(engine.clone(), config.durability, config.group_commit_ms));
+    let store = Arc::new(Store::new(engine.clone(), config.durability, config.group_commit));
 
     match store.meta_get::<String>("node_id")? {
         Some(id) if id != config.id => {
@@ -105,8 +105,11 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
         keys: 0,
         in_flight: 0,
     };
-    let detector =
-        DetectorConfig { threshold: config.phi_threshold, interval_ms: config.gossip_interval_ms, pause_ms: config.heartbeat_pause_ms };
+    let detector = DetectorConfig {
+        threshold: config.phi_threshold,
+        interval_ms: millis(config.gossip_interval),
+        pause_ms: millis(config.heartbeat_pause),
+    };
     let membership = Arc::new(Membership::new(me, detector));
     if let Some(removed) = store.meta_get::<membership::Removed>("removed_nodes")? {
         membership.merge_removed(removed);
@@ -117,13 +120,12 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
     let seed = config.rng_seed.unwrap_or_else(|| env.clock.wall_ms() ^ u64::from(crc32fast::hash(config.id.as_bytes())));
     let rng = Arc::new(Mutex::new(StdRng::seed_from_u64(seed)));
     let faults = Arc::new(Faults::new(rng.clone()));
-    let peers =
-        Arc::new(Peers::new(env.transport.clone(), faults.clone(), membership.clone(), Duration::from_millis(config.peer_timeout_ms)));
+    let peers = Arc::new(Peers::new(env.transport.clone(), faults.clone(), membership.clone(), config.peer_timeout));
     let hints = Arc::new(Hints::open(store.clone())?);
     let shared = Arc::new(Shared {
-        hlc: HlcClock::new(config.id.clone(), config.max_clock_skew_ms),
+        hlc: HlcClock::new(config.id.clone(), millis(config.max_clock_skew)),
         actor: format!("{}@{generation}", config.id),
-        clock_watch: crate::clock::ClockWatch::new(config.max_clock_skew_ms),
+        clock_watch: crate::clock::ClockWatch::new(millis(config.max_clock_skew)),
         config: Arc::new(config),
         store,
         membership,
@@ -199,7 +201,7 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
 async fn gossip(s: Arc<Shared>, shutdown: CancellationToken) {
     let mut seen = (s.membership.members(), s.membership.removed());
     let watcher = async {
-        let mut tick = tokio::time::interval(Duration::from_millis(s.config.gossip_interval_ms));
+        let mut tick = tokio::time::interval(s.config.gossip_interval);
         loop {
             tick.tick().await;
             s.clock_watch.check(s.clock.wall_ms());

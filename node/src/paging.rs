@@ -25,7 +25,7 @@
 /// as a read response is. It bounds what each side holds per page (the
 /// encoded message, the decoded items and their merges), and it keeps one
 /// page to about 35 ms at 1 Gb/s, well inside the peer deadline
-/// (`peer_timeout_ms`), so a page is never timed out for its size. It is
+/// (`peer_timeout`), so a page is never timed out for its size. It is
 /// still large enough that pages of small values stay cut by their key
 /// count, as before: 1000 keys of 4 KiB fill it.
 pub const PAGE_BYTES: usize = 4 * 1024 * 1024;

@@ -19,7 +19,7 @@
 //! acknowledgement promises that the version is durable, not that this call
 //! wrote it.
 //! - `fsync`: one engine sync per write.
-//! - `group`: the group-commit task syncs every `group_commit_ms`, and the
+//! - `group`: the group-commit task syncs every `group_commit`, and the
 //!   waiters whose writes it covered wake together. A write that waits
 //!   alone is synced at once, so light load does not pay the window.
 //! - `none`: no wait.
@@ -116,7 +116,7 @@ pub fn version_digest(raw: &[u8]) -> [u8; 16] {
 
 impl Store {
     /// Wraps `engine` with the given durability mode.
-    pub fn new(engine: Arc<dyn Storage>, mode: Durability, group_commit_ms: u64) -> Self {
+    pub fn new(engine: Arc<dyn Storage>, mode: Durability, group_commit: Duration) -> Self {
         // Only the load figures read the count; a broken engine fails the
         // first real read or write anyway.
         let engine_keys = engine.len(Tree::Data).unwrap_or_else(|e| {
@@ -127,7 +127,7 @@ impl Store {
             engine,
             stripes: (0..STRIPES).map(|_| Mutex::new(Ticket::default())).collect(),
             mode,
-            window: Duration::from_millis(group_commit_ms),
+            window: group_commit,
             written: AtomicU64::new(0),
             keys: AtomicU64::new(engine_keys),
             synced: watch::channel(0).0,
@@ -561,7 +561,7 @@ mod tests {
 
     #[tokio::test]
     async fn group_commit_releases_waiters() {
-        let store = Arc::new(Store::new(Arc::new(MemoryStorage::default()), Durability::Group, 1));
+        let store = Arc::new(Store::new(Arc::new(MemoryStorage::default()), Durability::Group, Duration::from_millis(1)));
         let stop = CancellationToken::new();
         let task = tokio::spawn(store.clone().run_group_commit(stop.clone()));
         let (_, t1, _) = store.update(b"a", |d| d.update(&Context::new(), "n1", sib("x"), false)).unwrap();
@@ -574,7 +574,7 @@ mod tests {
 
     #[test]
     fn merge_writes_only_on_change_and_waits_for_the_write_it_found() {
-        let store = Store::new(Arc::new(MemoryStorage::default()), Durability::None, 1);
+        let store = Store::new(Arc::new(MemoryStorage::default()), Durability::None, Duration::from_millis(1));
         let (v, written, _) = store.update(b"k", |d| d.update(&Context::new(), "n1", sib("x"), false)).unwrap();
         let m = store.merge(b"k", &v).unwrap();
         assert!(!m.changed, "merging what is stored changes nothing");
@@ -589,7 +589,7 @@ mod tests {
     #[tokio::test]
     async fn unchanged_merge_is_not_durable_before_a_sync_covers_the_stored_version() {
         use futures::FutureExt;
-        let store = Arc::new(Store::new(Arc::new(MemoryStorage::default()), Durability::Group, 1));
+        let store = Arc::new(Store::new(Arc::new(MemoryStorage::default()), Durability::Group, Duration::from_millis(1)));
         // Read repair writes a version; before any sync, a replica of the
         // same version arrives and changes nothing.
         let (v, written, _) = store.update(b"k", |d| d.update(&Context::new(), "n1", sib("x"), false)).unwrap();
@@ -606,7 +606,7 @@ mod tests {
     #[tokio::test]
     async fn under_fsync_an_unchanged_merge_of_a_synced_version_needs_no_sync() {
         use futures::FutureExt;
-        let store = Store::new(Arc::new(MemoryStorage::default()), Durability::Fsync, 1);
+        let store = Store::new(Arc::new(MemoryStorage::default()), Durability::Fsync, Duration::from_millis(1));
         let (v, written, _) = store.update(b"k", |d| d.update(&Context::new(), "n1", sib("x"), false)).unwrap();
         let unchanged = store.merge(b"k", &v).unwrap().ticket;
         assert_eq!(unchanged, written, "before the sync, the unchanged merge waits for the write's own sync");
@@ -673,7 +673,11 @@ mod tests {
         // Enough calls to cover every crash point of the workload below.
         for crash_at in 0..40 {
             let inner = MemoryStorage::default();
-            let store = Store::new(Arc::new(Crashing { inner: inner.clone(), calls: AtomicU64::new(0), crash_at }), Durability::None, 1);
+            let store = Store::new(
+                Arc::new(Crashing { inner: inner.clone(), calls: AtomicU64::new(0), crash_at }),
+                Durability::None,
+                Duration::from_millis(1),
+            );
             for k in ["a", "b", "c"] {
                 let (v, _, _) = store.update(k.as_bytes(), |d| d.update(&Context::new(), "n1", sib(k), false)).unwrap();
                 store.update(k.as_bytes(), |d| d.update(&v.context(), "n1", sib("again"), false)).unwrap();
@@ -701,14 +705,14 @@ mod tests {
         }
         let inner = MemoryStorage::default();
         let engine = Arc::new(Crashing { inner: inner.clone(), calls: AtomicU64::new(0), crash_at: u64::MAX });
-        let batched = Store::new(engine.clone(), Durability::None, 1);
+        let batched = Store::new(engine.clone(), Durability::None, Duration::from_millis(1));
         let (stored, _, _) = batched.update(b"c", |d| d.update(&Context::new(), "n1", sib("c-old"), false)).unwrap();
         let before = engine.calls.load(Ordering::SeqCst);
         let items: Vec<(&[u8], &DvvSet)> = versions.iter().map(|(k, v)| (k.as_slice(), v)).collect();
         let got = batched.merge_many(&items);
         assert_eq!(engine.calls.load(Ordering::SeqCst) - before, 1, "one engine write for the whole batch");
 
-        let single = Store::new(Arc::new(MemoryStorage::default()), Durability::None, 1);
+        let single = Store::new(Arc::new(MemoryStorage::default()), Durability::None, Duration::from_millis(1));
         single.merge(b"c", &stored).unwrap();
         for ((k, v), got) in versions.iter().zip(&got) {
             let want = single.merge(k, v).unwrap();
@@ -724,7 +728,11 @@ mod tests {
         let raw = batched.read_raw(b"b").unwrap().unwrap();
         assert!(batched.purge(b"b", &raw).unwrap());
         assert_eq!(batched.len().unwrap(), 2, "and purges");
-        assert_eq!(Store::new(engine.clone(), Durability::None, 1).len().unwrap(), 2, "and is counted afresh at open");
+        assert_eq!(
+            Store::new(engine.clone(), Durability::None, Duration::from_millis(1)).len().unwrap(),
+            2,
+            "and is counted afresh at open"
+        );
         // Merging the same again changes nothing and writes nothing (b,
         // purged, comes back once).
         let before = engine.calls.load(Ordering::SeqCst);
@@ -736,7 +744,7 @@ mod tests {
     fn corrupt_record_is_reported_with_its_key() {
         let engine = Arc::new(MemoryStorage::default());
         engine.put(Tree::Data, b"bad-key", b"\x01garbage").unwrap();
-        let store = Store::new(engine, Durability::None, 1);
+        let store = Store::new(engine, Durability::None, Duration::from_millis(1));
         let err = store.read(b"bad-key").unwrap_err();
         assert!(err.to_string().contains("bad-key"), "{err}");
     }

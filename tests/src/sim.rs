@@ -9,7 +9,7 @@ use futures::future::BoxFuture;
 use ringkv_client::{pb, Client};
 use ringkv_node::storage::MemoryStorage;
 use ringkv_node::transport::{channel, Conn, Incoming, Transport};
-use ringkv_node::{Clock, Config, Env};
+use ringkv_node::{Clock, Config, Engine, Env};
 use ringkv_proto::v1::admin_client::AdminClient;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -94,13 +94,13 @@ pub fn config(i: usize, seed: u64) -> Config {
         listen: format!("0.0.0.0:{PORT}"),
         advertise: Some(format!("n{i}:{PORT}")),
         seeds: vec![format!("n1:{PORT}")],
-        storage: "memory".into(),
-        gossip_interval_ms: 500,
-        peer_timeout_ms: 500,
-        request_timeout_ms: 2000,
+        storage: Engine::Memory,
+        gossip_interval: Duration::from_millis(500),
+        peer_timeout: Duration::from_millis(500),
+        request_timeout: Duration::from_secs(2),
         rng_seed: Some(seed ^ i as u64),
         // Tests run repair passes themselves.
-        anti_entropy_interval: 0,
+        anti_entropy_interval: Duration::ZERO,
         ..Config::default()
     }
 }

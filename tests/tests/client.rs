@@ -9,7 +9,7 @@ use ringkv_tests::process::{cluster, liveness, wait_until};
 #[test]
 fn token_aware_routing_never_forwards_and_idempotent_requests_fail_over() {
     let root = tempfile::tempdir().unwrap();
-    let mut nodes = cluster(root.path(), 5, &["--gossip-interval-ms", "300"]);
+    let mut nodes = cluster(root.path(), 5, &["--gossip-interval", "300ms"]);
     let all: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {

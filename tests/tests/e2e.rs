@@ -7,7 +7,7 @@ use ringkv_tests::process::{cli, cli_json, cluster, liveness, wait_until};
 #[test]
 fn three_nodes_survive_kill_9_and_repair_the_restarted_replica_on_read() {
     let root = tempfile::tempdir().unwrap();
-    let mut nodes = cluster(root.path(), 3, &["--gossip-interval-ms", "300"]);
+    let mut nodes = cluster(root.path(), 3, &["--gossip-interval", "300ms"]);
     let n1 = nodes[0].addr.clone();
 
     // A put at ALL is readable at ONE through each node.
@@ -137,7 +137,7 @@ fn demo_shows_the_price_of_each_level_and_writes_its_chart() {
 #[test]
 fn a_clock_step_is_refused_at_once_and_recovered_from() {
     let root = tempfile::tempdir().unwrap();
-    let nodes = cluster(root.path(), 3, &["--gossip-interval-ms", "300"]);
+    let nodes = cluster(root.path(), 3, &["--gossip-interval", "300ms"]);
     let (n1, n2) = (nodes[0].addr.clone(), nodes[1].addr.clone());
     let r = cli_json(&n1, &["fault", "clock", "--node", "n2", "--offset-ms", "5000"]);
     assert_eq!(r["offset_ms"], 5000, "{r}");

@@ -9,7 +9,7 @@ use ringkv_tests::process::{cli, cli_json, cluster, liveness, wait_until};
 #[test]
 fn hints_alone_bring_a_restarted_node_every_write_it_missed() {
     let root = tempfile::tempdir().unwrap();
-    let mut nodes = cluster(root.path(), 3, &["--anti-entropy-interval", "0", "--gossip-interval-ms", "300"]);
+    let mut nodes = cluster(root.path(), 3, &["--anti-entropy-interval", "0s", "--gossip-interval", "300ms"]);
     let n1 = nodes[0].addr.clone();
     nodes[2].kill9();
     wait_until("n1 sees n3 down", Duration::from_secs(15), || liveness(&n1, "n3") == "down");
@@ -40,7 +40,7 @@ fn hints_alone_bring_a_restarted_node_every_write_it_missed() {
 fn sloppy_quorum_needs_stand_ins_and_hands_their_writes_back() {
     // With three nodes and replication factor 3 there is no stand-in.
     let root = tempfile::tempdir().unwrap();
-    let mut three = cluster(root.path(), 3, &["--gossip-interval-ms", "300"]);
+    let mut three = cluster(root.path(), 3, &["--gossip-interval", "300ms"]);
     let a = three[0].addr.clone();
     three[1].kill9();
     three[2].kill9();
@@ -52,7 +52,7 @@ fn sloppy_quorum_needs_stand_ins_and_hands_their_writes_back() {
     drop(three);
 
     let root = tempfile::tempdir().unwrap();
-    let mut nodes = cluster(root.path(), 5, &["--gossip-interval-ms", "300"]);
+    let mut nodes = cluster(root.path(), 5, &["--gossip-interval", "300ms"]);
     let n1 = nodes[0].addr.clone();
     nodes[3].kill9();
     nodes[4].kill9();

@@ -12,7 +12,7 @@ const KEYS: usize = 2000;
 #[test]
 fn repair_brings_a_restarted_replica_up_to_date_and_then_finds_nothing() {
     let root = tempfile::tempdir().unwrap();
-    let mut nodes = cluster(root.path(), 3, &["--hinted-handoff", "off", "--anti-entropy-interval", "0", "--gossip-interval-ms", "300"]);
+    let mut nodes = cluster(root.path(), 3, &["--hinted-handoff", "off", "--anti-entropy-interval", "0s", "--gossip-interval", "300ms"]);
     let n1 = nodes[0].addr.clone();
     nodes[2].kill9();
     wait_until("n1 sees n3 down", Duration::from_secs(15), || liveness(&n1, "n3") == "down");

@@ -19,6 +19,8 @@
 //! | geography | [`ZoneAware`] |
 //! | content-based (layer 7) | [`ContentBased`] (rules on key prefix and kind) |
 //!
+//! [`PolicyName`] parses the names `--policy` takes into these types.
+//!
 //! Policies are pure, so they can be tried on a hand-made view:
 //!
 //! ```
@@ -43,6 +45,7 @@ mod content;
 mod dynamic_load;
 mod least_latency;
 mod least_outstanding;
+mod named;
 mod round_robin;
 mod sticky;
 mod token_aware;
@@ -55,6 +58,7 @@ pub use content::{ContentBased, Rule};
 pub use dynamic_load::DynamicLoad;
 pub use least_latency::LeastLatency;
 pub use least_outstanding::LeastOutstanding;
+pub use named::{PolicyName, DEFAULT_EPSILON};
 pub use round_robin::RoundRobin;
 pub use sticky::Sticky;
 pub use token_aware::TokenAware;

@@ -23,7 +23,7 @@
 //! resurrection this prevents.
 //!
 //! **When.** Automatically, once both rings have stayed unchanged for
-//! `cleanup_delay` seconds (checked by the anti-entropy worker; 0 turns it
+//! `cleanup_delay` (checked by the anti-entropy worker; 0 turns it
 //! off), once per ring; and on demand through `Admin.Cleanup` (`ringkv
 //! cleanup`).
 
@@ -172,7 +172,7 @@ mod tests {
 
     #[test]
     fn only_keys_this_node_replicates_in_neither_ring_are_dropped() {
-        let store = Store::new(Arc::new(MemoryStorage::default()), Durability::None, 1);
+        let store = Store::new(Arc::new(MemoryStorage::default()), Durability::None, Duration::from_millis(1));
         let q = u64::MAX / 4;
         let before = ring(&[("a", &[q]), ("b", &[2 * q]), ("c", &[3 * q])]);
         let after = ring(&[("a", &[q]), ("b", &[2 * q]), ("c", &[3 * q]), ("d", &[u64::MAX])]);
@@ -196,7 +196,7 @@ mod tests {
 
     #[test]
     fn a_node_outside_either_ring_drops_nothing() {
-        let store = Store::new(Arc::new(MemoryStorage::default()), Durability::None, 1);
+        let store = Store::new(Arc::new(MemoryStorage::default()), Durability::None, Duration::from_millis(1));
         put(&store, "k");
         let others = ring(&[("b", &[1]), ("c", &[u64::MAX / 2])]);
         let with_me = ring(&[("a", &[7]), ("b", &[1]), ("c", &[u64::MAX / 2])]);

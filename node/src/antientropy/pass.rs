@@ -214,7 +214,7 @@ async fn sync_with_retry(s: &Handles, start: Token, end: Token, peer: &str, rate
 /// Tombstone GC for a range every replica holds identically.
 async fn gc(r: &Repair, start: Token, end: Token, peers: &[String]) -> u64 {
     let s = &r.h;
-    let cutoff = r.clock.wall_ms().saturating_sub(s.config.tombstone_grace * 1000);
+    let cutoff = r.clock.wall_ms().saturating_sub(crate::clock::millis(s.config.tombstone_grace));
     let mut purged = match purge_tombstones(&s.store, start, end, cutoff) {
         Ok(n) => u64::from(n),
         Err(e) => {
@@ -233,11 +233,10 @@ async fn gc(r: &Repair, start: Token, end: Token, peers: &[String]) -> u64 {
 }
 
 /// Keeps the trees matching the ring, and runs a pass every
-/// `anti_entropy_interval` seconds (never when it is 0).
+/// `anti_entropy_interval` (never when it is zero).
 pub async fn run_worker(r: Repair, shutdown: CancellationToken) {
     let s = &r.h;
-    let interval = Duration::from_secs(s.config.anti_entropy_interval);
-    let cleanup_delay = Duration::from_secs(s.config.cleanup_delay);
+    let (interval, cleanup_delay) = (s.config.anti_entropy_interval, s.config.cleanup_delay);
     let mut last_pass = Instant::now();
     let mut cleanup = Schedule::new(s.membership.ring(), s.membership.future_ring(), Instant::now());
     loop {

@@ -326,7 +326,7 @@ mod tests {
     use std::sync::Arc;
 
     fn store() -> Store {
-        let s = Store::new(Arc::new(MemoryStorage::default()), Durability::None, 1);
+        let s = Store::new(Arc::new(MemoryStorage::default()), Durability::None, Duration::from_millis(1));
         // Two ranges covering the ring, split at a boundary key's token.
         let boundary = crate::ring::token_of(b"boundary");
         s.rebuild_trees(vec![(boundary, boundary.wrapping_add(1u64 << 63)), (boundary.wrapping_add(1u64 << 63), boundary)]).unwrap();

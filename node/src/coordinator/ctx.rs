@@ -68,7 +68,7 @@ impl Ctx {
 
     /// How long to wait for a read replica with too few latency samples.
     pub fn speculative_retry(&self) -> Duration {
-        Duration::from_millis(self.s.config.speculative_retry_ms)
+        self.s.config.speculative_retry
     }
 
     /// The per-message peer deadline.
@@ -111,7 +111,7 @@ impl Ctx {
     /// lose to) everyone else's.
     pub fn check_clock(&self) -> Result<()> {
         let s = &self.s;
-        let max_skew = s.config.max_clock_skew_ms;
+        let max_skew = crate::clock::millis(s.config.max_clock_skew);
         if let Some((at, step_ms)) = s.clock_watch.check(s.clock.wall_ms()) {
             if !s.membership.offsets_sampled_since(at) {
                 tracing::error!(node = %self.me(), step_ms, "wall clock stepped: refusing to coordinate writes until gossip samples the peers");
@@ -160,7 +160,7 @@ impl Ctx {
             return None;
         }
         let silent = s.membership.silent_ms(target);
-        let limits = Limits { silent_ms: silent, window_ms: s.config.max_hint_window * 1000, budget: s.config.max_hint_bytes_per_target };
+        let limits = Limits { silent_ms: silent, window: s.config.max_hint_window, budget: s.config.max_hint_bytes_per_target };
         let offered = s.hints.offer(target, key, version, s.clock.wall_ms(), limits);
         match offered {
             Ok(Stored::Yes(t)) => Some(t),

@@ -13,7 +13,6 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use rand::seq::IndexedRandom;
 use rand::Rng;
@@ -69,7 +68,7 @@ pub async fn round(g: &Gossip) {
 /// Runs gossip rounds until shutdown, logging up/down transitions.
 pub async fn run(g: Gossip, shutdown: CancellationToken) {
     let s = &g.h;
-    let mut tick = tokio::time::interval(Duration::from_millis(s.config.gossip_interval_ms));
+    let mut tick = tokio::time::interval(s.config.gossip_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut was_down: BTreeSet<String> = BTreeSet::new();
     loop {

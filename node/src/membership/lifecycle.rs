@@ -46,7 +46,7 @@ const PAGE: u32 = 1000;
 const PUSH_KEYS: usize = 256;
 
 fn ring_delay(s: &Handles) -> Duration {
-    Duration::from_millis(s.config.gossip_interval_ms * u64::from(RING_DELAY_ROUNDS))
+    s.config.gossip_interval * RING_DELAY_ROUNDS
 }
 
 /// Runs until this node is `normal`: gets tokens by the formation rule
@@ -141,7 +141,7 @@ fn keeps_tokens(s: &Handles) -> bool {
 async fn acquire_tokens(g: &Gossip, shutdown: &CancellationToken, claimed: Instant) -> Option<bool> {
     let s = &g.h;
     let tick = Duration::from_millis(200);
-    let settle = Duration::from_millis(s.config.gossip_interval_ms * u64::from(formation::SETTLE_ROUNDS));
+    let settle = s.config.gossip_interval * formation::SETTLE_ROUNDS;
     let mut majority_since: Option<Instant> = None;
     let mut waits = 0u32;
     loop {

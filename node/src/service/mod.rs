@@ -31,6 +31,5 @@ impl From<&Sibling> for pb::Sibling {
 
 /// The request's deadline, or the configured default.
 fn timeout(options: Option<&pb::RequestOptions>, config: &Config) -> Duration {
-    let ms = options.map(|o| o.timeout_ms).filter(|&ms| ms > 0).map_or(config.request_timeout_ms, u64::from);
-    Duration::from_millis(ms)
+    options.map(|o| o.timeout_ms).filter(|&ms| ms > 0).map_or(config.request_timeout, |ms| Duration::from_millis(ms.into()))
 }

@@ -181,7 +181,7 @@ impl pb::peer_server::Peer for PeerService {
             .map_err(|e| Error::InvalidArgument(format!("hint from {} did not decode: {e}", req.from)))?;
         let c = &self.s.config;
         let silent = self.s.membership.silent_ms(&req.target);
-        let limits = Limits { silent_ms: silent, window_ms: c.max_hint_window * 1000, budget: c.max_hint_bytes_per_target };
+        let limits = Limits { silent_ms: silent, window: c.max_hint_window, budget: c.max_hint_bytes_per_target };
         let offered = self.s.hints.offer(&req.target, &req.key, &version, self.s.clock.wall_ms(), limits)?;
         match offered {
             Stored::Yes(ticket) => {

@@ -119,6 +119,6 @@ mod tests {
 
     #[test]
     fn survives_reopen() {
-        super::super::conformance::survives_reopen("fjall");
+        super::super::conformance::survives_reopen(super::super::Engine::Fjall);
     }
 }

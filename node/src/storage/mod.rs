@@ -114,21 +114,43 @@ pub trait Storage: Send + Sync + 'static {
     }
 }
 
-/// The engines `--storage` accepts.
-pub const ENGINES: [&str; 4] = ["redb", "sled", "fjall", "memory"];
+/// The engines `storage` (and `--storage`) names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// An LSM tree with its own journal (the default).
+    #[default]
+    Fjall,
+    /// A copy-on-write B-tree, behind the commit log by default.
+    Redb,
+    /// sled 0.34, behind the commit log by default.
+    Sled,
+    /// Nothing on disk: tests and simulations.
+    Memory,
+}
 
-/// Opens the engine called `name` in `dir`, behind a commit log in
-/// `dir/commitlog` when `commit_log` is set (the memory engine has no disk
-/// and takes none).
-pub fn open(name: &str, dir: &Path, commit_log: bool) -> Result<Arc<dyn Storage>> {
+impl std::fmt::Display for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Engine::Fjall => "fjall",
+            Engine::Redb => "redb",
+            Engine::Sled => "sled",
+            Engine::Memory => "memory",
+        })
+    }
+}
+
+/// Opens `engine` in `dir`, behind a commit log in `dir/commitlog` when
+/// `commit_log` is set (the memory engine has no disk and takes none).
+pub fn open(engine: Engine, dir: &Path, commit_log: bool) -> Result<Arc<dyn Storage>> {
     std::fs::create_dir_all(dir).map_err(|e| Error::Storage(format!("cannot create data dir {}: {e}", dir.display())))?;
-    let engine: Arc<dyn Storage> = match name {
-        "redb" => Arc::new(RedbStorage::open(&dir.join("ringkv.redb"))?),
-        "sled" => Arc::new(SledStorage::open(&dir.join("sled"))?),
+    let engine: Arc<dyn Storage> = match engine {
+        Engine::Redb => Arc::new(RedbStorage::open(&dir.join("ringkv.redb"))?),
+        Engine::Sled => Arc::new(SledStorage::open(&dir.join("sled"))?),
         // fjall has a journal of its own: no commit log in front.
-        "fjall" => return Ok(Arc::new(FjallStorage::open(&dir.join("fjall"))?)),
-        "memory" => return Ok(Arc::new(MemoryStorage::default())),
-        other => return Err(Error::Config(format!("unknown storage engine {other:?}; expected one of {}", ENGINES.join(", ")))),
+        Engine::Fjall => return Ok(Arc::new(FjallStorage::open(&dir.join("fjall"))?)),
+        Engine::Memory => return Ok(Arc::new(MemoryStorage::default())),
     };
     if commit_log {
         return Ok(Arc::new(CommitLog::open(engine, &dir.join("commitlog"))?));
@@ -198,16 +220,16 @@ pub(crate) mod conformance {
     }
 
     /// Data written and synced is there after the engine is dropped and reopened.
-    pub fn survives_reopen(name: &str) {
+    pub fn survives_reopen(engine: Engine) {
         for commit_log in [false, true] {
-            survives_reopen_with(name, commit_log);
+            survives_reopen_with(engine, commit_log);
         }
     }
 
-    fn survives_reopen_with(name: &str, commit_log: bool) {
+    fn survives_reopen_with(engine: Engine, commit_log: bool) {
         let dir = tempfile::tempdir().unwrap();
         {
-            let s = open(name, dir.path(), commit_log).unwrap();
+            let s = open(engine, dir.path(), commit_log).unwrap();
             s.put(Tree::Data, b"k", b"v").unwrap();
             s.write_batch(&[Op::Put(Tree::Data, b"b", b"1"), Op::Put(Tree::Tokens, b"b", b"2")]).unwrap();
             s.sync().unwrap();
@@ -216,12 +238,12 @@ pub(crate) mod conformance {
         // the drop; poll with a deadline instead of failing on that race.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let s = loop {
-            match open(name, dir.path(), commit_log) {
+            match open(engine, dir.path(), commit_log) {
                 Ok(s) => break s,
                 Err(e) if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline => {
                     std::thread::sleep(std::time::Duration::from_millis(20))
                 }
-                Err(e) => panic!("reopen {name}: {e}"),
+                Err(e) => panic!("reopen {engine}: {e}"),
             }
         };
         assert_eq!(s.get(Tree::Data, b"k").unwrap().as_deref(), Some(&b"v"[..]));

@@ -159,6 +159,6 @@ mod tests {
 
     #[test]
     fn survives_reopen() {
-        super::super::conformance::survives_reopen("redb");
+        super::super::conformance::survives_reopen(super::super::Engine::Redb);
     }
 }

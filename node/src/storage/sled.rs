@@ -127,6 +127,6 @@ mod tests {
 
     #[test]
     fn survives_reopen() {
-        super::super::conformance::survives_reopen("sled");
+        super::super::conformance::survives_reopen(super::super::Engine::Sled);
     }
 }

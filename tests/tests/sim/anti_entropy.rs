@@ -98,7 +98,7 @@ fn tombstone_is_purged_only_once_every_replica_holds_it() {
     let mut sim = builder(seed).build();
     ringkv_tests::sim::add_nodes_with(&mut sim, 3, seed, |i, cfg| {
         no_hints(i, cfg);
-        cfg.tombstone_grace = 0;
+        cfg.tombstone_grace = Duration::ZERO;
     });
     sim.client("client", async {
         cluster_ready().await?;
@@ -145,9 +145,11 @@ fn a_purged_delete_never_comes_back_from_a_node_a_join_moved_the_range_away_from
     let mut sim = builder(seed).build();
     const GRACE_S: u64 = 3;
     let short = |_: usize, cfg: &mut ringkv_node::Config| {
-        cfg.tombstone_grace = GRACE_S;
+        cfg.tombstone_grace = Duration::from_secs(GRACE_S);
+        // `validate` wants hints to expire before tombstones may be purged.
+        cfg.max_hint_window = Duration::from_secs(GRACE_S - 1);
         // Well inside the grace: the old replica drops its copy before the tombstone goes.
-        cfg.cleanup_delay = 1;
+        cfg.cleanup_delay = Duration::from_secs(1);
     };
     ringkv_tests::sim::add_nodes_with(&mut sim, 3, seed, short);
     let mut cfg4 = ringkv_tests::sim::config(4, seed);

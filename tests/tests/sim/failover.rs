@@ -43,7 +43,7 @@ fn hint_replay_alone_delivers_every_write_a_partitioned_replica_missed() {
 fn replica_down_longer_than_the_hint_window_gets_no_hints() {
     let seed = seed(0x5eed_0031);
     let mut sim = builder(seed).build();
-    ringkv_tests::sim::add_nodes_with(&mut sim, 3, seed, |_, cfg| cfg.max_hint_window = 2);
+    ringkv_tests::sim::add_nodes_with(&mut sim, 3, seed, |_, cfg| cfg.max_hint_window = Duration::from_secs(2));
     sim.client("client", async {
         cluster_ready().await?;
         isolate_n3().await?;
@@ -71,7 +71,7 @@ fn hints_older_than_the_window_are_dropped_not_replayed() {
     // take, so every write is hinted: a target silent for longer than the
     // window gets no new hints.
     const WINDOW_S: u64 = 20;
-    ringkv_tests::sim::add_nodes_with(&mut sim, 3, seed, |_, cfg| cfg.max_hint_window = WINDOW_S);
+    ringkv_tests::sim::add_nodes_with(&mut sim, 3, seed, |_, cfg| cfg.max_hint_window = Duration::from_secs(WINDOW_S));
     sim.client("client", async {
         cluster_ready().await?;
         isolate_n3().await?;

@@ -28,8 +28,8 @@ fn huddled_tokens(i: usize, cfg: &mut ringkv_node::Config) {
     no_hints(i, cfg);
     cfg.anti_entropy_bytes_per_sec = 0;
     cfg.initial_tokens = vec![if i == 4 { u64::MAX - 1000 } else { i as u64 }];
-    cfg.peer_timeout_ms = 5_000;
-    cfg.request_timeout_ms = 10_000;
+    cfg.peer_timeout = Duration::from_secs(5);
+    cfg.request_timeout = Duration::from_secs(10);
 }
 
 fn large_key(i: usize) -> String {

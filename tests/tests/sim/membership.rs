@@ -17,8 +17,8 @@ use super::{cluster_ready, heal_n3, isolate_n3, no_hints, replicas, state_is, va
 /// 100 ms polling step.
 fn detection_bound() -> Duration {
     let cfg = ringkv_tests::sim::config(1, 0);
-    let interval = cfg.gossip_interval_ms as f64;
-    let ms = interval + interval + cfg.heartbeat_pause_ms as f64 + 5.61 * interval / 4.0 + interval + 100.0;
+    let interval = cfg.gossip_interval.as_millis() as f64;
+    let ms = interval + interval + cfg.heartbeat_pause.as_millis() as f64 + 5.61 * interval / 4.0 + interval + 100.0;
     Duration::from_millis(ms as u64)
 }
 
@@ -59,7 +59,7 @@ fn heavy_latency_jitter_causes_no_up_down_flapping() {
     let mut b = builder(seed);
     b.min_message_latency(Duration::from_millis(0)).max_message_latency(Duration::from_millis(300));
     let mut sim = b.build();
-    ringkv_tests::sim::add_nodes_with(&mut sim, 3, seed, |_, cfg| cfg.peer_timeout_ms = 2000);
+    ringkv_tests::sim::add_nodes_with(&mut sim, 3, seed, |_, cfg| cfg.peer_timeout = Duration::from_secs(2));
     sim.client("observer", async {
         cluster_ready().await?;
         let started = tokio::time::Instant::now();
@@ -206,11 +206,11 @@ fn sixty_four_nodes_converge_in_a_few_gossip_rounds() {
         let mut cfg = ringkv_tests::sim::config(i, seed);
         // Fixed, distinct tokens, so all 64 can start at once.
         cfg.initial_tokens = (0..4).map(|v| ((v * N + i) as u64) << 52).collect();
-        cfg.anti_entropy_interval = 0;
+        cfg.anti_entropy_interval = Duration::ZERO;
         ringkv_tests::sim::add_node(&mut sim, cfg, Duration::ZERO);
     }
     sim.client("observer", async {
-        let interval = ringkv_tests::sim::config(1, 0).gossip_interval_ms;
+        let interval = ringkv_tests::sim::config(1, 0).gossip_interval.as_millis();
         let started = tokio::time::Instant::now();
         let mut pending: Vec<usize> = (1..=N).collect();
         while !pending.is_empty() {
