@@ -33,6 +33,7 @@ use ringkv_proto::v1 as pb;
 use ringkv_proto::v1::ReadRepair;
 use tokio::time::Instant;
 
+use crate::admit;
 use crate::error::{Error, Result};
 use crate::hints::{Limits, Stored};
 use crate::paging::{Page, PAGE_BYTES};
@@ -40,7 +41,7 @@ use crate::quorum::{Level, Outcome, QuorumTracker};
 use crate::record;
 use crate::shared::Shared;
 use crate::store::Ticket;
-use crate::version::{Context, DvvSet, Sibling};
+use crate::version::{check_context, Context, DvvSet, Sibling};
 
 /// A write as the coordinator sees it.
 #[derive(Clone, Debug)]
@@ -147,22 +148,11 @@ impl Coordinator {
 
     /// Checks a key against the configured limits.
     pub fn check_key(&self, key: &[u8]) -> Result<()> {
-        let max = self.s.config.max_key_bytes;
-        if key.is_empty() {
-            return Err(Error::InvalidArgument("key must not be empty".into()));
-        }
-        if key.len() > max {
-            return Err(Error::InvalidArgument(format!("key is {} bytes; the limit is {max} bytes (max_key_bytes)", key.len())));
-        }
-        Ok(())
+        admit::check_key(key, self.s.config.max_key_bytes)
     }
 
     fn check_value(&self, value: &[u8]) -> Result<()> {
-        let max = self.s.config.max_value_bytes;
-        if value.len() > max {
-            return Err(Error::InvalidArgument(format!("value is {} bytes; the limit is {max} bytes (max_value_bytes)", value.len())));
-        }
-        Ok(())
+        admit::check_value(value, self.s.config.max_value_bytes)
     }
 
     /// Who to ask and whose answers count, or `Unavailable` when fewer
@@ -283,6 +273,9 @@ impl Coordinator {
     pub async fn write(&self, w: Write, forwarded_from: Option<String>) -> Result<(Context, pb::Receipt)> {
         self.check_key(&w.key)?;
         self.check_value(&w.value)?;
+        // A client's context is distrusted: bounded here, and capped to
+        // what the key has issued by `DvvSet::update`.
+        w.context.as_ref().map(check_context).transpose()?;
         // A node whose clock disagrees with most of its peers stamps no
         // writes: its timestamps would shadow (or lose to) everyone else's.
         let max_skew = self.s.config.max_clock_skew_ms;
@@ -324,7 +317,7 @@ impl Coordinator {
                 hlc.observe(seen);
             }
             let sibling = Sibling { hlc: hlc.now(clock.wall_ms()), value: w.value, tombstone: w.tombstone };
-            d.update(&ctx, actor, sibling, blind);
+            d.update(&ctx, actor, sibling, blind)
         })?;
         let encoded = record::encode(&dvv);
 
@@ -498,7 +491,7 @@ impl Coordinator {
         let dot_id = format!("{}~{}.{}", self.me(), now.wall_ms, now.logical);
         let mut dvv = DvvSet::default();
         let blind = w.context.is_none();
-        dvv.update(&w.context.unwrap_or_default(), &dot_id, Sibling { hlc: now, value: w.value, tombstone: w.tombstone }, blind);
+        dvv.update(&w.context.unwrap_or_default(), &dot_id, Sibling { hlc: now, value: w.value, tombstone: w.tombstone }, blind)?;
         let mut receipt = self.receipt(w.level, 1, &plan.prefs);
         let mut last = None;
         for target in &plan.prefs {
@@ -589,7 +582,13 @@ impl Coordinator {
         let s = self.s.clone();
         async move {
             let t0 = Instant::now();
-            let r = if id == s.config.id { s.store.read(&key) } else { s.peers.read(&id, &key, timeout).await };
+            let r = if id == s.config.id {
+                s.store.read(&key)
+            } else {
+                // A peer's answer is admitted like any version it sends; one
+                // that fails counts as that replica failing.
+                s.peers.read(&id, &key, timeout).await.and_then(|v| v.map(|v| s.admit.check(&key, &v).map(|()| v)).transpose())
+            };
             (id, r, t0.elapsed())
         }
         .boxed()
@@ -797,18 +796,26 @@ impl Coordinator {
         for (id, result, latency) in results {
             let report = report_for(&mut receipt, &id);
             report.latency_us = latency.as_micros() as u64;
+            // A peer's answer is admitted whole, or counts as not answering.
+            let result = result.and_then(|kv| {
+                let entries: Vec<(Vec<u8>, DvvSet)> = if id == self.me() {
+                    kv.entries.into_iter().map(|e| record::decode(&e.key, &e.version).map(|v| (e.key, v))).collect::<Result<_>>()?
+                } else {
+                    self.s.admit.answer(kv.entries, &id)?
+                };
+                Ok((kv.more, entries))
+            });
             match result {
-                Ok(kv) => {
+                Ok((more, entries)) => {
                     report.answered = true;
                     answered.push(id);
-                    if let Some(last) = kv.entries.last().filter(|_| kv.more) {
-                        if horizon.as_ref().is_none_or(|h| last.key < *h) {
-                            horizon = Some(last.key.clone());
+                    if let Some((last, _)) = entries.last().filter(|_| more) {
+                        if horizon.as_ref().is_none_or(|h| last < h) {
+                            horizon = Some(last.clone());
                         }
                     }
-                    for e in kv.entries {
-                        let v: DvvSet = record::decode(&e.key, &e.version)?;
-                        merged.entry(e.key).and_modify(|m| m.merge(&v)).or_insert(v);
+                    for (key, v) in entries {
+                        merged.entry(key).and_modify(|m: &mut DvvSet| m.merge(&v)).or_insert(v);
                     }
                 }
                 Err(e) => report.error = e.to_string(),

@@ -19,6 +19,7 @@ use ringkv_proto::v1::{admin_server::AdminServer, kv_server::KvServer, peer_serv
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::admit::Admit;
 use crate::antientropy;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
@@ -120,8 +121,11 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
     let peers =
         Arc::new(Peers::new(env.transport.clone(), faults.clone(), membership.clone(), Duration::from_millis(config.peer_timeout_ms)));
     let hints = Arc::new(Hints::open(store.clone())?);
+    let hlc = Arc::new(HlcClock::new(config.id.clone(), config.max_clock_skew_ms));
+    let admit = Arc::new(Admit::new(&config, hlc.clone(), env.clock.clone()));
     let shared = Arc::new(Shared {
-        hlc: HlcClock::new(config.id.clone(), config.max_clock_skew_ms),
+        hlc,
+        admit,
         actor: format!("{}@{generation}", config.id),
         clock_watch: crate::clock::ClockWatch::new(config.max_clock_skew_ms),
         config: Arc::new(config),

@@ -87,7 +87,10 @@ fn put(key: &[u8], value: &[u8], context: Option<Vec<u8>>) -> pb::PutRequest {
 }
 
 fn get(key: &[u8]) -> pb::GetRequest {
-    pb::GetRequest { key: key.to_vec(), options: Some(pb::RequestOptions { consistency: pb::Consistency::One as i32, ..Default::default() }) }
+    pb::GetRequest {
+        key: key.to_vec(),
+        options: Some(pb::RequestOptions { consistency: pb::Consistency::One as i32, ..Default::default() }),
+    }
 }
 
 /// A version with one entry for `actor`, `counter` dots issued, and the
@@ -197,7 +200,8 @@ async fn corpus() {
         let hint = pb::StoreHintRequest { target: me.clone(), key: key.to_vec(), version: record::encode(v), from: "mallory".into() };
         refused(&mut wrong, &format!("StoreHint, {what}"), node.peer.store_hint(hint).await, code, says);
     }
-    let ghost = pb::StoreHintRequest { target: "ghost".into(), key: b"haunt".to_vec(), version: record::encode(&ok), from: "mallory".into() };
+    let ghost =
+        pb::StoreHintRequest { target: "ghost".into(), key: b"haunt".to_vec(), version: record::encode(&ok), from: "mallory".into() };
     refused(&mut wrong, "StoreHint for a made-up target", node.peer.store_hint(ghost).await, Code::InvalidArgument, "ghost");
 
     // --- RPC arguments that would build enormous answers. ---
@@ -223,9 +227,21 @@ async fn corpus() {
     let ctx: Context = record::decode(b"<context>", &ctx_bytes).expect("a context");
     let actor = ctx.keys().find(|a| a.starts_with(&format!("{me}@"))).expect("the coordinator's actor").clone();
     let overflow = Context::from([(actor.clone(), u64::MAX)]);
-    refused(&mut wrong, "Put with a u64::MAX context", node.kv.put(put(b"kept", b"lost?", Some(encode_context(&overflow)))).await, Code::InvalidArgument, "context");
+    refused(
+        &mut wrong,
+        "Put with a u64::MAX context",
+        node.kv.put(put(b"kept", b"lost?", Some(encode_context(&overflow)))).await,
+        Code::InvalidArgument,
+        "context",
+    );
     let crowd: Context = (0..5_000).map(|i| (format!("x{i}@1"), 1)).collect();
-    refused(&mut wrong, "Put with 5,000 context entries", node.kv.put(put(b"kept", b"lost?", Some(encode_context(&crowd)))).await, Code::InvalidArgument, "context");
+    refused(
+        &mut wrong,
+        "Put with 5,000 context entries",
+        node.kv.put(put(b"kept", b"lost?", Some(encode_context(&crowd)))).await,
+        Code::InvalidArgument,
+        "context",
+    );
 
     // --- The node still serves, and nothing stored changed. ---
     assert!(wrong.is_empty(), "{} call(s) not refused as expected:\n{}", wrong.len(), wrong.join("\n"));
@@ -255,7 +271,12 @@ async fn a_far_future_push_is_rejected_and_does_not_move_the_hlc() {
         for key in [b"clock".as_slice(), b"other"] {
             node.kv.put(put(key, b"now", None)).await.expect("put");
             let stamped = newest_wall_ms(&mut node, key).await;
-            assert!(stamped <= now_ms() + SKEW_MS, "{}: stamped {} ms ahead", String::from_utf8_lossy(key), stamped.saturating_sub(now_ms()));
+            assert!(
+                stamped <= now_ms() + SKEW_MS,
+                "{}: stamped {} ms ahead",
+                String::from_utf8_lossy(key),
+                stamped.saturating_sub(now_ms())
+            );
         }
     })
     .await
