@@ -88,7 +88,7 @@ async fn main() {
                 };
                 a.update(key.as_bytes(), |v| {
                     let ctx = v.context();
-                    v.update(&ctx, "n2", newer, false).unwrap()
+                    v.update(&ctx, "n2", newer, false)
                 })
                 .expect("update");
             }
