@@ -161,12 +161,13 @@ impl Store {
     }
 
     /// Applies `f` to the key's version (empty if absent) and stores the
-    /// result. Returns the new version, a ticket and what `f` returned.
-    pub fn update<R>(&self, key: &[u8], f: impl FnOnce(&mut DvvSet) -> R) -> Result<(DvvSet, Ticket, R)> {
+    /// result. Returns the new version, a ticket and what `f` returned. If
+    /// `f` fails, nothing is written and its error is returned.
+    pub fn update<R>(&self, key: &[u8], f: impl FnOnce(&mut DvvSet) -> Result<R>) -> Result<(DvvSet, Ticket, R)> {
         let mut last = self.stripe(key);
         let old = self.read_raw(key)?;
         let mut dvv = old.as_deref().map(|b| record::decode(key, b)).transpose()?.unwrap_or_default();
-        let out = f(&mut dvv);
+        let out = f(&mut dvv)?;
         let ticket = self.write(key, old.as_deref(), &dvv)?;
         *last = ticket;
         Ok((dvv, ticket, out))
@@ -297,14 +298,11 @@ impl Store {
             .collect()
     }
 
-    /// Decodes a page of framed records (a streamed range, pushed keys) and
-    /// merges them as one engine batch. Returns how many changed and the
-    /// ticket to await before acknowledging the page. A record that does not
-    /// decode fails the page.
-    pub fn merge_records<'a>(&self, entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Result<(u32, Ticket)> {
-        let decoded: Vec<(&[u8], DvvSet)> =
-            entries.into_iter().map(|(k, raw)| record::decode(k, raw).map(|v| (k, v))).collect::<Result<_>>()?;
-        let items: Vec<(&[u8], &DvvSet)> = decoded.iter().map(|(k, v)| (*k, v)).collect();
+    /// Merges a page of versions (a streamed range, pushed keys), already
+    /// decoded and admitted (`admit.rs`), as one engine batch. Returns how
+    /// many changed and the ticket to await before acknowledging the page.
+    pub fn merge_page(&self, page: &[(&[u8], DvvSet)]) -> Result<(u32, Ticket)> {
+        let items: Vec<(&[u8], &DvvSet)> = page.iter().map(|(k, v)| (*k, v)).collect();
         let mut changed = 0;
         let mut last = Ticket::default();
         for merged in self.merge_many(&items) {
@@ -581,7 +579,7 @@ mod tests {
         assert_eq!(m.ticket, written, "an unchanged merge waits for the write that stored the version");
         assert_eq!(store.read(b"k").unwrap().unwrap(), v);
         let mut newer = v.clone();
-        newer.update(&Context::new(), "n2", sib("y"), false);
+        newer.update(&Context::new(), "n2", sib("y"), false).unwrap();
         let m = store.merge(b"k", &newer).unwrap();
         assert!(m.changed && m.ticket > written, "a change is a new write: {m:?}");
     }
@@ -700,7 +698,7 @@ mod tests {
         let mut versions = Vec::new();
         for k in ["a", "b", "a", "c"] {
             let mut d = DvvSet::default();
-            d.update(&Context::new(), "n2", sib(&format!("{k}{}", versions.len())), false);
+            d.update(&Context::new(), "n2", sib(&format!("{k}{}", versions.len())), false).unwrap();
             versions.push((k.as_bytes().to_vec(), d));
         }
         let inner = MemoryStorage::default();
