@@ -1,54 +1,17 @@
-//! Versions: dotted version vector sets (DVVSet) with HLC-stamped siblings and
-//! a per-key last-writer-wins floor.
+//! The DVVSet itself: siblings, contexts, per-node entries, and the three
+//! pure operations (context, update, merge) with the LWW floor.
 //!
-//! This is DESIGN §3, and it follows Riak's `dvvset` (Almeida et al.,
-//! "Scalable and Accurate Causality Tracking for Eventually Consistent
-//! Stores", 2014). A stored value is a map from node id to an entry
-//! `(counter, siblings newest-first)`. The entry says that node coordinated
-//! writes `1..=counter`, and that the last `siblings.len()` of them are still
-//! live values. Older dots are *covered*: seen, superseded, never coming back.
-//!
-//! Three operations, all pure:
-//!
-//! - [`DvvSet::context`]: the causal context a client gets with a read.
-//! - [`DvvSet::update`]: a write coordinated by `node`. It drops what the
-//!   context has seen, then adds the new sibling as dot `counter + 1`.
-//! - [`DvvSet::merge`]: the join used by replication, read repair, hint
-//!   replay and anti-entropy alike.
-//!
-//! # Blind writes and the floor
-//!
-//! A write without a context is *blind* and resolved last-writer-wins by HLC.
-//! Each key keeps a floor: the highest HLC of any blind write it has seen,
-//! merged by max. Every sibling older than the floor is dropped, but its dot
-//! stays covered. The floor is a max-register, so the merge stays a join.
-//! `shared/models/dvv_floor.py` shows that the two simpler rules are not a
-//! join, or are not LWW; the proptests below mirror that model.
-//!
-//! Dropping by floor keeps the dot alignment of an entry intact. HLC is
-//! monotonic per node, because a coordinator observes the key's stored
-//! timestamps before stamping. So within an entry the siblings below the
-//! floor are always a suffix, and entry `(n, l)` still means `l[i]` is dot
-//! `n - i`.
+//! Invariants kept here (the essay in `version/mod.rs` explains why):
+//! entry `(n, l)` means `l[i]` is dot `n - i`; no sibling is older than the
+//! floor; `merge` is a join (commutative, associative, idempotent), which
+//! the proptests below check against `shared/models/dvv_floor.py`.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
+use super::Hlc;
 use crate::error::{Error, Result};
-
-/// A hybrid logical clock timestamp. The derived order (wall, logical,
-/// node) is total, so LWW between any two writes is decided.
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Hlc {
-    /// Physical time in milliseconds since the Unix epoch.
-    pub wall_ms: u64,
-    /// Orders events within one millisecond.
-    pub logical: u32,
-    /// The node that issued the timestamp, the final tie-breaker.
-    pub node: String,
-}
 
 /// One value of a key, live or deleted.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -250,61 +213,10 @@ fn merge_entry(a: Entry, b: Entry) -> Entry {
     }
 }
 
-/// A hybrid logical clock (Kulkarni et al., 2014) for one node. Pure: the
-/// wall time comes in as an argument, from the injected `Clock`.
-#[derive(Debug)]
-pub struct HlcClock {
-    node: String,
-    max_skew_ms: u64,
-    last: Mutex<(u64, u32)>,
-}
-
-impl HlcClock {
-    /// A clock for `node` that rejects remote timestamps more than
-    /// `max_skew_ms` ahead of local wall time.
-    pub fn new(node: impl Into<String>, max_skew_ms: u64) -> Self {
-        Self { node: node.into(), max_skew_ms, last: Mutex::new((0, 0)) }
-    }
-
-    /// A fresh timestamp, greater than every one issued or observed before.
-    pub fn now(&self, wall_ms: u64) -> Hlc {
-        let mut last = self.last.lock().expect("hlc lock poisoned");
-        *last = if wall_ms > last.0 { (wall_ms, 0) } else { (last.0, last.1 + 1) };
-        Hlc { wall_ms: last.0, logical: last.1, node: self.node.clone() }
-    }
-
-    /// Moves the clock past `seen`, so the next `now` is greater. Used for
-    /// timestamps this node already stores, which are never rejected.
-    pub fn observe(&self, seen: &Hlc) {
-        let mut last = self.last.lock().expect("hlc lock poisoned");
-        if (seen.wall_ms, seen.logical) > *last {
-            *last = (seen.wall_ms, seen.logical);
-        }
-    }
-
-    /// Checks a timestamp that came from another node, then observes it. A
-    /// timestamp too far ahead is rejected: accepting it would let a skewed
-    /// clock shadow every later write.
-    pub fn receive(&self, remote: &Hlc, wall_ms: u64) -> Result<()> {
-        self.check(remote, wall_ms)?;
-        self.observe(remote);
-        Ok(())
-    }
-
-    /// The check of [`HlcClock::receive`] alone: fails if `remote` is more
-    /// than `max_skew_ms` ahead of `wall_ms`; the clock does not move.
-    pub fn check(&self, remote: &Hlc, wall_ms: u64) -> Result<()> {
-        let limit = wall_ms.saturating_add(self.max_skew_ms);
-        if remote.wall_ms > limit {
-            return Err(Error::ClockSkew { node: remote.node.clone(), ahead_ms: remote.wall_ms - wall_ms, max_ms: self.max_skew_ms });
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::version::HlcClock;
     use proptest::prelude::*;
 
     fn sib(wall: u64, node: &str, v: &str) -> Sibling {
@@ -379,21 +291,6 @@ mod tests {
         assert!(a.live().is_empty());
         assert_eq!(a.siblings().len(), 1);
         assert_eq!(a.context()["a"], 2);
-    }
-
-    #[test]
-    fn hlc_is_monotonic_and_rejects_far_future() {
-        let c = HlcClock::new("n1", 500);
-        let t1 = c.now(100);
-        let t2 = c.now(100);
-        let t3 = c.now(50);
-        assert!(t1 < t2 && t2 < t3);
-        let remote = Hlc { wall_ms: 400, logical: 7, node: "n2".into() };
-        c.receive(&remote, 100).unwrap();
-        assert!(c.now(100) > remote);
-        let far = Hlc { wall_ms: 700, logical: 0, node: "n3".into() };
-        let err = c.receive(&far, 100).unwrap_err();
-        assert!(matches!(err, Error::ClockSkew { ahead_ms: 600, max_ms: 500, .. }), "{err}");
     }
 
     #[test]
