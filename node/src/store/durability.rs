@@ -4,8 +4,8 @@
 //! Invariants: tickets are issued in write order, starting at 1 (the
 //! default ticket, 0, stands for "nothing written" and is durable at once);
 //! `synced` only grows, and a ticket at or below it is covered by a sync
-//! that ran after its write. A waiter is released only by such a sync,
-//! never by its own write alone.
+//! that ran after its write. Under `fsync` and `group`, a waiter is
+//! released only by such a sync, never by its own write alone.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
