@@ -13,13 +13,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prost::Message;
+use ringkv_node::admit::Admit;
 use ringkv_node::antientropy::sync::{sync_range, LocalPeer, RateLimit};
 use ringkv_node::antientropy::Trees;
 use ringkv_node::ring::{choose_tokens, Ring};
 use ringkv_node::storage::MemoryStorage;
 use ringkv_node::store::Store;
-use ringkv_node::version::{Context, DvvSet, Hlc, Sibling};
-use ringkv_node::Durability;
+use ringkv_node::version::{Context, DvvSet, Hlc, HlcClock, Sibling};
+use ringkv_node::{Config, Durability, SystemClock};
 use ringkv_proto::v1 as pb;
 
 fn ring() -> Ring {
@@ -34,7 +35,7 @@ fn ring() -> Ring {
 fn version(value: &str, wall: u64) -> DvvSet {
     let mut d = DvvSet::default();
     let s = Sibling { hlc: Hlc { wall_ms: wall, logical: 0, node: "n1".into() }, value: value.as_bytes().to_vec(), tombstone: false };
-    d.update(&Context::new(), "n1", s, false);
+    d.update(&Context::new(), "n1", s, false).unwrap();
     d
 }
 
@@ -46,8 +47,10 @@ fn store(ranges: &[(u64, u64)]) -> Store {
 
 async fn sync_all(a: &Store, b: &Store) -> (u64, u64) {
     let (mut bytes, mut keys) = (0, 0);
+    let hlc = Arc::new(HlcClock::new("n1", 500));
+    let admit = Admit::new(&Config::default(), hlc, Arc::new(SystemClock::default()));
     for (start, end) in a.trees().ranges() {
-        let o = sync_range(a, start, end, &LocalPeer(b), "n1", &mut RateLimit::new(0)).await.expect("sync");
+        let o = sync_range(a, &admit, start, end, &LocalPeer(b, &admit), "n1", &mut RateLimit::new(0)).await.expect("sync");
         bytes += o.bytes_sent + o.bytes_received;
         keys += o.keys_repaired;
     }

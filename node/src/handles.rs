@@ -4,8 +4,8 @@
 //! beside the services. They used to take the whole node (`node::Shared`),
 //! which made `node.rs` and those modules import each other. Now `node.rs`
 //! builds these small values once and hands each loop what it uses:
-//! - [`Handles`]: config, store, membership view, peer connections and the
-//!   node's shutdown token — what membership changes touch;
+//! - [`Handles`]: config, store, membership view, peer connections, the
+//!   admission check and the node's shutdown token — what membership changes touch;
 //! - [`Gossip`]: `Handles` plus the RNG, wall clock and request gauge a
 //!   gossip round needs (joining runs rounds of its own);
 //! - `hints::Replayer`: the hint store, peers, liveness and clock.
@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use rand::rngs::StdRng;
 use tokio_util::sync::CancellationToken;
 
+use crate::admit::Admit;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::membership::Membership;
@@ -35,6 +36,8 @@ pub struct Handles {
     pub membership: Arc<Membership>,
     /// Its connections to peers.
     pub peers: Arc<Peers>,
+    /// The check every version from another node passes (`admit.rs`).
+    pub admit: Arc<Admit>,
     /// Cancelled to stop the node (shutdown, a decommission, a removal).
     pub shutdown: CancellationToken,
 }

@@ -21,7 +21,10 @@
 //!   An expired hint is also not merged into: a new write for the key
 //!   starts a fresh hint.
 //!
-//! Replay runs when the failure detector sees the target up again. It pushes
+//! Replay runs when the failure detector sees the target up again, and only
+//! for a member: an id no member has is never "up" here (`StoreHint`
+//! refuses such targets too), so a made-up target is not retried every
+//! tick. It pushes
 //! the hints in pages with the same merge every replica uses, rate-limited,
 //! and deletes a hint only after the target has acknowledged it, and only
 //! if the hint has not changed meanwhile. Hints live in storage, so a
@@ -353,7 +356,7 @@ impl Replayer {
                 _ = tokio::time::sleep(TICK) => {}
             }
             for (target, _) in self.hints.pending() {
-                if !self.membership.is_up(&target) {
+                if !self.membership.is_up_member(&target) {
                     continue;
                 }
                 let mut rate = RateLimit::new(self.bytes_per_sec);
@@ -378,7 +381,7 @@ mod tests {
     fn version(node: &str, value: &str, wall_ms: u64) -> DvvSet {
         let mut d = DvvSet::default();
         let sib = Sibling { hlc: Hlc { wall_ms, logical: 0, node: node.into() }, value: value.into(), tombstone: false };
-        d.update(&Context::new(), node, sib, false);
+        d.update(&Context::new(), node, sib, false).unwrap();
         d
     }
 

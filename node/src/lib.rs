@@ -1,7 +1,8 @@
 //! The ringkv node: a leaderless, Dynamo-style replica.
 //!
 //! Bottom-up: `storage` engines hold bytes; `record` frames them; `version`
-//! is the DVVSet + HLC merge; `store` is the replica's versioned store with
+//! is the DVVSet + HLC merge; `admit` is the check every version from
+//! another node passes; `store` is the replica's versioned store with
 //! durability waits; `ring` places keys; `membership` gossips the member
 //! list; `peer_client` and `fault` carry node-to-node traffic, in `paging`'s
 //! byte-bounded pages; `quorum` and
@@ -9,6 +10,7 @@
 //! and [`run`]s it. `ARCHITECTURE.md` tells the same story with links.
 #![warn(missing_docs)]
 
+pub mod admit;
 pub mod antientropy;
 pub mod clock;
 pub mod config;

@@ -19,6 +19,7 @@ use ringkv_proto::v1::{admin_server::AdminServer, kv_server::KvServer, peer_serv
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::admit::Admit;
 use crate::antientropy;
 use crate::clock::{millis, Clock, SystemClock};
 use crate::config::Config;
@@ -122,8 +123,11 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
     let faults = Arc::new(Faults::new(rng.clone()));
     let peers = Arc::new(Peers::new(env.transport.clone(), faults.clone(), membership.clone(), config.peer_timeout));
     let hints = Arc::new(Hints::open(store.clone())?);
+    let hlc = Arc::new(HlcClock::new(config.id.clone(), millis(config.max_clock_skew)));
+    let admit = Arc::new(Admit::new(&config, hlc.clone(), env.clock.clone()));
     let shared = Arc::new(Shared {
-        hlc: HlcClock::new(config.id.clone(), millis(config.max_clock_skew)),
+        hlc,
+        admit,
         actor: format!("{}@{generation}", config.id),
         clock_watch: crate::clock::ClockWatch::new(millis(config.max_clock_skew)),
         config: Arc::new(config),

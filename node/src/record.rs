@@ -59,7 +59,7 @@ mod tests {
     fn sample() -> DvvSet {
         let mut d = DvvSet::default();
         let s = Sibling { hlc: Hlc { wall_ms: 7, logical: 1, node: "n1".into() }, value: b"hello".to_vec(), tombstone: false };
-        d.update(&Default::default(), "n1", s, false);
+        d.update(&Default::default(), "n1", s, false).unwrap();
         d
     }
 

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use rand::rngs::StdRng;
 use tokio_util::sync::CancellationToken;
 
+use crate::admit::Admit;
 use crate::antientropy;
 use crate::clock::Clock;
 use crate::config::Config;
@@ -32,7 +33,9 @@ pub struct Shared {
     /// Its connections to peers.
     pub peers: Arc<Peers>,
     /// Its hybrid logical clock.
-    pub hlc: HlcClock,
+    pub hlc: Arc<HlcClock>,
+    /// The check every version from another node passes (`admit.rs`).
+    pub admit: Arc<Admit>,
     /// The actor id on the dots this incarnation issues: `<id>@<generation>`.
     /// A restart gets a new one, so a write lost in a crash (stored by peers
     /// but not yet durable here) can never have its dot reused for another
@@ -65,6 +68,7 @@ impl Shared {
             store: self.store.clone(),
             membership: self.membership.clone(),
             peers: self.peers.clone(),
+            admit: self.admit.clone(),
             shutdown: self.shutdown.clone(),
         }
     }

@@ -103,6 +103,9 @@ struct Remote<'a> {
 }
 
 impl SyncPeer for Remote<'_> {
+    fn name(&self) -> &str {
+        self.id
+    }
     async fn merkle_nodes(&self, req: pb::MerkleNodesRequest) -> Result<pb::MerkleNodesResponse> {
         self.s.peers.merkle_nodes(self.id, req).await
     }
@@ -201,7 +204,7 @@ pub async fn run_pass(r: &Repair, only: Option<(Token, Token)>) -> pb::RepairRep
 async fn sync_with_retry(s: &Handles, start: Token, end: Token, peer: &str, rate: &mut RateLimit) -> Result<super::sync::RangeOutcome> {
     let mut attempt = 0;
     loop {
-        match sync_range(&s.store, start, end, &Remote { s, id: peer }, &s.config.id, rate).await {
+        match sync_range(&s.store, &s.admit, start, end, &Remote { s, id: peer }, &s.config.id, rate).await {
             Err(Error::TreeNotReady { .. }) if attempt < NOT_READY_RETRIES => {
                 attempt += 1;
                 tokio::time::sleep(Duration::from_millis(250)).await;

@@ -33,10 +33,10 @@ use prost::Message;
 use ringkv_proto::v1 as pb;
 use tokio::time::Instant;
 
-use super::merkle::{Hash, RangeTree, DEPTH, FANOUT};
+use super::merkle::{Hash, RangeTree, DEPTH, FANOUT, LEAVES};
+use crate::admit::{check_items, Admit};
 use crate::error::{Error, Result};
 use crate::paging::{Page, Pager, PAGE_BYTES};
-use crate::record;
 use crate::ring::Token;
 use crate::store::{version_digest, Store};
 use crate::version::DvvSet;
@@ -46,6 +46,10 @@ const CHUNK: usize = 256;
 
 /// The other side of a sync.
 pub trait SyncPeer {
+    /// Who it is, for logs.
+    fn name(&self) -> &str {
+        "peer"
+    }
     /// Hashes of some tree nodes.
     fn merkle_nodes(&self, req: pb::MerkleNodesRequest) -> impl Future<Output = Result<pb::MerkleNodesResponse>> + Send;
     /// Digest of one leaf.
@@ -109,9 +113,12 @@ fn range_ref(start: Token, end: Token) -> Option<pb::RangeRef> {
     Some(pb::RangeRef { start, end })
 }
 
-/// Syncs range `(start, end]` of `local` with `peer`.
+/// Syncs range `(start, end]` of `local` with `peer`. Every version
+/// fetched passes `admit`; one that fails is skipped (and logged), so a bad
+/// key on the peer does not stall the rest of the range.
 pub async fn sync_range(
     local: &Store,
+    admit: &Admit,
     start: Token,
     end: Token,
     peer: &impl SyncPeer,
@@ -188,9 +195,8 @@ pub async fn sync_range(
                 (true, None) => return Err(bad_answer("was cut but empty")),
             };
             wanted = &wanted[resume..];
-            for kv in resp.entries {
-                let incoming: DvvSet = record::decode(&kv.key, &kv.version)?;
-                let merged = local.merge(&kv.key, &incoming)?;
+            for (key, incoming) in admit.pulled_page(&resp.entries, peer.name()) {
+                let merged = local.merge(key, &incoming)?;
                 out.keys_repaired += u64::from(merged.changed);
                 local.durable(merged.ticket).await?;
             }
@@ -252,17 +258,32 @@ pub fn leaf_digest(store: &Store, start: Token, end: Token, leaf: u32) -> Result
 pub mod answer {
     use super::*;
 
-    /// `MerkleNodes`.
-    pub fn nodes(store: &Store, req: &pb::MerkleNodesRequest) -> pb::MerkleNodesResponse {
+    /// `MerkleNodes`. The request is bounded by the tree's shape: a level
+    /// at most [`DEPTH`], at most [`LEAVES`] indices (a level's width), each
+    /// inside its level, so the answer is never more than 64 hashes.
+    pub fn nodes(store: &Store, req: &pb::MerkleNodesRequest) -> Result<pb::MerkleNodesResponse> {
+        if req.level > DEPTH {
+            return Err(Error::InvalidArgument(format!("MerkleNodes level {} is below the leaves (depth {DEPTH})", req.level)));
+        }
+        if req.indices.len() > LEAVES {
+            return Err(Error::InvalidArgument(format!("MerkleNodes asks for {} indices; at most {LEAVES}", req.indices.len())));
+        }
+        let width = FANOUT.pow(req.level);
+        if let Some(i) = req.indices.iter().find(|&&i| i as usize >= width) {
+            return Err(Error::InvalidArgument(format!("MerkleNodes index {i} is outside level {} (width {width})", req.level)));
+        }
         let r = req.range.unwrap_or_default();
-        match answer_nodes(store, r.start, r.end, req.level, &req.indices) {
+        Ok(match answer_nodes(store, r.start, r.end, req.level, &req.indices) {
             Some(hashes) => pb::MerkleNodesResponse { ready: true, hashes: hashes.into_iter().map(|h| h.to_vec()).collect() },
             None => pb::MerkleNodesResponse { ready: false, hashes: Vec::new() },
-        }
+        })
     }
 
-    /// `LeafDigest`.
+    /// `LeafDigest`, for a leaf below [`LEAVES`].
     pub fn leaf(store: &Store, req: &pb::LeafDigestRequest) -> Result<pb::LeafDigestResponse> {
+        if req.leaf as usize >= LEAVES {
+            return Err(Error::InvalidArgument(format!("LeafDigest leaf {} does not exist; a tree has {LEAVES} leaves", req.leaf)));
+        }
         let r = req.range.unwrap_or_default();
         if store.trees().get(r.start, r.end).is_none_or(|s| s.lock().is_none()) {
             return Ok(pb::LeafDigestResponse { ready: false, items: Vec::new() });
@@ -274,6 +295,7 @@ pub mod answer {
     /// order, cut at [`PAGE_BYTES`] (at least one); `more` says the answer
     /// stops before the last key asked for.
     pub fn fetch(store: &Store, req: &pb::FetchKeysRequest) -> Result<pb::KeyVersions> {
+        check_items("FetchKeys keys", req.keys.len())?;
         let mut entries = Vec::new();
         let mut page = Page::new(usize::MAX, PAGE_BYTES);
         for key in &req.keys {
@@ -287,22 +309,24 @@ pub mod answer {
         Ok(pb::KeyVersions { entries, more: false })
     }
 
-    /// `PushKeys`: merges each version; returns the count changed and the
-    /// latest ticket to wait on for durability (unchanged keys included:
-    /// the version they hold may not be synced yet).
-    pub fn push(store: &Store, req: &pb::PushKeysRequest) -> Result<(pb::PushKeysResponse, crate::store::Ticket)> {
+    /// `PushKeys`: merges each version of a page already admitted
+    /// ([`Admit::pushed_page`]); returns the count changed and the latest
+    /// ticket to wait on for durability (unchanged keys included: the
+    /// version they hold may not be synced yet).
+    pub fn push(store: &Store, page: &[(&[u8], DvvSet)]) -> Result<(pb::PushKeysResponse, crate::store::Ticket)> {
         // One engine batch for the whole message.
-        let (changed, last) = store.merge_records(req.entries.iter().map(|kv| (kv.key.as_slice(), kv.version.as_slice())))?;
+        let (changed, last) = store.merge_page(page)?;
         Ok((pb::PushKeysResponse { changed }, last))
     }
 }
 
-/// A second store in the same process, as a sync peer (benchmarks, tests).
-pub struct LocalPeer<'a>(pub &'a Store);
+/// A second store in the same process, as a sync peer (benchmarks, tests),
+/// with the admission check it applies to what is pushed at it.
+pub struct LocalPeer<'a>(pub &'a Store, pub &'a Admit);
 
 impl SyncPeer for LocalPeer<'_> {
     async fn merkle_nodes(&self, req: pb::MerkleNodesRequest) -> Result<pb::MerkleNodesResponse> {
-        Ok(answer::nodes(self.0, &req))
+        answer::nodes(self.0, &req)
     }
     async fn leaf_digest(&self, req: pb::LeafDigestRequest) -> Result<pb::LeafDigestResponse> {
         answer::leaf(self.0, &req)
@@ -311,7 +335,8 @@ impl SyncPeer for LocalPeer<'_> {
         answer::fetch(self.0, &req)
     }
     async fn push_keys(&self, req: pb::PushKeysRequest) -> Result<pb::PushKeysResponse> {
-        let (resp, ticket) = answer::push(self.0, &req)?;
+        let page = self.1.pushed_page(&req.entries, &req.from)?;
+        let (resp, ticket) = answer::push(self.0, &page)?;
         self.0.durable(ticket).await?;
         Ok(resp)
     }
@@ -324,6 +349,12 @@ mod tests {
     use crate::storage::MemoryStorage;
     use crate::version::{Context, Hlc, Sibling};
     use std::sync::Arc;
+
+    /// The admission check of a node with the default limits.
+    fn admit() -> Admit {
+        let hlc = Arc::new(crate::version::HlcClock::new("t", 500));
+        Admit::new(&crate::config::Config::default(), hlc, Arc::new(crate::clock::SystemClock::default()))
+    }
 
     fn store() -> Store {
         let s = Store::new(Arc::new(MemoryStorage::default()), Durability::None, Duration::from_millis(1));
@@ -341,7 +372,7 @@ mod tests {
     async fn sync_all(a: &Store, b: &Store) -> RangeOutcome {
         let mut total = RangeOutcome::default();
         for (start, end) in a.trees().ranges() {
-            let o = sync_range(a, start, end, &LocalPeer(b), "a", &mut RateLimit::new(0)).await.unwrap();
+            let o = sync_range(a, &admit(), start, end, &LocalPeer(b, &admit()), "a", &mut RateLimit::new(0)).await.unwrap();
             total.keys_repaired += o.keys_repaired;
             total.bytes_sent += o.bytes_sent;
             total.bytes_received += o.bytes_received;
@@ -411,10 +442,11 @@ mod tests {
             a.update(format!("big{i}").as_bytes(), |d| d.update(&Context::new(), "n1", sib, false)).unwrap();
         }
         for (initiator, peer, what) in [(&b, &a, "b fetches from a"), (&a, &c, "a pushes to c")] {
-            let peer = Measured { peer: LocalPeer(peer), largest: Default::default() };
+            let check = admit();
+            let peer = Measured { peer: LocalPeer(peer, &check), largest: Default::default() };
             let mut repaired = 0;
             for (start, end) in initiator.trees().ranges() {
-                repaired += sync_range(initiator, start, end, &peer, "x", &mut RateLimit::new(0)).await.unwrap().keys_repaired;
+                repaired += sync_range(initiator, &check, start, end, &peer, "x", &mut RateLimit::new(0)).await.unwrap().keys_repaired;
             }
             assert_eq!(repaired, 10, "{what}");
             let largest = peer.largest.into_inner();

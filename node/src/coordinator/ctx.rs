@@ -137,20 +137,25 @@ impl Ctx {
                 hlc.observe(seen);
             }
             let sibling = Sibling { hlc: hlc.now(clock.wall_ms()), value, tombstone };
-            d.update(&ctx, actor, sibling, blind);
+            d.update(&ctx, actor, sibling, blind)
         })?;
         Ok((dvv, ticket))
     }
 
+    /// A scan answer from peer `from`, admitted whole (`admit.rs`).
+    pub fn admit_answer(&self, entries: Vec<pb::KeyVersion>, from: &str) -> Result<Vec<(Vec<u8>, DvvSet)>> {
+        self.s.admit.answer(entries, from)
+    }
+
     /// A version of a write that no stored history continues: its dot gets
     /// the one-off id `node~hlc` (ANY kept only as hints).
-    pub fn one_off(&self, value: Vec<u8>, tombstone: bool, context: Option<Context>) -> DvvSet {
+    pub fn one_off(&self, value: Vec<u8>, tombstone: bool, context: Option<Context>) -> Result<DvvSet> {
         let now = self.s.hlc.now(self.s.clock.wall_ms());
         let dot_id = format!("{}~{}.{}", self.me(), now.wall_ms, now.logical);
         let mut dvv = DvvSet::default();
         let blind = context.is_none();
-        dvv.update(&context.unwrap_or_default(), &dot_id, Sibling { hlc: now, value, tombstone }, blind);
-        dvv
+        dvv.update(&context.unwrap_or_default(), &dot_id, Sibling { hlc: now, value, tombstone }, blind)?;
+        Ok(dvv)
     }
 
     /// Stores a hint for `target` on this node, if hinted handoff allows.
@@ -210,7 +215,13 @@ impl Ctx {
         let s = self.s.clone();
         async move {
             let t0 = Instant::now();
-            let r = if id == s.config.id { s.store.read(&key) } else { s.peers.read(&id, &key, timeout).await };
+            let r = if id == s.config.id {
+                s.store.read(&key)
+            } else {
+                // A peer's answer is admitted like any version it sends; one
+                // that fails counts as that replica failing.
+                s.peers.read(&id, &key, timeout).await.and_then(|v| v.map(|v| s.admit.check(&key, &v).map(|()| v)).transpose())
+            };
             (id, r, t0.elapsed())
         }
         .boxed()

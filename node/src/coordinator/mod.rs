@@ -91,22 +91,11 @@ impl Coordinator {
 
     /// Checks a key against the configured limits.
     pub fn check_key(&self, key: &[u8]) -> Result<()> {
-        let max = self.ctx.max_key_bytes();
-        if key.is_empty() {
-            return Err(Error::InvalidArgument("key must not be empty".into()));
-        }
-        if key.len() > max {
-            return Err(Error::InvalidArgument(format!("key is {} bytes; the limit is {max} bytes (max_key_bytes)", key.len())));
-        }
-        Ok(())
+        crate::admit::check_key(key, self.ctx.max_key_bytes())
     }
 
     fn check_value(&self, value: &[u8]) -> Result<()> {
-        let max = self.ctx.max_value_bytes();
-        if value.len() > max {
-            return Err(Error::InvalidArgument(format!("value is {} bytes; the limit is {max} bytes (max_value_bytes)", value.len())));
-        }
-        Ok(())
+        crate::admit::check_value(value, self.ctx.max_value_bytes())
     }
 
     /// Coordinates a write (put or delete), or forwards it to a replica.
@@ -115,6 +104,9 @@ impl Coordinator {
     pub async fn write(&self, w: Write, forwarded_from: Option<String>) -> Result<(Context, pb::Receipt)> {
         self.check_key(&w.key)?;
         self.check_value(&w.value)?;
+        // A client's context is distrusted: bounded here, and capped to
+        // what the key has issued by `DvvSet::update`.
+        w.context.as_ref().map(crate::version::check_context).transpose()?;
         write::write(&self.ctx, w, forwarded_from).await
     }
 

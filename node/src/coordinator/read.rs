@@ -211,7 +211,7 @@ mod tests {
         let mut d = on.cloned().unwrap_or_default();
         let ctx: Context = d.context();
         let hlc = Hlc { wall_ms, logical: 0, node: actor.into() };
-        d.update(&ctx, actor, Sibling { hlc, value: value.into(), tombstone: false }, false);
+        d.update(&ctx, actor, Sibling { hlc, value: value.into(), tombstone: false }, false).expect("a test context");
         d
     }
 

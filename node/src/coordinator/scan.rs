@@ -71,18 +71,26 @@ pub(super) async fn scan(
     for (id, result, latency) in results {
         let report = report_for(&mut receipt, &id);
         report.latency_us = latency.as_micros() as u64;
+        // A peer's answer is admitted whole, or counts as not answering.
+        let result = result.and_then(|kv| {
+            let entries: Vec<(Vec<u8>, DvvSet)> = if id == ctx.me() {
+                kv.entries.into_iter().map(|e| record::decode(&e.key, &e.version).map(|v| (e.key, v))).collect::<Result<_>>()?
+            } else {
+                ctx.admit_answer(kv.entries, &id)?
+            };
+            Ok((kv.more, entries))
+        });
         match result {
-            Ok(kv) => {
+            Ok((more, entries)) => {
                 report.answered = true;
                 answered.push(id);
-                if let Some(last) = kv.entries.last().filter(|_| kv.more) {
-                    if horizon.as_ref().is_none_or(|h| last.key < *h) {
-                        horizon = Some(last.key.clone());
+                if let Some((last, _)) = entries.last().filter(|_| more) {
+                    if horizon.as_ref().is_none_or(|h| last < h) {
+                        horizon = Some(last.clone());
                     }
                 }
-                for e in kv.entries {
-                    let v: DvvSet = record::decode(&e.key, &e.version)?;
-                    merged.entry(e.key).and_modify(|m| m.merge(&v)).or_insert(v);
+                for (key, v) in entries {
+                    merged.entry(key).and_modify(|m: &mut DvvSet| m.merge(&v)).or_insert(v);
                 }
             }
             Err(e) => report.error = e.to_string(),
@@ -151,7 +159,8 @@ mod tests {
     fn version(tombstone: bool) -> DvvSet {
         let mut d = DvvSet::default();
         let hlc = Hlc { wall_ms: 1, logical: 0, node: "a".into() };
-        d.update(&Default::default(), "a", Sibling { hlc, value: if tombstone { vec![] } else { b"v".to_vec() }, tombstone }, true);
+        d.update(&Default::default(), "a", Sibling { hlc, value: if tombstone { vec![] } else { b"v".to_vec() }, tombstone }, true)
+            .expect("an empty context");
         d
     }
 

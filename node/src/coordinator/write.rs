@@ -168,7 +168,7 @@ fn hint_owner<'a>(stand_ins: &'a [(String, String)], id: &'a str) -> &'a str {
 /// one-off id, since this node keeps no history of the key to continue
 /// a counter from.
 async fn hint_only(ctx: &Ctx, w: Write, plan: &Plan, start: Instant) -> Result<(Context, pb::Receipt)> {
-    let dvv = ctx.one_off(w.value, w.tombstone, w.context);
+    let dvv = ctx.one_off(w.value, w.tombstone, w.context)?;
     let mut receipt = receipt::new(ctx.me(), w.level, 1, &plan.prefs, |id| ctx.is_up(id));
     let mut last = None;
     for target in &plan.prefs {

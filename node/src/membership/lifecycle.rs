@@ -262,8 +262,10 @@ async fn stream_range(s: &Handles, source: &str, start: Token, end: Token, rate:
         let page = s.peers.fetch_range(source, req).await?;
         let bytes: usize = page.entries.iter().map(|e| e.key.len() + e.version.len()).sum();
         rate.consume(bytes as u64).await;
-        // One engine batch and one durability wait per page.
-        let (_, last_ticket) = s.store.merge_records(page.entries.iter().map(|e| (e.key.as_slice(), e.version.as_slice())))?;
+        // One engine batch and one durability wait per page. A version that
+        // fails admission is skipped (and logged), not a reason to stall the join.
+        let admitted = s.admit.pulled_page(&page.entries, source);
+        let (_, last_ticket) = s.store.merge_page(&admitted)?;
         merged += page.entries.len() as u64;
         s.store.durable(last_ticket).await?;
         match (page.more, page.entries.last()) {

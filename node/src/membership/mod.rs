@@ -322,6 +322,15 @@ impl Membership {
         !inner.unreachable.contains(id) && inner.detectors.get(id).is_none_or(|d| d.phi(now) <= self.detector.threshold)
     }
 
+    /// Whether `id` is a member (in any state but `left`) that is up. Hint
+    /// replay asks this: [`Membership::is_up`] counts an id it has never
+    /// heard of as up (a peer not yet sampled is not yet suspected, which
+    /// requests rely on), and replay to a made-up target would then be
+    /// retried every tick, forever.
+    pub fn is_up_member(&self, id: &str) -> bool {
+        self.member(id).is_some_and(|m| m.state != NodeState::Left) && self.is_up(id)
+    }
+
     /// Records the transport outcome of a direct message to `id`.
     pub fn set_reachable(&self, id: &str, reachable: bool) {
         if id == self.me {
@@ -388,4 +397,24 @@ fn build_rings(members: &BTreeMap<String, Member>) -> (Arc<Ring>, Arc<Ring>) {
     let ring = pick(&[NodeState::Normal, NodeState::Leaving]);
     let future = pick(&[NodeState::Normal, NodeState::Joining]);
     (Arc::new(ring), Arc::new(future))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(id: &str, state: NodeState) -> Member {
+        Member { id: id.into(), address: format!("{id}:1"), state, heartbeat: 1, generation: 1, version: 1, ..Default::default() }
+    }
+
+    #[test]
+    fn only_a_member_that_has_not_left_is_up_for_hint_replay() {
+        let view = Membership::new(member("n1", NodeState::Normal), DetectorConfig { threshold: 8.0, interval_ms: 1000, pause_ms: 3000 });
+        view.merge([member("n2", NodeState::Normal), member("n3", NodeState::Left)]);
+        assert!(view.is_up("ghost"), "requests count an id never heard of as up");
+        assert!(!view.is_up_member("ghost"), "hint replay does not");
+        assert!(view.is_up_member("n2"));
+        assert!(!view.is_up_member("n3"), "a left node takes no hints");
+        assert!(view.is_up_member("n1"));
+    }
 }

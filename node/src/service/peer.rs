@@ -1,4 +1,12 @@
 //! The node-to-node `Peer` service.
+//!
+//! It distrusts its callers: every version they send passes the node's
+//! admission check (`admit.rs`) before it is merged or kept, every argument
+//! that sizes an answer is bounded (`MerkleNodes`, `LeafDigest`,
+//! `FetchKeys`, page limits, batch sizes), a `Purge` cutoff may not be
+//! later than this node's own, and `StoreHint` holds hints only for
+//! members. A refusal is `INVALID_ARGUMENT` (or `FAILED_PRECONDITION` for
+//! clock skew) with a message naming what was wrong.
 
 use std::sync::Arc;
 
@@ -6,22 +14,23 @@ use ringkv_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use super::timeout;
+use crate::admit::check_items;
 use crate::antientropy::purge_tombstones;
 use crate::antientropy::sync::answer;
 use crate::coordinator::{decode_context, encode_context, Coordinator, Write};
 use crate::error::Error;
 use crate::hints::{Limits, Stored};
-use crate::membership::Member;
+use crate::membership::{Member, NodeState};
 use crate::paging::{Page, PAGE_BYTES};
 use crate::quorum::Level;
-use crate::record;
 use crate::ring::token_of;
 use crate::shared::Shared;
 use crate::store::Ticket;
 use crate::version::DvvSet;
 
 /// Most keys in a page of `FetchRange` and `ScanLocal`; both are also cut
-/// at [`PAGE_BYTES`].
+/// at [`PAGE_BYTES`]. A larger `limit` is refused: no caller asks for more
+/// (joins ask 1000; scans allow at most 10,000).
 const MAX_PAGE: usize = 10_000;
 
 /// Serves `ringkv.v1.Peer`.
@@ -37,26 +46,19 @@ impl PeerService {
     }
 }
 
-fn page(limit: u32) -> usize {
+/// The page size a `limit` asks for (0: the most), or a refusal above it.
+fn page(what: &str, limit: u32) -> Result<usize, Error> {
     match limit as usize {
-        0 => MAX_PAGE,
-        n => n.min(MAX_PAGE),
+        0 => Ok(MAX_PAGE),
+        n if n > MAX_PAGE => Err(Error::InvalidArgument(format!("{what} limit {n} is over the maximum of {MAX_PAGE}"))),
+        n => Ok(n),
     }
 }
 
 impl PeerService {
-    /// Checks a replicated version's clock and merges it; returns the
-    /// ticket to wait on for durability.
-    /// Decodes a replicated version and checks its clock.
+    /// Decodes a replicated version and admits it (`admit.rs`).
     fn admit_replica(&self, req: &pb::ReplicateRequest) -> Result<DvvSet, Error> {
-        let incoming: DvvSet = record::decode(&req.key, &req.version)
-            .map_err(|e| Error::InvalidArgument(format!("replica from {} did not decode: {e}", req.from)))?;
-        if let Some(ts) = incoming.max_hlc() {
-            self.s.hlc.receive(ts, self.s.clock.wall_ms()).inspect_err(|e| {
-                tracing::warn!(node = %self.s.config.id, peer = %req.from, error = %e, "rejected a write from a skewed clock");
-            })?;
-        }
-        Ok(incoming)
+        self.s.admit.pushed(&req.key, &req.version, &req.from)
     }
 
     fn merge_replica(&self, req: pb::ReplicateRequest) -> Result<Ticket, Error> {
@@ -78,6 +80,7 @@ impl pb::peer_server::Peer for PeerService {
         // write), then the batch waits once: its writes share one ticket,
         // and an unchanged item's ticket is never newer than that.
         let items = req.into_inner().items;
+        check_items("ReplicateBatch items", items.len())?;
         let admitted: Vec<Result<DvvSet, Error>> = items.iter().map(|item| self.admit_replica(item)).collect();
         let batch: Vec<(&[u8], &DvvSet)> =
             items.iter().zip(&admitted).filter_map(|(item, a)| a.as_ref().ok().map(|v| (item.key.as_slice(), v))).collect();
@@ -138,20 +141,21 @@ impl pb::peer_server::Peer for PeerService {
         // `limit` caps the keys; the page is cut by bytes too, so large
         // values never make it outgrow a message.
         let lo = if req.start_after.is_empty() { req.start_token } else { token_of(&req.start_after) };
-        let (rows, more) = self.s.store.token_range(lo, req.end_token, Page::new(page(req.limit), PAGE_BYTES))?;
+        let (rows, more) = self.s.store.token_range(lo, req.end_token, Page::new(page("FetchRange", req.limit)?, PAGE_BYTES))?;
         let entries = rows.into_iter().map(|(key, version)| pb::KeyVersion { key, version }).collect();
         Ok(Response::new(pb::KeyVersions { entries, more }))
     }
 
     async fn scan_local(&self, req: Request<pb::ScanLocalRequest>) -> Result<Response<pb::KeyVersions>, Status> {
         let req = req.into_inner();
-        let (rows, more) = self.s.store.scan_prefix(&req.prefix, &req.start_after, Page::new(page(req.limit), PAGE_BYTES))?;
+        let limit = page("ScanLocal", req.limit)?;
+        let (rows, more) = self.s.store.scan_prefix(&req.prefix, &req.start_after, Page::new(limit, PAGE_BYTES))?;
         let entries = rows.into_iter().map(|(key, version)| pb::KeyVersion { key, version }).collect();
         Ok(Response::new(pb::KeyVersions { entries, more }))
     }
 
     async fn merkle_nodes(&self, req: Request<pb::MerkleNodesRequest>) -> Result<Response<pb::MerkleNodesResponse>, Status> {
-        Ok(Response::new(answer::nodes(&self.s.store, &req.into_inner())))
+        Ok(Response::new(answer::nodes(&self.s.store, &req.into_inner())?))
     }
 
     async fn leaf_digest(&self, req: Request<pb::LeafDigestRequest>) -> Result<Response<pb::LeafDigestResponse>, Status> {
@@ -163,13 +167,31 @@ impl pb::peer_server::Peer for PeerService {
     }
 
     async fn push_keys(&self, req: Request<pb::PushKeysRequest>) -> Result<Response<pb::PushKeysResponse>, Status> {
-        let (resp, ticket) = answer::push(&self.s.store, &req.into_inner())?;
+        let req = req.into_inner();
+        let page = self.s.admit.pushed_page(&req.entries, &req.from)?;
+        let (resp, ticket) = answer::push(&self.s.store, &page)?;
         self.s.store.durable(ticket).await?;
         Ok(Response::new(resp))
     }
 
     async fn purge(&self, req: Request<pb::PurgeRequest>) -> Result<Response<pb::PurgeResponse>, Status> {
         let req = req.into_inner();
+        // A cutoff later than this node's own (allowing for clock skew)
+        // would purge tombstones still within their grace: deletes undone.
+        let c = &self.s.config;
+        let ours = self
+            .s
+            .clock
+            .wall_ms()
+            .saturating_sub(crate::clock::millis(c.tombstone_grace))
+            .saturating_add(crate::clock::millis(c.max_clock_skew));
+        if req.cutoff_wall_ms > ours {
+            return Err(Error::InvalidArgument(format!(
+                "purge cutoff {} ms is later than this node's ({ours} ms: now, less tombstone_grace, plus max_clock_skew)",
+                req.cutoff_wall_ms
+            ))
+            .into());
+        }
         let r = req.range.unwrap_or_default();
         let purged = purge_tombstones(&self.s.store, r.start, r.end, req.cutoff_wall_ms)?;
         Ok(Response::new(pb::PurgeResponse { purged }))
@@ -177,8 +199,16 @@ impl pb::peer_server::Peer for PeerService {
 
     async fn store_hint(&self, req: Request<pb::StoreHintRequest>) -> Result<Response<pb::StoreHintResponse>, Status> {
         let req = req.into_inner();
-        let version: DvvSet = record::decode(&req.key, &req.version)
-            .map_err(|e| Error::InvalidArgument(format!("hint from {} did not decode: {e}", req.from)))?;
+        // Only for a member that may come back: a made-up target would hold
+        // up to its byte budget here, and be retried by replay forever.
+        match self.s.membership.member(&req.target) {
+            None => return Err(Error::InvalidArgument(format!("StoreHint target {:?} is not a member of this cluster", req.target)).into()),
+            Some(m) if m.state == NodeState::Left => {
+                return Err(Error::InvalidArgument(format!("StoreHint target {:?} has left the cluster", req.target)).into())
+            }
+            Some(_) => {}
+        }
+        let version = self.s.admit.pushed(&req.key, &req.version, &req.from)?;
         let c = &self.s.config;
         let silent = self.s.membership.silent_ms(&req.target);
         let limits = Limits { silent_ms: silent, window: c.max_hint_window, budget: c.max_hint_bytes_per_target };

@@ -3,7 +3,7 @@
 //! An engine stores opaque bytes in four trees: `Data` (key to framed
 //! DVVSet), `Tokens` (a token-ordered index of `Data`), `Hints` (target
 //! and key to mutation) and `Meta` (node id, tokens). Framing, merging and durability waits live above, in
-//! `store.rs`, so every engine gets them the same way.
+//! `store/`, so every engine gets them the same way.
 //!
 //! Engines (DESIGN §8; README "Storage" has the measurements behind the
 //! default):

@@ -1,54 +1,17 @@
-//! Versions: dotted version vector sets (DVVSet) with HLC-stamped siblings and
-//! a per-key last-writer-wins floor.
+//! The DVVSet itself: siblings, contexts, per-node entries, and the three
+//! pure operations (context, update, merge) with the LWW floor.
 //!
-//! This is DESIGN §3, and it follows Riak's `dvvset` (Almeida et al.,
-//! "Scalable and Accurate Causality Tracking for Eventually Consistent
-//! Stores", 2014). A stored value is a map from node id to an entry
-//! `(counter, siblings newest-first)`. The entry says that node coordinated
-//! writes `1..=counter`, and that the last `siblings.len()` of them are still
-//! live values. Older dots are *covered*: seen, superseded, never coming back.
-//!
-//! Three operations, all pure:
-//!
-//! - [`DvvSet::context`]: the causal context a client gets with a read.
-//! - [`DvvSet::update`]: a write coordinated by `node`. It drops what the
-//!   context has seen, then adds the new sibling as dot `counter + 1`.
-//! - [`DvvSet::merge`]: the join used by replication, read repair, hint
-//!   replay and anti-entropy alike.
-//!
-//! # Blind writes and the floor
-//!
-//! A write without a context is *blind* and resolved last-writer-wins by HLC.
-//! Each key keeps a floor: the highest HLC of any blind write it has seen,
-//! merged by max. Every sibling older than the floor is dropped, but its dot
-//! stays covered. The floor is a max-register, so the merge stays a join.
-//! `shared/models/dvv_floor.py` shows that the two simpler rules are not a
-//! join, or are not LWW; the proptests below mirror that model.
-//!
-//! Dropping by floor keeps the dot alignment of an entry intact. HLC is
-//! monotonic per node, because a coordinator observes the key's stored
-//! timestamps before stamping. So within an entry the siblings below the
-//! floor are always a suffix, and entry `(n, l)` still means `l[i]` is dot
-//! `n - i`.
+//! Invariants kept here (the essay in `version/mod.rs` explains why):
+//! entry `(n, l)` means `l[i]` is dot `n - i`; no sibling is older than the
+//! floor; `merge` is a join (commutative, associative, idempotent), which
+//! the proptests below check against `shared/models/dvv_floor.py`.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
+use super::Hlc;
 use crate::error::{Error, Result};
-
-/// A hybrid logical clock timestamp. The derived order (wall, logical,
-/// node) is total, so LWW between any two writes is decided.
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Hlc {
-    /// Physical time in milliseconds since the Unix epoch.
-    pub wall_ms: u64,
-    /// Orders events within one millisecond.
-    pub logical: u32,
-    /// The node that issued the timestamp, the final tie-breaker.
-    pub node: String,
-}
 
 /// One value of a key, live or deleted.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +26,30 @@ pub struct Sibling {
 
 /// What a reader has seen: one counter per coordinating node.
 pub type Context = BTreeMap<String, u64>;
+
+/// Most entries a client context may name. A context has one entry per
+/// actor (node incarnation) that ever wrote the key, so honest contexts
+/// stay far below this: 1024 is a hundred nodes restarted ten times each.
+/// It bounds the work one request does under the key's stripe lock.
+pub const MAX_CONTEXT_ENTRIES: usize = 1024;
+
+/// Checks a client-supplied context before it is used: at most
+/// [`MAX_CONTEXT_ENTRIES`] entries, and no counter at `u64::MAX` (no dot
+/// is ever issued there, so such a counter is made up).
+pub fn check_context(ctx: &Context) -> Result<()> {
+    if ctx.len() > MAX_CONTEXT_ENTRIES {
+        return Err(Error::InvalidArgument(format!(
+            "the context names {} actors, more than the {MAX_CONTEXT_ENTRIES} allowed; pass the context returned by a get, unchanged",
+            ctx.len()
+        )));
+    }
+    if let Some((id, _)) = ctx.iter().find(|(_, &n)| n == u64::MAX) {
+        return Err(Error::InvalidArgument(format!(
+            "the context's counter for {id} is u64::MAX, which no write ever issued; pass the context returned by a get, unchanged"
+        )));
+    }
+    Ok(())
+}
 
 /// One node's entry: it coordinated dots `1..=counter`; `siblings[i]` is dot
 /// `counter - i` and still live.
@@ -109,19 +96,59 @@ impl DvvSet {
     /// A write coordinated by `node`: drop what `ctx` has seen, then add
     /// `sibling` as the node's next dot. A blind write (`blind`) also raises
     /// the floor to its timestamp.
-    pub fn update(&mut self, ctx: &Context, node: &str, sibling: Sibling, blind: bool) {
+    ///
+    /// The context comes from a client, so it is distrusted. It may only
+    /// cover what this copy knows was issued: each counter is capped at the
+    /// key's own counter for that actor, and an actor the key has no entry
+    /// for is ignored. A context therefore never adds a clock entry, and
+    /// never covers a dot this copy has not seen (a made-up counter would
+    /// otherwise drop acknowledged writes on every later merge). The cost:
+    /// when this copy lags the read the context came from, a sibling the
+    /// client saw survives as a false conflict, which the next write-back
+    /// resolves; nothing acknowledged is ever dropped by it.
+    ///
+    /// Fails, changing nothing, on a context [`check_context`] refuses, or
+    /// when `node`'s counter has no next dot.
+    pub fn update(&mut self, ctx: &Context, node: &str, sibling: Sibling, blind: bool) -> Result<()> {
+        check_context(ctx)?;
+        let next =
+            self.entries.get(node).map_or(0, |e| e.counter).checked_add(1).filter(|&n| n < u64::MAX).ok_or_else(|| {
+                Error::InvalidArgument(format!("the dot counter of {node} on this key is exhausted; the version is corrupt"))
+            })?;
         for (id, &seen) in ctx {
-            let entry = self.entries.remove(id).unwrap_or_default();
-            let covered = Entry { counter: seen, siblings: Vec::new() };
-            self.entries.insert(id.clone(), merge_entry(entry, covered));
+            if let Some(entry) = self.entries.get_mut(id) {
+                // Keep only the dots above what the context saw.
+                let keep = entry.counter.saturating_sub(seen);
+                entry.siblings.truncate(usize::try_from(keep).unwrap_or(usize::MAX));
+            }
         }
         if blind {
             self.raise_floor(Some(&sibling.hlc));
         }
         let entry = self.entries.entry(node.to_string()).or_default();
-        entry.counter += 1;
+        entry.counter = next;
         entry.siblings.insert(0, sibling);
         self.apply_floor();
+        Ok(())
+    }
+
+    /// Checks that this is a well-formed DVVSet: every entry has no more
+    /// live siblings than dots it issued, and room for one more dot. A
+    /// malformed set would break the dot arithmetic of every later merge.
+    pub fn check_shape(&self) -> Result<()> {
+        for (id, e) in &self.entries {
+            if e.siblings.len() as u64 > e.counter {
+                return Err(Error::InvalidArgument(format!(
+                    "malformed version: {id} has {} siblings but issued only {} dots",
+                    e.siblings.len(),
+                    e.counter
+                )));
+            }
+            if e.counter == u64::MAX {
+                return Err(Error::InvalidArgument(format!("malformed version: {id}'s dot counter is u64::MAX, leaving no next dot")));
+            }
+        }
+        Ok(())
     }
 
     /// The join: DVVSet sync per entry, max of the floors, then drop what is
@@ -167,70 +194,29 @@ impl DvvSet {
 
 /// Riak's `merge`: keep the longer causal history, and of its siblings only
 /// those the other side has not already covered.
+///
+/// Saturating arithmetic: [`DvvSet::check_shape`] keeps malformed entries
+/// out, and should one get in anyway it must not panic under a stripe lock.
 fn merge_entry(a: Entry, b: Entry) -> Entry {
     let (hi, lo) = if a.counter >= b.counter { (a, b) } else { (b, a) };
     // Dots above these bounds are live on each side.
-    let hi_base = hi.counter - hi.siblings.len() as u64;
-    let lo_base = lo.counter - lo.siblings.len() as u64;
+    let hi_base = hi.counter.saturating_sub(hi.siblings.len() as u64);
+    let lo_base = lo.counter.saturating_sub(lo.siblings.len() as u64);
     if hi_base >= lo_base {
         hi
     } else {
         // `lo` has covered dots up to lo_base, so `hi` keeps only the dots above it.
-        let keep = (hi.counter - lo_base) as usize;
+        let keep = usize::try_from(hi.counter - lo_base).unwrap_or(usize::MAX);
         let mut siblings = hi.siblings;
         siblings.truncate(keep);
         Entry { counter: hi.counter, siblings }
     }
 }
 
-/// A hybrid logical clock (Kulkarni et al., 2014) for one node. Pure: the
-/// wall time comes in as an argument, from the injected `Clock`.
-#[derive(Debug)]
-pub struct HlcClock {
-    node: String,
-    max_skew_ms: u64,
-    last: Mutex<(u64, u32)>,
-}
-
-impl HlcClock {
-    /// A clock for `node` that rejects remote timestamps more than
-    /// `max_skew_ms` ahead of local wall time.
-    pub fn new(node: impl Into<String>, max_skew_ms: u64) -> Self {
-        Self { node: node.into(), max_skew_ms, last: Mutex::new((0, 0)) }
-    }
-
-    /// A fresh timestamp, greater than every one issued or observed before.
-    pub fn now(&self, wall_ms: u64) -> Hlc {
-        let mut last = self.last.lock().expect("hlc lock poisoned");
-        *last = if wall_ms > last.0 { (wall_ms, 0) } else { (last.0, last.1 + 1) };
-        Hlc { wall_ms: last.0, logical: last.1, node: self.node.clone() }
-    }
-
-    /// Moves the clock past `seen`, so the next `now` is greater. Used for
-    /// timestamps this node already stores, which are never rejected.
-    pub fn observe(&self, seen: &Hlc) {
-        let mut last = self.last.lock().expect("hlc lock poisoned");
-        if (seen.wall_ms, seen.logical) > *last {
-            *last = (seen.wall_ms, seen.logical);
-        }
-    }
-
-    /// Checks a timestamp that came from another node, then observes it. A
-    /// timestamp too far ahead is rejected: accepting it would let a skewed
-    /// clock shadow every later write.
-    pub fn receive(&self, remote: &Hlc, wall_ms: u64) -> Result<()> {
-        let limit = wall_ms.saturating_add(self.max_skew_ms);
-        if remote.wall_ms > limit {
-            return Err(Error::ClockSkew { node: remote.node.clone(), ahead_ms: remote.wall_ms - wall_ms, max_ms: self.max_skew_ms });
-        }
-        self.observe(remote);
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::version::HlcClock;
     use proptest::prelude::*;
 
     fn sib(wall: u64, node: &str, v: &str) -> Sibling {
@@ -246,40 +232,40 @@ mod tests {
     #[test]
     fn causal_write_supersedes_what_its_context_saw() {
         let mut d = DvvSet::default();
-        d.update(&Context::new(), "a", sib(1, "a", "v1"), false);
+        d.update(&Context::new(), "a", sib(1, "a", "v1"), false).unwrap();
         let ctx = d.context();
-        d.update(&ctx, "a", sib(2, "a", "v2"), false);
+        d.update(&ctx, "a", sib(2, "a", "v2"), false).unwrap();
         assert_eq!(values(&d), ["v2"]);
     }
 
     #[test]
     fn concurrent_causal_writes_stay_siblings() {
         let mut a = DvvSet::default();
-        a.update(&Context::new(), "a", sib(1, "a", "base"), false);
+        a.update(&Context::new(), "a", sib(1, "a", "base"), false).unwrap();
         let ctx = a.context();
         let mut b = a.clone();
-        a.update(&ctx, "a", sib(2, "a", "left"), false);
-        b.update(&ctx, "b", sib(3, "b", "right"), false);
+        a.update(&ctx, "a", sib(2, "a", "left"), false).unwrap();
+        b.update(&ctx, "b", sib(3, "b", "right"), false).unwrap();
         a.merge(&b);
         assert_eq!(values(&a), ["left", "right"]);
         // A write-back with the merged context collapses them.
         let ctx = a.context();
-        a.update(&ctx, "a", sib(4, "a", "resolved"), false);
+        a.update(&ctx, "a", sib(4, "a", "resolved"), false).unwrap();
         assert_eq!(values(&a), ["resolved"]);
     }
 
     #[test]
     fn blind_write_drops_older_siblings_on_every_replica() {
         let mut a = DvvSet::default();
-        a.update(&Context::new(), "a", sib(1, "a", "old-a"), false);
+        a.update(&Context::new(), "a", sib(1, "a", "old-a"), false).unwrap();
         let mut b = DvvSet::default();
-        b.update(&Context::new(), "b", sib(2, "b", "old-b"), false);
-        a.update(&Context::new(), "a", sib(5, "a", "blind"), true);
+        b.update(&Context::new(), "b", sib(2, "b", "old-b"), false).unwrap();
+        a.update(&Context::new(), "a", sib(5, "a", "blind"), true).unwrap();
         b.merge(&a);
         assert_eq!(values(&b), ["blind"]);
         // A newer concurrent sibling survives the floor.
         let mut c = DvvSet::default();
-        c.update(&Context::new(), "c", sib(9, "c", "newer"), false);
+        c.update(&Context::new(), "c", sib(9, "c", "newer"), false).unwrap();
         b.merge(&c);
         assert_eq!(values(&b), ["blind", "newer"]);
     }
@@ -287,10 +273,10 @@ mod tests {
     #[test]
     fn dropped_sibling_never_comes_back() {
         let mut a = DvvSet::default();
-        a.update(&Context::new(), "a", sib(1, "a", "x"), false);
+        a.update(&Context::new(), "a", sib(1, "a", "x"), false).unwrap();
         let stale = a.clone();
         let ctx = a.context();
-        a.update(&ctx, "a", sib(2, "a", "y"), false);
+        a.update(&ctx, "a", sib(2, "a", "y"), false).unwrap();
         a.merge(&stale);
         assert_eq!(values(&a), ["y"]);
     }
@@ -298,28 +284,73 @@ mod tests {
     #[test]
     fn tombstone_hides_value_but_keeps_context() {
         let mut a = DvvSet::default();
-        a.update(&Context::new(), "a", sib(1, "a", "x"), false);
+        a.update(&Context::new(), "a", sib(1, "a", "x"), false).unwrap();
         let ctx = a.context();
         let tomb = Sibling { hlc: Hlc { wall_ms: 2, logical: 0, node: "a".into() }, value: vec![], tombstone: true };
-        a.update(&ctx, "a", tomb, false);
+        a.update(&ctx, "a", tomb, false).unwrap();
         assert!(a.live().is_empty());
         assert_eq!(a.siblings().len(), 1);
         assert_eq!(a.context()["a"], 2);
     }
 
     #[test]
-    fn hlc_is_monotonic_and_rejects_far_future() {
-        let c = HlcClock::new("n1", 500);
-        let t1 = c.now(100);
-        let t2 = c.now(100);
-        let t3 = c.now(50);
-        assert!(t1 < t2 && t2 < t3);
-        let remote = Hlc { wall_ms: 400, logical: 7, node: "n2".into() };
-        c.receive(&remote, 100).unwrap();
-        assert!(c.now(100) > remote);
-        let far = Hlc { wall_ms: 700, logical: 0, node: "n3".into() };
-        let err = c.receive(&far, 100).unwrap_err();
-        assert!(matches!(err, Error::ClockSkew { ahead_ms: 600, max_ms: 500, .. }), "{err}");
+    fn a_u64_max_context_is_rejected_without_panic_and_changes_nothing() {
+        let mut d = DvvSet::default();
+        d.update(&Context::new(), "a", sib(1, "a", "x"), false).unwrap();
+        let before = d.clone();
+        for actor in ["a", "b"] {
+            let ctx = Context::from([(actor.to_string(), u64::MAX)]);
+            let err = d.update(&ctx, "a", sib(2, "a", "y"), false).unwrap_err();
+            assert!(matches!(&err, Error::InvalidArgument(m) if m.contains("u64::MAX")), "{err}");
+            assert_eq!(d, before, "a refused update changes nothing");
+        }
+        // A stored counter with no next dot (only a corrupt or hostile
+        // version has one) fails the write instead of wrapping.
+        d.entries.get_mut("a").unwrap().counter = u64::MAX - 1;
+        let err = d.update(&Context::new(), "a", sib(3, "a", "z"), false).unwrap_err();
+        assert!(matches!(&err, Error::InvalidArgument(m) if m.contains("exhausted")), "{err}");
+    }
+
+    #[test]
+    fn a_context_with_too_many_entries_is_rejected() {
+        let ctx: Context = (0..=MAX_CONTEXT_ENTRIES).map(|i| (format!("x{i}"), 1)).collect();
+        assert!(check_context(&ctx).is_err());
+        let mut d = DvvSet::default();
+        assert!(d.update(&ctx, "a", sib(1, "a", "v"), false).is_err());
+        assert_eq!(d, DvvSet::default());
+    }
+
+    #[test]
+    fn a_context_covers_only_what_the_key_has_issued() {
+        let mut d = DvvSet::default();
+        d.update(&Context::new(), "a", sib(1, "a", "a1"), false).unwrap();
+        let mut b = DvvSet::default();
+        b.update(&Context::new(), "b", sib(2, "b", "b1"), false).unwrap();
+        d.merge(&b);
+        // b issues dot 2, which this copy has not seen yet.
+        b.update(&b.context(), "b", sib(3, "b", "b2"), false).unwrap();
+        // A client claims far more than was issued, and names a made-up actor.
+        let ctx = Context::from([("a".into(), 1), ("b".into(), 9), ("ghost".into(), 7)]);
+        d.update(&ctx, "a", sib(4, "a", "mine"), false).unwrap();
+        assert_eq!(d.context(), Context::from([("a".into(), 2), ("b".into(), 1)]), "no ghost entry, b not raised");
+        d.merge(&b);
+        assert_eq!(values(&d), ["b2", "mine"], "b's unseen dot survives as a sibling");
+    }
+
+    #[test]
+    fn malformed_versions_fail_the_shape_check_and_never_panic_a_merge() {
+        let good = Entry { counter: 2, siblings: vec![sib(2, "a", "y")] };
+        let crowded = Entry { counter: 1, siblings: vec![sib(2, "a", "y"), sib(1, "a", "x")] };
+        let maxed = Entry { counter: u64::MAX, siblings: vec![] };
+        let set = |e: &Entry| DvvSet { entries: BTreeMap::from([("a".to_string(), e.clone())]), floor: None };
+        set(&good).check_shape().unwrap();
+        for bad in [&crowded, &maxed] {
+            let err = set(bad).check_shape().unwrap_err();
+            assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+            // Had one been stored, merging it still does not panic.
+            let _ = set(&good).merged(&set(bad));
+            let _ = set(bad).merged(&set(&good));
+        }
     }
 
     // ---- property tests: mirror shared/models/dvv_floor.py ----
@@ -385,7 +416,7 @@ mod tests {
                         (false, Some(src)) => reps[src].context(),
                         _ => Context::new(),
                     };
-                    reps[r].update(&ctx, NODES[r], s, blind);
+                    reps[r].update(&ctx, NODES[r], s, blind).unwrap();
                     ctxs.push(ctx);
                     if blind {
                         blinds.push(hlc.clone());
