@@ -359,6 +359,10 @@ pub struct ConfigOverrides {
     /// Speculative-retry delay before a replica has a p99, e.g. 20ms.
     #[arg(long, alias = "speculative-retry-ms", value_parser = millis)]
     pub speculative_retry: Option<Duration>,
+    /// Accept fault injection (`ringkv fault`: cut, delay or drop links,
+    /// step the clock). For tests and demos only; off by default.
+    #[arg(long)]
+    pub enable_fault_injection: bool,
 }
 
 impl ConfigOverrides {
@@ -399,6 +403,7 @@ impl ConfigOverrides {
             max_hint_bytes_per_target,
             hint_replay_bytes_per_sec,
             speculative_retry,
+            enable_fault_injection,
         } = c;
         fn set<T: Clone>(field: &mut T, flag: &Option<T>) {
             if let Some(v) = flag {
@@ -441,6 +446,8 @@ impl ConfigOverrides {
         set(max_hint_bytes_per_target, &self.max_hint_bytes_per_target);
         set(hint_replay_bytes_per_sec, &self.hint_replay_bytes_per_sec);
         set(speculative_retry, &self.speculative_retry);
+        // A switch: given, it turns injection on; absent, the file decides.
+        *enable_fault_injection |= self.enable_fault_injection;
     }
 }
 

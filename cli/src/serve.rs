@@ -130,6 +130,7 @@ mod tests {
             "--speculative-retry=22ms",
             "--cleanup-delay=23s",
             "--commit-log=off",
+            "--enable-fault-injection",
         ];
         let got = toml::Value::try_from(config_from(&flags).unwrap()).unwrap();
         let default = toml::Value::try_from(ringkv_node::Config::default()).unwrap();

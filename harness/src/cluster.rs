@@ -94,7 +94,10 @@ impl LocalCluster {
             let dir = root.join(&id);
             std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
             let log = root.join(format!("{id}.log"));
-            let mut command: Vec<String> = ["serve", "--id", &id, "--listen", addr, "--seeds", &addrs[0]].map(String::from).to_vec();
+            // These clusters are for demos and tests: `ringkv fault` and
+            // jepsen-lite's nemeses inject faults through the admin API.
+            let mut command: Vec<String> =
+                ["serve", "--id", &id, "--listen", addr, "--seeds", &addrs[0], "--enable-fault-injection"].map(String::from).to_vec();
             command.extend(["--data-dir".to_string(), dir.display().to_string()]);
             command.extend(extra(i));
             let mut node = LocalNode { id: id.clone(), addr: addr.clone(), log: log.clone(), paused: false, command, child: None };

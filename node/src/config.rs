@@ -133,6 +133,12 @@ pub struct Config {
     /// to have a p99 yet.
     #[serde(alias = "speculative_retry_ms", with = "millis")]
     pub speculative_retry: Duration,
+    /// Accept `Admin.SetFault` and `Admin.SetClock` (`ringkv fault`): cut
+    /// links, delay or drop messages, step the clock. Off by default, since
+    /// anyone who can reach the admin API could otherwise cut a node off or
+    /// make it refuse every write; `ringkv demo`, `ringkv cluster`,
+    /// jepsen-lite and the tests turn it on.
+    pub enable_fault_injection: bool,
 }
 
 impl Default for Config {
@@ -169,6 +175,7 @@ impl Default for Config {
             max_hint_bytes_per_target: 64 * 1024 * 1024,
             hint_replay_bytes_per_sec: 4 * 1024 * 1024,
             speculative_retry: Duration::from_millis(20),
+            enable_fault_injection: false,
         }
     }
 }

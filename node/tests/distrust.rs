@@ -48,6 +48,11 @@ impl Drop for Node {
 
 /// A one-node cluster in this process, on memory storage, serving.
 async fn start() -> Node {
+    start_with(|_| {}).await
+}
+
+/// [`start`] with `adjust` applied to the config first.
+async fn start_with(adjust: impl FnOnce(&mut Config)) -> Node {
     let dir = tempfile::tempdir().expect("temp dir");
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
     let addr = format!("127.0.0.1:{port}");
@@ -62,6 +67,8 @@ async fn start() -> Node {
         max_clock_skew: std::time::Duration::from_millis(SKEW_MS),
         ..Default::default()
     };
+    let mut config = config;
+    adjust(&mut config);
     let stop = CancellationToken::new();
     tokio::spawn(ringkv_node::run(config.clone(), Env::real(&config), stop.clone()));
     let channel = Channel::from_shared(format!("http://{addr}")).expect("uri").connect_lazy();
@@ -301,4 +308,30 @@ async fn a_context_names_no_actor_the_key_does_not_have() {
     })
     .await
     .expect("finished within 60 s");
+}
+
+/// Issue #14 item 5: `SetFault` and `SetClock` cut links and step clocks,
+/// so a node refuses them unless it was started with
+/// `--enable-fault-injection`. Listing the rules changes nothing and stays
+/// open.
+#[tokio::test]
+async fn fault_injection_is_refused_unless_the_node_was_started_with_it() {
+    let mut off = start().await;
+    let block = pb::FaultRule { peer: "n2".into(), block: true, ..Default::default() };
+    let refused = off.admin.set_fault(pb::SetFaultRequest { rules: vec![block.clone()], clear: false }).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("--enable-fault-injection"), "the message says how to turn it on: {}", refused.message());
+    let cleared = off.admin.set_fault(pb::SetFaultRequest { rules: vec![], clear: true }).await.unwrap_err();
+    assert_eq!(cleared.code(), Code::FailedPrecondition);
+    let stepped = off.admin.set_clock(pb::SetClockRequest { offset_ms: 86_400_000 }).await.unwrap_err();
+    assert_eq!(stepped.code(), Code::FailedPrecondition, "{stepped:?}");
+    let listed = off.admin.set_fault(pb::SetFaultRequest::default()).await.expect("listing is allowed").into_inner();
+    assert!(listed.rules.is_empty(), "nothing was set");
+    // The refused clock step did not happen: writes are still stamped.
+    off.kv.put(put(b"after", b"v", None)).await.expect("the node still takes writes");
+
+    let mut on = start_with(|c| c.enable_fault_injection = true).await;
+    let set = on.admin.set_fault(pb::SetFaultRequest { rules: vec![block], clear: false }).await.expect("enabled").into_inner();
+    assert_eq!(set.rules.len(), 1);
+    on.admin.set_clock(pb::SetClockRequest { offset_ms: 0 }).await.expect("enabled");
 }

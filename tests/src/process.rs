@@ -55,7 +55,11 @@ impl NodeProc {
     pub fn start(root: &Path, id: &str, seed: Option<&str>, extra: &[&str]) -> Self {
         let addr = format!("127.0.0.1:{}", free_port());
         let dir = root.join(id);
-        let mut args: Vec<String> = ["serve", "--id", id, "--listen", &addr, "--seeds", seed.unwrap_or(&addr)].map(String::from).to_vec();
+        // Tests inject faults (`ringkv fault`), which a node refuses unless
+        // started with the switch.
+        let mut args: Vec<String> = ["serve", "--id", id, "--listen", &addr, "--seeds", seed.unwrap_or(&addr), "--enable-fault-injection"]
+            .map(String::from)
+            .to_vec();
         args.push("--data-dir".into());
         args.push(dir.display().to_string());
         args.extend(extra.iter().map(|s| s.to_string()));

@@ -101,6 +101,8 @@ pub fn config(i: usize, seed: u64) -> Config {
         rng_seed: Some(seed ^ i as u64),
         // Tests run repair passes themselves.
         anti_entropy_interval: Duration::ZERO,
+        // The simulations inject faults through the admin API.
+        enable_fault_injection: true,
         ..Config::default()
     }
 }

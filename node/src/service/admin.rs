@@ -38,6 +38,19 @@ impl AdminService {
         }
         Ok(out)
     }
+
+    /// `FAILED_PRECONDITION` unless this node was started with
+    /// `--enable-fault-injection` (`enable_fault_injection`).
+    fn fault_injection_enabled(&self) -> Result<(), Status> {
+        if self.s.config.enable_fault_injection {
+            return Ok(());
+        }
+        Err(Status::failed_precondition(format!(
+            "fault injection is off on node {}; start it with --enable-fault-injection \
+             (enable_fault_injection = true) to use `ringkv fault`: it is meant for tests and demos",
+            self.s.config.id
+        )))
+    }
 }
 
 #[tonic::async_trait]
@@ -164,6 +177,7 @@ impl pb::admin_server::Admin for AdminService {
     }
 
     async fn set_clock(&self, req: Request<pb::SetClockRequest>) -> Result<Response<pb::SetClockResponse>, Status> {
+        self.fault_injection_enabled()?;
         let offset_ms = req.into_inner().offset_ms;
         if offset_ms.unsigned_abs() > MAX_CLOCK_OFFSET_MS {
             return Err(Error::InvalidArgument(format!("clock offset {offset_ms} ms is beyond ±{MAX_CLOCK_OFFSET_MS} ms")).into());
@@ -177,6 +191,10 @@ impl pb::admin_server::Admin for AdminService {
 
     async fn set_fault(&self, req: Request<pb::SetFaultRequest>) -> Result<Response<pb::SetFaultResponse>, Status> {
         let req = req.into_inner();
+        // Listing the rules (none given, nothing cleared) changes nothing.
+        if req.clear || !req.rules.is_empty() {
+            self.fault_injection_enabled()?;
+        }
         let mut rules = Vec::new();
         for r in req.rules {
             if !(0.0..=1.0).contains(&r.drop) {
