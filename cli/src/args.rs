@@ -363,6 +363,12 @@ pub struct ConfigOverrides {
     /// step the clock). For tests and demos only; off by default.
     #[arg(long)]
     pub enable_fault_injection: bool,
+    /// Client requests per second admitted per client address; 0 is off.
+    #[arg(long)]
+    pub rate_limit_per_sec: Option<u32>,
+    /// Requests a client may burst above the rate; 0 is the rate itself.
+    #[arg(long)]
+    pub rate_limit_burst: Option<u32>,
 }
 
 impl ConfigOverrides {
@@ -404,6 +410,8 @@ impl ConfigOverrides {
             hint_replay_bytes_per_sec,
             speculative_retry,
             enable_fault_injection,
+            rate_limit_per_sec,
+            rate_limit_burst,
         } = c;
         fn set<T: Clone>(field: &mut T, flag: &Option<T>) {
             if let Some(v) = flag {
@@ -448,6 +456,8 @@ impl ConfigOverrides {
         set(speculative_retry, &self.speculative_retry);
         // A switch: given, it turns injection on; absent, the file decides.
         *enable_fault_injection |= self.enable_fault_injection;
+        set(rate_limit_per_sec, &self.rate_limit_per_sec);
+        set(rate_limit_burst, &self.rate_limit_burst);
     }
 }
 

@@ -131,6 +131,8 @@ mod tests {
             "--cleanup-delay=23s",
             "--commit-log=off",
             "--enable-fault-injection",
+            "--rate-limit-per-sec=24",
+            "--rate-limit-burst=25",
         ];
         let got = toml::Value::try_from(config_from(&flags).unwrap()).unwrap();
         let default = toml::Value::try_from(ringkv_node::Config::default()).unwrap();

@@ -3,7 +3,7 @@
 //! names and kinds are in `ringkv_proto::wire`).
 
 use ringkv_proto::delivery::Delivery;
-use ringkv_proto::wire::{ErrorKind, GOT_HEADER, KIND_HEADER, REQUIRED_HEADER};
+use ringkv_proto::wire::{ErrorKind, GOT_HEADER, KIND_HEADER, REQUIRED_HEADER, RETRY_AFTER_HEADER};
 use tonic::Code;
 
 /// What went wrong with a request, by what the caller should do about it.
@@ -60,6 +60,15 @@ pub enum Error {
         /// The last transport error.
         message: String,
     },
+    /// Over the node's rate limit for this client; nothing was done. Wait
+    /// `retry_after`, then retry.
+    #[error("{message}")]
+    RateLimited {
+        /// How long the node said to wait.
+        retry_after: std::time::Duration,
+        /// The node's explanation.
+        message: String,
+    },
     /// Anything else the node reported.
     #[error("{kind}: {message}")]
     Other {
@@ -79,13 +88,14 @@ impl Error {
             Error::InvalidArgument { .. } => "invalid_argument",
             Error::Timeout { .. } => "timeout",
             Error::Connect { .. } => "connect",
+            Error::RateLimited { .. } => "rate_limited",
             Error::Other { kind, .. } => kind,
         }
     }
 
     /// True when the same request may succeed if retried.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Unavailable { .. } | Error::Timeout { .. } | Error::Connect { .. })
+        matches!(self, Error::Unavailable { .. } | Error::Timeout { .. } | Error::Connect { .. } | Error::RateLimited { .. })
     }
 
     /// True when the status came from the transport, not from a node: the
@@ -115,6 +125,9 @@ impl From<tonic::Status> for Error {
                 Error::Unavailable { required: number(&status, REQUIRED_HEADER), alive: number(&status, GOT_HEADER), message }
             }
             (Some(ErrorKind::Indeterminate), _) => Error::Indeterminate { message },
+            (Some(ErrorKind::RateLimited), _) => {
+                Error::RateLimited { retry_after: std::time::Duration::from_millis(number(&status, RETRY_AFTER_HEADER).into()), message }
+            }
             (Some(ErrorKind::InvalidArgument), _) | (None, Code::InvalidArgument | Code::OutOfRange | Code::ResourceExhausted) => {
                 Error::InvalidArgument { message }
             }
@@ -147,6 +160,17 @@ mod tests {
     fn a_status_from_a_node_is_never_a_transport_failure() {
         assert!(!Error::is_transport(&tagged(ErrorKind::Peer)));
         assert!(Error::is_transport(&tonic::Status::unavailable("connection reset")));
+    }
+
+    #[test]
+    fn a_rate_limited_status_carries_its_wait_and_is_retryable() {
+        let mut s = tonic::Status::resource_exhausted("rate limited");
+        s.metadata_mut().insert(KIND_HEADER, ErrorKind::RateLimited.as_str().parse().unwrap());
+        s.metadata_mut().insert(RETRY_AFTER_HEADER, "250".parse().unwrap());
+        let e = Error::from(s);
+        assert!(matches!(e, Error::RateLimited { retry_after, .. } if retry_after.as_millis() == 250), "{e:?}");
+        assert!(e.is_retryable());
+        assert_eq!(e.kind(), "rate_limited");
     }
 
     #[test]

@@ -139,6 +139,13 @@ pub struct Config {
     /// make it refuse every write; `ringkv demo`, `ringkv cluster`,
     /// jepsen-lite and the tests turn it on.
     pub enable_fault_injection: bool,
+    /// Client requests per second this node admits from one client address
+    /// (`Kv` only; peers are never limited); 0 turns the limit off. The
+    /// cluster-wide ceiling for a client is about N times it.
+    pub rate_limit_per_sec: u32,
+    /// Requests a client may send at once above the sustained rate; 0
+    /// means the same as `rate_limit_per_sec`.
+    pub rate_limit_burst: u32,
 }
 
 impl Default for Config {
@@ -176,6 +183,8 @@ impl Default for Config {
             hint_replay_bytes_per_sec: 4 * 1024 * 1024,
             speculative_retry: Duration::from_millis(20),
             enable_fault_injection: false,
+            rate_limit_per_sec: 0,
+            rate_limit_burst: 0,
         }
     }
 }

@@ -15,7 +15,7 @@
 
 use ringkv_proto::delivery::Delivery;
 pub use ringkv_proto::wire::{ErrorKind, KIND_HEADER};
-use ringkv_proto::wire::{GOT_HEADER, REQUIRED_HEADER};
+use ringkv_proto::wire::{GOT_HEADER, REQUIRED_HEADER, RETRY_AFTER_HEADER};
 use tonic::metadata::MetadataValue;
 
 /// Everything that can go wrong inside a node.
@@ -140,6 +140,16 @@ pub enum Error {
     /// Configuration is invalid.
     #[error("config: {0}")]
     Config(String),
+    /// The caller is over its rate limit on this node; nothing was done.
+    #[error("rate limited: more than {per_sec} requests/s (burst {burst}) from this client to this node; retry after {retry_after_ms} ms")]
+    RateLimited {
+        /// The sustained limit.
+        per_sec: u32,
+        /// The burst allowed above it.
+        burst: u32,
+        /// When the next request would be admitted.
+        retry_after_ms: u64,
+    },
 }
 
 impl Error {
@@ -153,6 +163,7 @@ impl Error {
                 | Error::NotSent { .. }
                 | Error::TreeNotReady { .. }
                 | Error::PeerTimeout { .. }
+                | Error::RateLimited { .. }
         )
     }
 
@@ -178,6 +189,7 @@ impl Error {
             Error::Peer { .. } | Error::PeerTimeout { .. } | Error::TreeNotReady { .. } => ErrorKind::Peer,
             Error::NotSent { .. } => ErrorKind::NotSent,
             Error::Config(_) => ErrorKind::Config,
+            Error::RateLimited { .. } => ErrorKind::RateLimited,
             Error::Forwarded(s) => ErrorKind::of(s).unwrap_or(ErrorKind::Peer),
         }
     }
@@ -200,6 +212,7 @@ impl From<Error> for tonic::Status {
             Error::Corrupt { .. } => Code::DataLoss,
             Error::Storage(_) => Code::Internal,
             Error::PeerTimeout { .. } => Code::DeadlineExceeded,
+            Error::RateLimited { .. } => Code::ResourceExhausted,
             Error::Forwarded(_) => unreachable!("returned above"),
         };
         let mut status = tonic::Status::new(code, e.to_string());
@@ -210,6 +223,9 @@ impl From<Error> for tonic::Status {
             Error::Indeterminate { acked, required, .. } => Some((*required, *acked)),
             _ => None,
         };
+        if let Error::RateLimited { retry_after_ms, .. } = &e {
+            md.insert(RETRY_AFTER_HEADER, (*retry_after_ms).into());
+        }
         if let Some((required, got)) = counts {
             md.insert(REQUIRED_HEADER, required.into());
             md.insert(GOT_HEADER, got.into());

@@ -24,6 +24,7 @@ pub mod node;
 pub mod paging;
 pub mod peer_client;
 pub mod quorum;
+pub mod rate_limit;
 pub mod record;
 pub mod ring;
 pub mod service;

@@ -125,6 +125,7 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
     let hints = Arc::new(Hints::open(store.clone())?);
     let hlc = Arc::new(HlcClock::new(config.id.clone(), millis(config.max_clock_skew)));
     let admit = Arc::new(Admit::new(&config, hlc.clone(), env.clock.clone()));
+    let (rate_limit_per_sec, rate_limit_burst) = (config.rate_limit_per_sec, config.rate_limit_burst);
     let shared = Arc::new(Shared {
         hlc,
         admit,
@@ -140,6 +141,7 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
         anti_entropy: Default::default(),
         hints,
         in_flight: Default::default(),
+        rate_limits: crate::rate_limit::RateLimits::new(rate_limit_per_sec, rate_limit_burst),
         shutdown: shutdown.clone(),
     });
     let c = &shared.config;

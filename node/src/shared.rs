@@ -58,6 +58,8 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Client requests being served now (gossiped as load).
     pub in_flight: Arc<std::sync::atomic::AtomicU64>,
+    /// Per-client rate limits on the client surface (`rate_limit.rs`).
+    pub rate_limits: crate::rate_limit::RateLimits,
 }
 
 impl Shared {

@@ -1,5 +1,7 @@
 //! The bad-peer corpus: every malformed or hostile call of issue #14 item 7
-//! ("Peers that distrust"), sent to one in-process node over real gRPC.
+//! ("Peers that distrust"), sent to one in-process node over real gRPC;
+//! and the switches that guard a node from its callers (items 5 and 6:
+//! fault injection off by default, per-client rate limits).
 //!
 //! Each call must get a clear status (its code, and a message naming what
 //! was wrong), the node must keep serving, and no stored data may be lost
@@ -334,4 +336,37 @@ async fn fault_injection_is_refused_unless_the_node_was_started_with_it() {
     let set = on.admin.set_fault(pb::SetFaultRequest { rules: vec![block], clear: false }).await.expect("enabled").into_inner();
     assert_eq!(set.rules.len(), 1);
     on.admin.set_clock(pb::SetClockRequest { offset_ms: 0 }).await.expect("enabled");
+}
+
+/// Issue #14 item 6: a burst past the per-client limit gets
+/// `RESOURCE_EXHAUSTED` with a retry-after, nothing of the refused requests
+/// is written, and the node stays healthy: after the wait it serves again.
+#[tokio::test]
+async fn a_burst_past_the_rate_limit_is_refused_with_a_retry_after_and_the_node_stays_healthy() {
+    // `start` itself puts one key to see the node serve.
+    let mut node = start_with(|c| {
+        c.rate_limit_per_sec = 5;
+        c.rate_limit_burst = 5;
+    })
+    .await;
+    let mut refused = Vec::new();
+    for i in 0..20 {
+        if let Err(s) = node.kv.put(put(format!("burst-{i}").as_bytes(), b"v", None)).await {
+            refused.push((i, s));
+        }
+    }
+    assert!(refused.len() >= 10, "a 20-request burst against 5/s and a burst of 5: only {} refused", refused.len());
+    for (_, s) in &refused {
+        assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
+        assert_eq!(s.metadata().get("x-ringkv-kind").and_then(|v| v.to_str().ok()), Some("rate_limited"));
+        let wait: u64 = s.metadata().get("x-ringkv-retry-after-ms").and_then(|v| v.to_str().ok()?.parse().ok()).expect("a retry-after");
+        assert!((1..=1000).contains(&wait), "wait {wait} ms");
+    }
+    // After the wait, it serves again; and no refused put was written.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for (i, _) in &refused {
+        let got = node.kv.get(get(format!("burst-{i}").as_bytes())).await.expect("served after the wait").into_inner();
+        assert!(got.siblings.is_empty(), "refused put burst-{i} was written");
+        tokio::time::sleep(Duration::from_millis(210)).await;
+    }
 }

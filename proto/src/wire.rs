@@ -19,6 +19,10 @@ pub const REQUIRED_HEADER: &str = "x-ringkv-required";
 /// acknowledged (`indeterminate`).
 pub const GOT_HEADER: &str = "x-ringkv-got";
 
+/// The metadata key carrying how long a rate-limited client should wait
+/// before its next request, in milliseconds.
+pub const RETRY_AFTER_HEADER: &str = "x-ringkv-retry-after-ms";
+
 /// Largest message a node or client decodes. Siblings of a maximal value can
 /// make a read response several times the value limit.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
@@ -47,11 +51,13 @@ pub enum ErrorKind {
     Peer,
     /// A peer call that cannot have reached the peer: nothing was sent.
     NotSent,
+    /// The caller sent more than its rate limit allows; nothing was done.
+    RateLimited,
 }
 
 impl ErrorKind {
     /// Every kind, for parsing and tests.
-    pub const ALL: [ErrorKind; 10] = [
+    pub const ALL: [ErrorKind; 11] = [
         ErrorKind::Unavailable,
         ErrorKind::Indeterminate,
         ErrorKind::Timeout,
@@ -62,6 +68,7 @@ impl ErrorKind {
         ErrorKind::Config,
         ErrorKind::Peer,
         ErrorKind::NotSent,
+        ErrorKind::RateLimited,
     ];
 
     /// The name carried in [`KIND_HEADER`] and printed by `--json`.
@@ -77,6 +84,7 @@ impl ErrorKind {
             ErrorKind::Config => "config",
             ErrorKind::Peer => "peer",
             ErrorKind::NotSent => "not_sent",
+            ErrorKind::RateLimited => "rate_limited",
         }
     }
 

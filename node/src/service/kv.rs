@@ -70,9 +70,18 @@ fn read_repair(options: Option<&pb::RequestOptions>) -> Result<ReadRepair, Error
         .map_err(|_| Error::InvalidArgument(format!("unknown read_repair mode {raw}; expected blocking, async or off")))
 }
 
+impl KvService {
+    /// The client's rate limit: refused before any work when it is over.
+    fn admit_client<T>(&self, req: &Request<T>) -> Result<(), Error> {
+        let remote = req.extensions().get::<crate::transport::ConnInfo>().and_then(|c| c.remote).map(|a| a.ip());
+        self.s.rate_limits.check(remote)
+    }
+}
+
 #[tonic::async_trait]
 impl pb::kv_server::Kv for KvService {
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        self.admit_client(&req)?;
         let _counted = InFlight::new(&self.s.in_flight);
         let req = req.into_inner();
         let options = req.options.as_ref();
@@ -91,6 +100,7 @@ impl pb::kv_server::Kv for KvService {
     }
 
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        self.admit_client(&req)?;
         let _counted = InFlight::new(&self.s.in_flight);
         let req = req.into_inner();
         let write = self.write(req.key, req.value, req.context, false, req.options.as_ref())?;
@@ -99,6 +109,7 @@ impl pb::kv_server::Kv for KvService {
     }
 
     async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+        self.admit_client(&req)?;
         let _counted = InFlight::new(&self.s.in_flight);
         let req = req.into_inner();
         let write = self.write(req.key, Vec::new(), req.context, true, req.options.as_ref())?;
@@ -107,6 +118,7 @@ impl pb::kv_server::Kv for KvService {
     }
 
     async fn scan(&self, req: Request<pb::ScanRequest>) -> Result<Response<pb::ScanResponse>, Status> {
+        self.admit_client(&req)?;
         let _counted = InFlight::new(&self.s.in_flight);
         let req = req.into_inner();
         let options = req.options.as_ref();
