@@ -260,6 +260,24 @@ impl Hints {
         Ok(oldest)
     }
 
+    /// Drops every hint held for `target` (a node that left or was
+    /// removed: it will never take them). Returns how many; they count as
+    /// expired.
+    pub fn drop_target(&self, target: &str) -> Result<u64> {
+        let mut dropped = 0;
+        loop {
+            let page = self.page(target, paging::Page::new(PAGE, PAGE_BYTES))?;
+            if page.is_empty() {
+                return Ok(dropped);
+            }
+            for (key, _, raw, _) in &page {
+                self.remove(target, key, raw)?;
+            }
+            dropped += page.len() as u64;
+            self.expired.fetch_add(page.len() as u64, Ordering::Relaxed);
+        }
+    }
+
     /// Deletes a delivered hint, unless it changed since it was read.
     fn remove(&self, target: &str, key: &[u8], delivered: &[u8]) -> Result<()> {
         let _guard = self.lock.lock().expect("hints lock");
@@ -275,6 +293,13 @@ impl Hints {
         }
         Ok(())
     }
+}
+
+/// True when `target` will never take its hints: it left (decommission)
+/// or was removed (`removenode`). An id this node has not heard of is not
+/// abandoned: after a restart, gossip may not have named it yet.
+fn abandoned(membership: &Membership, target: &str) -> bool {
+    membership.removed_at(target).is_some() || membership.member(target).is_some_and(|m| m.state == crate::membership::NodeState::Left)
 }
 
 /// The replay worker: what it needs of the node, and no more.
@@ -356,6 +381,17 @@ impl Replayer {
                 _ = tokio::time::sleep(TICK) => {}
             }
             for (target, _) in self.hints.pending() {
+                if abandoned(&self.membership, &target) {
+                    match self.hints.drop_target(&target) {
+                        Ok(n) => {
+                            tracing::info!(node = %self.me, peer = %target, hints = n, "hints for a node that left or was removed dropped")
+                        }
+                        Err(e) => {
+                            tracing::warn!(node = %self.me, peer = %target, error = %e, "could not drop the hints of a node that left")
+                        }
+                    }
+                    continue;
+                }
                 if !self.membership.is_up_member(&target) {
                     continue;
                 }
@@ -417,5 +453,28 @@ mod tests {
         let values: Vec<Vec<u8>> = page[0].1.siblings().iter().map(|s| s.value.clone()).collect();
         assert_eq!(values, vec![b"latest".to_vec()], "nothing older than the window survives");
         assert_eq!(hints.expired.load(Ordering::Relaxed), 1);
+    }
+
+    /// Hints for a node that left or was removed were kept forever (noticed
+    /// last wave): replay skipped them and nothing else dropped them.
+    #[test]
+    fn hints_for_a_node_that_left_are_dropped_and_an_unheard_of_node_keeps_them() {
+        use crate::membership::{DetectorConfig, Member, Membership, NodeState};
+        let hints =
+            Hints::open(Arc::new(Store::new(Arc::new(MemoryStorage::default()), Durability::None, Duration::from_millis(1)))).unwrap();
+        let limits = Limits { silent_ms: 0, window: Duration::from_secs(10), budget: u64::MAX };
+        for k in 0..300u32 {
+            hints.offer("n9", &k.to_be_bytes(), &version("n1", "v", 1_000), 1_000, limits).unwrap();
+        }
+        let detector = DetectorConfig { threshold: 8.0, interval_ms: 200, pause_ms: 1000 };
+        let m = Membership::new(Member { id: "n1".into(), ..Default::default() }, detector);
+        assert!(!abandoned(&m, "n9"), "not heard of yet: kept");
+        m.merge([Member { id: "n9".into(), state: NodeState::Normal, version: 1, heartbeat: 1, ..Default::default() }]);
+        assert!(!abandoned(&m, "n9"), "a member: kept for replay");
+        m.merge([Member { id: "n9".into(), state: NodeState::Left, version: 2, heartbeat: 2, ..Default::default() }]);
+        assert!(abandoned(&m, "n9"), "left: abandoned");
+        assert_eq!(hints.drop_target("n9").unwrap(), 300, "more than one page");
+        assert!(hints.pending().is_empty());
+        assert_eq!(hints.expired.load(Ordering::Relaxed), 300);
     }
 }
