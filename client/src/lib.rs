@@ -14,7 +14,8 @@
 //! // Endpoints tried in the order given:
 //! let client = Client::connect([addr.as_str()]).await?;
 //! # let t0 = std::time::Instant::now();
-//! # while client.ping().await.is_err() && t0.elapsed().as_secs() < 10 { tokio::time::sleep(std::time::Duration::from_millis(20)).await; }
+//! # // Until the node has formed its one-node ring (a ping answers as soon as it listens).
+//! # while client.put(b"warm-up", b"", None, Options::level(Level::One)).await.is_err() && t0.elapsed().as_secs() < 10 { tokio::time::sleep(std::time::Duration::from_millis(20)).await; }
 //! let put = client.put(b"user:1", b"ada", None, Options::level(Level::Quorum)).await?;
 //! let got = client.get(b"user:1", Options::level(Level::One)).await?;
 //! assert_eq!(got.siblings[0].value, b"ada");
@@ -378,8 +379,9 @@ impl Client {
     /// # tokio::spawn(ringkv_node::run(config.clone(), ringkv_node::Env::real(&config), stop.clone()));
     /// # let client = ringkv_client::Client::connect([addr.as_str()]).await?;
     /// # let t0 = std::time::Instant::now();
-    /// # while client.ping().await.is_err() && t0.elapsed().as_secs() < 10 { tokio::time::sleep(std::time::Duration::from_millis(20)).await; }
     /// use ringkv_client::{Level, Options};
+    /// # // Until the node has formed its one-node ring (a ping answers as soon as it listens).
+    /// # while client.put(b"warm-up", b"", None, Options::level(Level::One)).await.is_err() && t0.elapsed().as_secs() < 10 { tokio::time::sleep(std::time::Duration::from_millis(20)).await; }
     /// let opts = Options::level(Level::Quorum);
     /// client.put(b"cart", b"milk", None, opts).await?;
     /// let ctx = client.get(b"cart", opts).await?.context;
