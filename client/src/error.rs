@@ -2,7 +2,6 @@
 //! through the `x-ringkv-*` metadata the node sets (node/src/error.rs; the
 //! names and kinds are in `ringkv_proto::wire`).
 
-use ringkv_proto::delivery::Delivery;
 use ringkv_proto::wire::{ErrorKind, GOT_HEADER, KIND_HEADER, REQUIRED_HEADER, RETRY_AFTER_HEADER};
 use tonic::Code;
 
@@ -100,14 +99,9 @@ impl Error {
 
     /// True when the status came from the transport, not from a node: the
     /// request may never have arrived, so another endpoint can be tried.
-    /// Whether it did is [`Delivery::of_status`].
+    /// Whether it did is [`Delivery::of_status`](ringkv_proto::delivery::Delivery::of_status).
     pub(crate) fn is_transport(status: &tonic::Status) -> bool {
         !status.metadata().contains_key(KIND_HEADER) && matches!(status.code(), Code::Unavailable | Code::Unknown)
-    }
-
-    /// Whether a transport failure may have reached the node.
-    pub(crate) fn delivery(status: &tonic::Status) -> Delivery {
-        Delivery::of_status(status)
     }
 }
 

@@ -315,10 +315,11 @@ impl Client {
                 let transport = result.as_ref().err().is_some_and(Error::is_transport);
                 routing::Router::record(n, started.elapsed(), transport);
             }
+            let delivery = result.as_ref().err().map(Delivery::of_status);
             match result {
                 Ok(r) => return Ok(r.into_inner()),
-                Err(s) if Error::is_transport(&s) && (idempotent || Error::delivery(&s) == Delivery::NotSent) => {
-                    failover.failed(Error::delivery(&s), || s.message().to_string());
+                Err(s) if Error::is_transport(&s) && (idempotent || delivery == Some(Delivery::NotSent)) => {
+                    failover.failed(delivery.unwrap_or(Delivery::MaybeDelivered), || s.message().to_string());
                     last = Some(Error::Connect { endpoints: self.endpoints().join(","), message: s.message().to_string() })
                 }
                 Err(s) => {
