@@ -10,6 +10,8 @@ use super::timeout;
 use crate::coordinator::{decode_context, encode_context, Coordinator, Read, Write};
 use crate::error::Error;
 use crate::quorum::Level;
+use crate::rate_limit::Client;
+use crate::security::{grants_of, remote_ip, Grants};
 use crate::shared::Shared;
 
 /// Default and largest page for `Scan`.
@@ -71,19 +73,26 @@ fn read_repair(options: Option<&pb::RequestOptions>) -> Result<ReadRepair, Error
 }
 
 impl KvService {
-    /// The client's rate limit: refused before any work when it is over.
-    fn admit_client<T>(&self, req: &Request<T>) -> Result<(), Error> {
-        let remote = req.extensions().get::<crate::transport::ConnInfo>().and_then(|c| c.remote).map(|a| a.ip());
-        self.s.rate_limits.check(remote)
+    /// Who the client is (the gate authenticated it) and its rate limit:
+    /// refused before any work when it is over.
+    fn admit_client<T>(&self, req: &Request<T>) -> Result<Grants, Error> {
+        let grants = grants_of(req)?.clone();
+        let client = match &grants.name {
+            Some(name) => Client::Principal(name.clone()),
+            None => Client::Address(remote_ip(req.extensions())),
+        };
+        self.s.rate_limits.check(&client, grants.rate_limit)?;
+        Ok(grants)
     }
 }
 
 #[tonic::async_trait]
 impl pb::kv_server::Kv for KvService {
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
-        self.admit_client(&req)?;
+        let grants = self.admit_client(&req)?;
         let _counted = InFlight::new(&self.s.in_flight);
         let req = req.into_inner();
+        grants.check_read(&req.key)?;
         let options = req.options.as_ref();
         let read = Read {
             key: req.key,
@@ -100,27 +109,30 @@ impl pb::kv_server::Kv for KvService {
     }
 
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
-        self.admit_client(&req)?;
+        let grants = self.admit_client(&req)?;
         let _counted = InFlight::new(&self.s.in_flight);
         let req = req.into_inner();
+        grants.check_write(&req.key)?;
         let write = self.write(req.key, req.value, req.context, false, req.options.as_ref())?;
         let (ctx, receipt) = self.coordinator.write(write, None).await?;
         Ok(Response::new(pb::PutResponse { context: encode_context(&ctx), receipt: Some(receipt) }))
     }
 
     async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
-        self.admit_client(&req)?;
+        let grants = self.admit_client(&req)?;
         let _counted = InFlight::new(&self.s.in_flight);
         let req = req.into_inner();
+        grants.check_write(&req.key)?;
         let write = self.write(req.key, Vec::new(), req.context, true, req.options.as_ref())?;
         let (_, receipt) = self.coordinator.write(write, None).await?;
         Ok(Response::new(pb::DeleteResponse { receipt: Some(receipt) }))
     }
 
     async fn scan(&self, req: Request<pb::ScanRequest>) -> Result<Response<pb::ScanResponse>, Status> {
-        self.admit_client(&req)?;
+        let grants = self.admit_client(&req)?;
         let _counted = InFlight::new(&self.s.in_flight);
         let req = req.into_inner();
+        grants.check_scan(&req.prefix)?;
         let options = req.options.as_ref();
         let limit = match req.limit as usize {
             0 => SCAN_DEFAULT_LIMIT,
