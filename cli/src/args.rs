@@ -30,8 +30,35 @@ pub struct Cli {
         help = format!("Which node coordinates each request (endpoints: in the order given; bounded-load alone is ε = 0.25): {}", PolicyName::forms()),
     )]
     pub policy: PolicyName,
+    #[command(flatten)]
+    pub auth: AuthArgs,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Credentials for a secured cluster. For `serve`, `--ca`, `--cert` and
+/// `--key` are the node's own TLS files.
+#[derive(Args, Debug, Default, Clone)]
+pub struct AuthArgs {
+    /// Bearer token (from `ringkv token add`).
+    #[arg(long, global = true, env = "RINGKV_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The cluster CA certificate (PEM); turns TLS on.
+    #[arg(long, global = true, env = "RINGKV_CA")]
+    pub ca: Option<PathBuf>,
+    /// A certificate (PEM) from `ringkv cert issue`: the client's for mutual TLS, or the node's for `serve`.
+    #[arg(long, global = true, env = "RINGKV_CERT")]
+    pub cert: Option<PathBuf>,
+    /// The private key (PEM) of --cert.
+    #[arg(long, global = true, env = "RINGKV_KEY")]
+    pub key: Option<PathBuf>,
+}
+
+impl AuthArgs {
+    /// What a client presents.
+    pub fn credentials(&self) -> anyhow::Result<ringkv_client::Credentials> {
+        Ok(ringkv_client::Credentials::from_files(self.ca.as_deref(), self.cert.as_deref(), self.key.as_deref(), self.token.clone())?)
+    }
 }
 
 fn parse_range(s: &str) -> Result<(u64, u64), String> {
@@ -186,6 +213,72 @@ pub enum Command {
     Fault {
         #[command(subcommand)]
         action: FaultAction,
+    },
+    /// A development certificate authority: `cert init`, then `cert issue node|client NAME`.
+    Cert {
+        #[command(subcommand)]
+        action: CertAction,
+    },
+    /// Principals and their tokens in a node's token file.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+}
+
+/// `ringkv cert`.
+#[derive(Subcommand, Debug)]
+pub enum CertAction {
+    /// Make a new CA (ca.crt, ca.key) in --dir.
+    Init {
+        /// Where the CA and the certificates it issues live.
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+    },
+    /// Issue a certificate signed by the CA in --dir: NAME.crt and NAME.key.
+    Issue {
+        /// `node` (serves TLS and may call the Peer API) or `client`.
+        #[arg(value_enum)]
+        kind: CertKindArg,
+        /// The node id or client name (its common name).
+        name: String,
+        /// Where the CA lives.
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// Extra DNS names or IP addresses the node serves under (repeatable).
+        #[arg(long)]
+        host: Vec<String>,
+    },
+}
+
+/// The two kinds of certificate.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum CertKindArg {
+    /// A node's.
+    Node,
+    /// A client's.
+    Client,
+}
+
+/// `ringkv token`.
+#[derive(Subcommand, Debug)]
+pub enum TokenAction {
+    /// Add a principal with a new token, printed once (the file keeps only its hash).
+    Add {
+        /// The principal's name.
+        name: String,
+        /// A role it holds (repeatable): admin, peer, readwrite, readonly, or one under [roles] in the file.
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// The token file.
+        #[arg(long, default_value = "tokens.toml")]
+        file: PathBuf,
+    },
+    /// List the principals and roles in the file (never tokens).
+    List {
+        /// The token file.
+        #[arg(long, default_value = "tokens.toml")]
+        file: PathBuf,
     },
 }
 
@@ -369,6 +462,18 @@ pub struct ConfigOverrides {
     /// Requests a client may burst above the rate; 0 is the rate itself.
     #[arg(long)]
     pub rate_limit_burst: Option<u32>,
+    /// Principals, tokens and roles (`ringkv token add`); every client must then sign in. Re-read on SIGHUP.
+    #[arg(long)]
+    pub tokens_file: Option<PathBuf>,
+    /// The token this node presents to its peers when they do not use TLS (a principal with the peer role).
+    #[arg(long, env = "RINGKV_PEER_TOKEN", hide_env_values = true)]
+    pub peer_token: Option<String>,
+    /// Listen off loopback without TLS (anyone who can reach the port can then read, write and administer).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Set from the global --ca/--cert/--key, which name the node's own TLS files for `serve`.
+    #[arg(skip)]
+    pub tls: Option<(PathBuf, PathBuf, PathBuf)>,
 }
 
 impl ConfigOverrides {
@@ -412,6 +517,12 @@ impl ConfigOverrides {
             enable_fault_injection,
             rate_limit_per_sec,
             rate_limit_burst,
+            tls_ca,
+            tls_cert,
+            tls_key,
+            tokens_file,
+            peer_token,
+            insecure,
         } = c;
         fn set<T: Clone>(field: &mut T, flag: &Option<T>) {
             if let Some(v) = flag {
@@ -458,6 +569,12 @@ impl ConfigOverrides {
         *enable_fault_injection |= self.enable_fault_injection;
         set(rate_limit_per_sec, &self.rate_limit_per_sec);
         set(rate_limit_burst, &self.rate_limit_burst);
+        if let Some((ca, cert, key)) = &self.tls {
+            (*tls_ca, *tls_cert, *tls_key) = (Some(ca.clone()), Some(cert.clone()), Some(key.clone()));
+        }
+        set_some(tokens_file, &self.tokens_file);
+        set_some(peer_token, &self.peer_token.clone().map(ringkv_node::config::Secret));
+        *insecure |= self.insecure;
     }
 }
 
@@ -475,6 +592,10 @@ pub struct ClusterArgs {
     /// Extra flags passed to every `serve`, e.g. --serve-arg=--durability=fsync.
     #[arg(long = "serve-arg", allow_hyphen_values = true)]
     pub serve_args: Vec<String>,
+    /// Secure the cluster with the files in this directory, making what is missing: the CA, a
+    /// certificate per node, tokens.toml with an admin principal, and admin.token.
+    #[arg(long, value_name = "DIR")]
+    pub secure: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

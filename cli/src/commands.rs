@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use ringkv_client::policy::PolicyName;
-use ringkv_client::{pb, Client, Level, Options, ReadRepair};
+use ringkv_client::{pb, Client, Credentials, Level, Options, ReadRepair};
 use serde_json::{json, Value};
 
 use crate::args::{Command, FaultAction, FaultTarget, LevelArg, RepairArg, RequestArgs};
@@ -53,17 +53,18 @@ fn rand_seed() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// Connects with the named policy ("endpoints": in the order given).
-pub async fn connect(endpoints: &[String], policy: &PolicyName) -> Result<Client> {
+/// Connects with the named policy ("endpoints": in the order given),
+/// presenting `credentials`.
+pub async fn connect(endpoints: &[String], policy: &PolicyName, credentials: &Credentials) -> Result<Client> {
     Ok(match policy.build(rand_seed()) {
-        Some(p) => Client::builder().endpoints(endpoints).policy(p).build().await?,
-        None => Client::connect(endpoints).await?,
+        Some(p) => Client::builder().endpoints(endpoints).policy(p).credentials(credentials.clone()).build().await?,
+        None => Client::connect_with(endpoints, credentials.clone()).await?,
     })
 }
 
 /// Runs one data or admin command.
-pub async fn run(cmd: Command, endpoints: &[String], policy: &PolicyName, json_mode: bool) -> Result<()> {
-    let client = connect(endpoints, policy).await?;
+pub async fn run(cmd: Command, endpoints: &[String], policy: &PolicyName, credentials: &Credentials, json_mode: bool) -> Result<()> {
+    let client = connect(endpoints, policy, credentials).await?;
     match cmd {
         Command::Put { key, value, context, req } => {
             let value = match value {
@@ -276,7 +277,9 @@ pub async fn run(cmd: Command, endpoints: &[String], policy: &PolicyName, json_m
             tokio::time::sleep(Duration::from_secs(3)).await;
             repair(&client, None, None, json_mode).await?;
         }
-        Command::Serve(_) | Command::Cluster(_) | Command::Demo(_) | Command::Bench(_) => unreachable!("dispatched in main"),
+        Command::Serve(_) | Command::Cluster(_) | Command::Demo(_) | Command::Bench(_) | Command::Cert { .. } | Command::Token { .. } => {
+            unreachable!("dispatched in main")
+        }
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ mod bench_target;
 mod commands;
 mod demo;
 mod output;
+mod secure;
 mod serve;
 
 use clap::Parser;
@@ -24,11 +25,16 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(a) => serve::run(*a).await,
+            Command::Serve(mut a) => {
+                a.overrides.tls = serve::tls_files(&cli.auth)?;
+                serve::run(*a).await
+            }
             Command::Cluster(a) => serve::cluster(a).await,
             Command::Demo(a) => demo::run(a, cli.json).await,
-            Command::Bench(a) => bench::run(a, &cli.endpoints, &cli.policy, cli.json).await,
-            other => commands::run(other, &cli.endpoints, &cli.policy, cli.json).await,
+            Command::Cert { action } => secure::cert(action, cli.json),
+            Command::Token { action } => secure::token(action, cli.json),
+            Command::Bench(a) => bench::run(a, &cli.endpoints, &cli.policy, &cli.auth.credentials()?, cli.json).await,
+            other => commands::run(other, &cli.endpoints, &cli.policy, &cli.auth.credentials()?, cli.json).await,
         }
     });
     if let Err(e) = result {

@@ -45,16 +45,19 @@
 //! lets the policy pick the coordinator of each request.
 #![warn(missing_docs)]
 
+mod connect;
 mod duration;
 mod error;
 pub mod policy;
 mod routing;
 
+pub use connect::Credentials;
 pub use duration::parse_duration;
 pub use error::Error;
 pub use ringkv_proto::v1 as pb;
-/// The gRPC channel type the client's connections use.
-pub use tonic::transport::Channel;
+/// The gRPC channel type the client's connections use: a tonic channel that
+/// presents the client's token, if any.
+pub use ringkv_proto::channel::Channel;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,7 +66,6 @@ use pb::admin_client::AdminClient;
 use pb::kv_client::KvClient;
 use ringkv_proto::delivery::{Delivery, Failover};
 use ringkv_proto::wire::MAX_MESSAGE_BYTES;
-use tonic::transport::Endpoint;
 
 /// A consistency level, as the CLI and API name it.
 pub use pb::Consistency as Level;
@@ -124,6 +126,7 @@ impl Options {
 pub struct Client {
     endpoints: Vec<(String, Channel)>,
     router: Option<Arc<routing::Router>>,
+    credentials: Arc<Credentials>,
 }
 
 /// Builds a [`Client`].
@@ -145,9 +148,16 @@ pub struct ClientBuilder {
     weights: std::collections::BTreeMap<String, u32>,
     health_interval: Duration,
     refresh_interval: Duration,
+    credentials: Credentials,
 }
 
 impl ClientBuilder {
+    /// TLS and a token for a secured cluster (default: plaintext, no token).
+    pub fn credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = credentials;
+        self
+    }
+
     /// Nodes to start from (`host:port`).
     pub fn endpoints<S: AsRef<str>>(mut self, endpoints: impl IntoIterator<Item = S>) -> Self {
         self.endpoints = endpoints.into_iter().map(|e| e.as_ref().to_string()).collect();
@@ -186,9 +196,9 @@ impl ClientBuilder {
 
     /// Connects; with a policy, also discovers the cluster.
     pub async fn build(self) -> Result<Client, Error> {
-        let mut client = Client::connect(&self.endpoints).await?;
+        let mut client = Client::connect_with(&self.endpoints, self.credentials).await?;
         if let Some(policy) = self.policy {
-            let router = Arc::new(routing::Router::new(policy, self.client_id, self.weights));
+            let router = Arc::new(routing::Router::new(policy, self.client_id, self.weights, client.credentials.clone()));
             router.discover(&client.endpoints).await?;
             let bg =
                 routing::Router::background(Arc::downgrade(&router), client.endpoints.clone(), self.health_interval, self.refresh_interval);
@@ -203,26 +213,25 @@ impl Client {
     /// Prepares connections to `endpoints` (`host:port`). Connections open
     /// lazily, so this fails only on malformed addresses.
     pub async fn connect<S: AsRef<str>>(endpoints: impl IntoIterator<Item = S>) -> Result<Self, Error> {
+        Self::connect_with(endpoints, Credentials::default()).await
+    }
+
+    /// Like [`Client::connect`], presenting `credentials` (TLS, a client
+    /// certificate, a token) to every node.
+    pub async fn connect_with<S: AsRef<str>>(endpoints: impl IntoIterator<Item = S>, credentials: Credentials) -> Result<Self, Error> {
         let mut out = Vec::new();
         for e in endpoints {
             let addr = e.as_ref().trim().to_string();
             if addr.is_empty() {
                 continue;
             }
-            let uri = if addr.contains("://") { addr.clone() } else { format!("http://{addr}") };
-            let ch = Endpoint::from_shared(uri)
-                .map_err(|err| Error::InvalidArgument { message: format!("bad endpoint {addr:?}: {err}") })?
-                .connect_timeout(Duration::from_secs(2))
-                .http2_keep_alive_interval(Duration::from_secs(10))
-                .keep_alive_timeout(Duration::from_secs(5))
-                .tcp_nodelay(true)
-                .connect_lazy();
+            let ch = credentials.channel(&addr)?;
             out.push((addr, ch));
         }
         if out.is_empty() {
             return Err(Error::InvalidArgument { message: "no endpoints given; pass --endpoints host:port[,host:port...]".into() });
         }
-        Ok(Self { endpoints: out, router: None })
+        Ok(Self { endpoints: out, router: None, credentials: Arc::new(credentials) })
     }
 
     /// A builder for a client with a load-balancing policy.
@@ -235,6 +244,7 @@ impl Client {
             weights: Default::default(),
             health_interval: Duration::from_secs(2),
             refresh_interval: Duration::from_secs(10),
+            credentials: Credentials::default(),
         }
     }
 
@@ -246,7 +256,7 @@ impl Client {
     /// A client over channels built elsewhere, e.g. through a simulated
     /// network. Each pair is an endpoint name and its channel.
     pub fn from_channels(endpoints: Vec<(String, Channel)>) -> Self {
-        Self { endpoints, router: None }
+        Self { endpoints, router: None, credentials: Arc::default() }
     }
 
     /// The endpoints, in the order they are tried.
@@ -262,10 +272,7 @@ impl Client {
     pub fn admin(&self, endpoint: &str) -> Result<AdminClient<Channel>, Error> {
         let ch = match self.endpoints.iter().find(|(a, _)| a == endpoint) {
             Some((_, ch)) => ch.clone(),
-            None => Endpoint::from_shared(format!("http://{endpoint}"))
-                .map_err(|err| Error::InvalidArgument { message: format!("bad endpoint {endpoint:?}: {err}") })?
-                .connect_timeout(Duration::from_secs(2))
-                .connect_lazy(),
+            None => self.credentials.channel(endpoint)?,
         };
         Ok(AdminClient::new(ch).max_decoding_message_size(MAX_MESSAGE_BYTES))
     }

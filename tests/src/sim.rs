@@ -197,7 +197,7 @@ pub fn client(nodes: &[&str]) -> Client {
         .map(|n| {
             let addr = format!("{n}:{PORT}");
             let ch = channel(Arc::new(SimTransport), &addr, Duration::from_millis(500)).expect("valid address");
-            (addr, ch)
+            (addr, ch.into())
         })
         .collect();
     Client::from_channels(channels)
