@@ -41,16 +41,16 @@ pub struct Cli {
 #[derive(Args, Debug, Default, Clone)]
 pub struct AuthArgs {
     /// Bearer token (from `ringkv token add`).
-    #[arg(long, global = true, env = "RINGKV_TOKEN", hide_env_values = true)]
+    #[arg(long = "token", id = "auth_token", global = true, env = "RINGKV_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// The cluster CA certificate (PEM); turns TLS on.
-    #[arg(long, global = true, env = "RINGKV_CA")]
+    #[arg(long = "ca", id = "auth_ca", global = true, env = "RINGKV_CA")]
     pub ca: Option<PathBuf>,
     /// A certificate (PEM) from `ringkv cert issue`: the client's for mutual TLS, or the node's for `serve`.
-    #[arg(long, global = true, env = "RINGKV_CERT")]
+    #[arg(long = "cert", id = "auth_cert", global = true, env = "RINGKV_CERT")]
     pub cert: Option<PathBuf>,
     /// The private key (PEM) of --cert.
-    #[arg(long, global = true, env = "RINGKV_KEY")]
+    #[arg(long = "key", id = "auth_key", global = true, env = "RINGKV_KEY")]
     pub key: Option<PathBuf>,
 }
 
@@ -703,5 +703,15 @@ mod tests {
         assert!(policy("token_aware").unwrap_err().contains("expected one of"));
         let help = <Cli as clap::CommandFactory>::command().render_help().to_string();
         assert!(help.contains("dynamic-load, bounded-load:EPS, zone-aware:ZONE"), "--help lists every policy: {help}");
+    }
+
+    #[test]
+    fn the_flags_are_consistent_and_credentials_parse_beside_a_key_argument() {
+        <Cli as clap::CommandFactory>::command().debug_assert();
+        // `get KEY` has its own `key`; the global --key must not collide with it.
+        let cli = Cli::try_parse_from(["ringkv", "--ca", "ca.crt", "--cert", "c.crt", "--key", "c.key", "--token", "t", "get", "k"]).unwrap();
+        assert_eq!(cli.auth.key, Some(PathBuf::from("c.key")));
+        assert_eq!(cli.auth.token.as_deref(), Some("t"));
+        assert!(matches!(cli.command, Command::Get { ref key, .. } if key == "k"));
     }
 }
