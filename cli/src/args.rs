@@ -471,6 +471,9 @@ pub struct ConfigOverrides {
     /// Listen off loopback without TLS (anyone who can reach the port can then read, write and administer).
     #[arg(long)]
     pub insecure: bool,
+    /// Also serve grpc.health.v1 alone, in plaintext, here (for probes that cannot speak TLS).
+    #[arg(long)]
+    pub health_listen: Option<String>,
     /// Set from the global --ca/--cert/--key, which name the node's own TLS files for `serve`.
     #[arg(skip)]
     pub tls: Option<(PathBuf, PathBuf, PathBuf)>,
@@ -523,6 +526,7 @@ impl ConfigOverrides {
             tokens_file,
             peer_token,
             insecure,
+            health_listen,
         } = c;
         fn set<T: Clone>(field: &mut T, flag: &Option<T>) {
             if let Some(v) = flag {
@@ -575,6 +579,7 @@ impl ConfigOverrides {
         set_some(tokens_file, &self.tokens_file);
         set_some(peer_token, &self.peer_token.clone().map(ringkv_node::config::Secret));
         *insecure |= self.insecure;
+        set_some(health_listen, &self.health_listen);
     }
 }
 

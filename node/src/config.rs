@@ -163,6 +163,10 @@ pub struct Config {
     /// Listen off loopback without TLS. Anyone who can reach the port can
     /// then read, write and administer the node.
     pub insecure: bool,
+    /// A second, plaintext listener that serves only `grpc.health.v1`, for
+    /// probes that cannot speak TLS (Kubernetes' gRPC probes, load
+    /// balancers). It answers nothing else, so it needs no certificate.
+    pub health_listen: Option<String>,
 }
 
 impl Default for Config {
@@ -208,6 +212,7 @@ impl Default for Config {
             tokens_file: None,
             peer_token: None,
             insecure: false,
+            health_listen: None,
         }
     }
 }

@@ -161,6 +161,8 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
         .await
         .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", shared.config.listen)))?;
     let (health, health_service) = tonic_health::server::health_reporter();
+    // The same statuses, served again on `health_listen` when it is set.
+    let health_service_for_probes = health_service.clone();
     // `""` (the server) is SERVING once it listens; `ringkv.v1.Kv` only
     // while this node is `normal` (see `readiness`).
     health.set_not_serving::<KvServer<KvService>>().await;
@@ -201,6 +203,18 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
     }
     tracing::info!(node = %shared.config.id, listen = %shared.config.listen, "serving");
 
+    if let Some(addr) = &shared.config.health_listen {
+        let probes = env.transport.listen(addr).await.map_err(|e| Error::Config(format!("cannot listen on {addr} (health_listen): {e}")))?;
+        let health_only = tonic::transport::Server::builder()
+            .add_service(health_service_for_probes)
+            .serve_with_incoming_shutdown(probes, shutdown.clone().cancelled_owned());
+        tasks.spawn(async move {
+            if let Err(e) = health_only.await {
+                tracing::error!(error = %e, "the health listener failed");
+            }
+        });
+        tracing::info!(node = %shared.config.id, health_listen = %addr, "serving grpc.health.v1 in plaintext for probes");
+    }
     let served = server.await;
     shutdown.cancel();
     if tokio::time::timeout(DRAIN_DEADLINE, async { while tasks.join_next().await.is_some() {} }).await.is_err() {

@@ -103,6 +103,8 @@ pub fn config(i: usize, seed: u64) -> Config {
         anti_entropy_interval: Duration::ZERO,
         // The simulations inject faults through the admin API.
         enable_fault_injection: true,
+        // turmoil's network is simulated: no one else can reach it.
+        insecure: true,
         ..Config::default()
     }
 }
