@@ -92,7 +92,7 @@ async fn start_with(adjust: impl FnOnce(&mut Config)) -> Node {
 
 fn put(key: &[u8], value: &[u8], context: Option<Vec<u8>>) -> pb::PutRequest {
     let options = pb::RequestOptions { consistency: pb::Consistency::One as i32, ..Default::default() };
-    pb::PutRequest { key: key.to_vec(), value: value.to_vec(), context, options: Some(options) }
+    pb::PutRequest { key: key.to_vec(), value: value.to_vec(), context, options: Some(options), ttl_ms: 0 }
 }
 
 fn get(key: &[u8]) -> pb::GetRequest {
@@ -109,7 +109,7 @@ fn version(actor: &str, counter: u64, siblings: Vec<Sibling>) -> DvvSet {
 }
 
 fn sib(wall_ms: u64, value: &[u8]) -> Sibling {
-    Sibling { hlc: Hlc { wall_ms, logical: 0, node: "mallory".into() }, value: value.to_vec(), tombstone: false }
+    Sibling { hlc: Hlc { wall_ms, logical: 0, node: "mallory".into() }, value: value.to_vec(), tombstone: false, expires_at_ms: None }
 }
 
 /// A well-formed version of one sibling, stamped `wall_ms`.
