@@ -10,7 +10,7 @@ use ringkv_client::{pb, Client, Level, Options, ReadRepair};
 use serde_json::{json, Value};
 
 use crate::args::{Command, FaultAction, FaultTarget, LevelArg, RepairArg, RequestArgs};
-use crate::output::{b64, hlc_json, hlc_text, receipt_json, receipt_text, unb64, value_json, value_text};
+use crate::output::{b64, expiry_json, expiry_text, hlc_json, hlc_text, receipt_json, receipt_text, unb64, value_json, value_text};
 
 impl From<LevelArg> for Level {
     fn from(l: LevelArg) -> Self {
@@ -65,7 +65,7 @@ pub async fn connect(endpoints: &[String], policy: &PolicyName) -> Result<Client
 pub async fn run(cmd: Command, endpoints: &[String], policy: &PolicyName, json_mode: bool) -> Result<()> {
     let client = connect(endpoints, policy).await?;
     match cmd {
-        Command::Put { key, value, context, req } => {
+        Command::Put { key, value, context, ttl, req } => {
             let value = match value {
                 Some(v) => v.into_bytes(),
                 None => {
@@ -75,10 +75,14 @@ pub async fn run(cmd: Command, endpoints: &[String], policy: &PolicyName, json_m
                 }
             };
             let ctx = context.as_deref().map(unb64).transpose()?;
-            let resp = client.put(key.as_bytes(), &value, ctx, options(&req, None)).await?;
+            let resp = match ttl {
+                Some(ttl) => client.put_with_ttl(key.as_bytes(), &value, ctx, ttl, options(&req, None)).await?,
+                None => client.put(key.as_bytes(), &value, ctx, options(&req, None)).await?,
+            };
+            let ttl_ms = ttl.map(|t| t.as_millis() as u64);
             print(
                 json_mode,
-                json!({ "ok": true, "key": key, "context": b64(&resp.context), "receipt": receipt_json(resp.receipt.as_ref()) }),
+                json!({ "ok": true, "key": key, "ttl_ms": ttl_ms, "context": b64(&resp.context), "receipt": receipt_json(resp.receipt.as_ref()) }),
                 || {
                     if req.explain {
                         receipt_text(resp.receipt.as_ref())
@@ -90,14 +94,26 @@ pub async fn run(cmd: Command, endpoints: &[String], policy: &PolicyName, json_m
         }
         Command::Get { key, read_repair, req } => {
             let resp = client.get(key.as_bytes(), options(&req, Some(read_repair))).await?;
-            let siblings: Vec<Value> =
-                resp.siblings.iter().map(|s| json!({ "value": value_json(&s.value), "hlc": hlc_json(s.hlc.as_ref()) })).collect();
+            let siblings: Vec<Value> = resp
+                .siblings
+                .iter()
+                .map(|s| {
+                    let (expires_at_ms, expires_at) = expiry_json(s);
+                    json!({ "value": value_json(&s.value), "hlc": hlc_json(s.hlc.as_ref()), "expires_at_ms": expires_at_ms, "expires_at": expires_at })
+                })
+                .collect();
             let values: Vec<Value> = resp.siblings.iter().map(|s| value_json(&s.value)).collect();
             print(
                 json_mode,
                 json!({ "key": key, "values": values, "siblings": siblings, "context": b64(&resp.context), "receipt": receipt_json(resp.receipt.as_ref()) }),
                 || {
                     let mut out: Vec<String> = resp.siblings.iter().map(|s| value_text(&s.value)).collect();
+                    // Expiries go to stderr, like the notes below, so
+                    // stdout stays the values alone.
+                    let now = std::time::SystemTime::now();
+                    for s in resp.siblings.iter().filter(|s| s.expires_at_ms > 0) {
+                        eprintln!("({}{})", if resp.siblings.len() > 1 { format!("{}: ", value_text(&s.value)) } else { String::new() }, expiry_text(s, now));
+                    }
                     if resp.siblings.is_empty() {
                         eprintln!("(not found)");
                     } else if resp.siblings.len() > 1 {
@@ -229,7 +245,10 @@ pub async fn run(cmd: Command, endpoints: &[String], policy: &PolicyName, json_m
                     json!({
                         "node": v.node, "reachable": v.reachable, "error": v.error, "present": v.present,
                         "clock": v.clock.iter().map(|d| json!({ "node": d.node, "counter": d.counter })).collect::<Vec<_>>(),
-                        "siblings": v.siblings.iter().map(|s| json!({ "value": value_json(&s.value), "tombstone": s.tombstone, "hlc": hlc_json(s.hlc.as_ref()) })).collect::<Vec<_>>(),
+                        "siblings": v.siblings.iter().map(|s| {
+                            let (expires_at_ms, expires_at) = expiry_json(s);
+                            json!({ "value": value_json(&s.value), "tombstone": s.tombstone, "hlc": hlc_json(s.hlc.as_ref()), "expires_at_ms": expires_at_ms, "expires_at": expires_at })
+                        }).collect::<Vec<_>>(),
                         "floor": hlc_json(v.floor.as_ref()),
                     })
                 })
@@ -247,9 +266,12 @@ pub async fn run(cmd: Command, endpoints: &[String], policy: &PolicyName, json_m
                     }
                     let clock: Vec<String> = v.clock.iter().map(|d| format!("{}:{}", d.node, d.counter)).collect();
                     out.push(format!("{:<6} clock [{}] floor {}", v.node, clock.join(" "), hlc_text(v.floor.as_ref())));
+                    let now = std::time::SystemTime::now();
                     for s in &v.siblings {
                         let what = if s.tombstone { "(tombstone)".to_string() } else { value_text(&s.value) };
-                        out.push(format!("         {} {}", hlc_text(s.hlc.as_ref()), what));
+                        let expiry = expiry_text(s, now);
+                        let expiry = if expiry.is_empty() { expiry } else { format!(" ({expiry})") };
+                        out.push(format!("         {} {}{}", hlc_text(s.hlc.as_ref()), what, expiry));
                     }
                 }
                 out.join("\n")

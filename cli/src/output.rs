@@ -45,6 +45,27 @@ pub fn hlc_text(h: Option<&pb::Hlc>) -> String {
     h.map_or("-".into(), |h| format!("{}.{}@{}", h.wall_ms, h.logical, h.node))
 }
 
+/// A sibling's expiry as JSON: `{"expires_at_ms": n, "expires_at": "RFC 3339"}`,
+/// both null when it never expires.
+pub fn expiry_json(s: &pb::Sibling) -> (Value, Value) {
+    match ringkv_client::expires_at(s) {
+        Some(at) => (json!(s.expires_at_ms), Value::String(humantime::format_rfc3339_millis(at).to_string())),
+        None => (Value::Null, Value::Null),
+    }
+}
+
+/// A sibling's expiry for a terminal: `expires 2026-12-02T07:00:00.000Z
+/// (in 29.8s)`, or `expired …` once past; empty when it never expires.
+pub fn expiry_text(s: &pb::Sibling, now: std::time::SystemTime) -> String {
+    let Some(at) = ringkv_client::expires_at(s) else { return String::new() };
+    let when = humantime::format_rfc3339_millis(at);
+    let ms = |d: std::time::Duration| std::time::Duration::from_millis(d.as_millis() as u64);
+    match at.duration_since(now) {
+        Ok(left) => format!("expires {when} (in {})", humantime::format_duration(ms(left))),
+        Err(e) => format!("expired {when} ({} ago)", humantime::format_duration(ms(e.duration()))),
+    }
+}
+
 /// The level's name.
 pub fn level_name(raw: i32) -> String {
     pb::Consistency::try_from(raw).map_or("?".into(), |c| c.as_str_name().trim_start_matches("CONSISTENCY_").to_string())
