@@ -112,7 +112,11 @@ pub async fn run(cmd: Command, endpoints: &[String], policy: &PolicyName, json_m
                     // stdout stays the values alone.
                     let now = std::time::SystemTime::now();
                     for s in resp.siblings.iter().filter(|s| s.expires_at_ms > 0) {
-                        eprintln!("({}{})", if resp.siblings.len() > 1 { format!("{}: ", value_text(&s.value)) } else { String::new() }, expiry_text(s, now));
+                        eprintln!(
+                            "({}{})",
+                            if resp.siblings.len() > 1 { format!("{}: ", value_text(&s.value)) } else { String::new() },
+                            expiry_text(s, now)
+                        );
                     }
                     if resp.siblings.is_empty() {
                         eprintln!("(not found)");

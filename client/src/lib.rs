@@ -393,14 +393,19 @@ impl Client {
     ) -> Result<pb::PutResponse, Error> {
         let ttl_ms = u64::try_from(ttl.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
         if ttl_ms == 0 {
-            return Err(Error::InvalidArgument {
-                message: "a TTL must be positive; use put for a value that never expires".into(),
-            });
+            return Err(Error::InvalidArgument { message: "a TTL must be positive; use put for a value that never expires".into() });
         }
         self.send_put(key, value, context, ttl_ms, opts).await
     }
 
-    async fn send_put(&self, key: &[u8], value: &[u8], context: Option<Vec<u8>>, ttl_ms: u64, opts: Options) -> Result<pb::PutResponse, Error> {
+    async fn send_put(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        context: Option<Vec<u8>>,
+        ttl_ms: u64,
+        opts: Options,
+    ) -> Result<pb::PutResponse, Error> {
         let blind = context.is_none();
         let req = pb::PutRequest { key: key.to_vec(), value: value.to_vec(), context, options: Some(opts.to_proto()), ttl_ms };
         self.route(policy::OpKind::Write, key, blind, |ch| {

@@ -175,7 +175,9 @@ fn a_put_with_ttl_is_read_at_once_and_gone_after_its_expiry() {
     cli_json(&n1, &["put", "forever", "v"]);
     assert_eq!(cli_json(&n1, &["get", "forever"])["siblings"][0]["expires_at_ms"], serde_json::Value::Null);
 
-    wait_until("the ttl'd value is gone", Duration::from_secs(10), || cli_json(&n1, &["get", "session"])["values"] == serde_json::json!([]));
+    wait_until("the ttl'd value is gone", Duration::from_secs(10), || {
+        cli_json(&n1, &["get", "session"])["values"] == serde_json::json!([])
+    });
     assert_eq!(cli_json(&n1, &["scan", "--prefix", "sess"])["entries"], serde_json::json!([]), "scans skip it");
     assert_eq!(cli_json(&n1, &["get", "forever"])["values"], serde_json::json!(["v"]));
 

@@ -7,14 +7,17 @@
 use std::time::Duration;
 
 use ringkv_client::pb::InspectResponse;
+use ringkv_client::pb::RepairReport;
 use ringkv_client::{Level, Options};
-use ringkv_tests::sim::{add_nodes_with, builder, client, repair, roots, run, seed, until, wall_ms};
+use ringkv_tests::sim::{add_nodes_with, builder, client, repair_range, roots, run, seed, until, wall_ms};
 
 use super::{cluster_ready, values};
 
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
 const TTL: Duration = Duration::from_secs(2);
 const GRACE: Duration = Duration::from_secs(3);
+const KEY: &[u8] = b"session";
+const KEY2: &[u8] = b"lease";
 
 /// A short tombstone grace, and a hint window below it as `validate` asks.
 fn short_grace(_: usize, cfg: &mut ringkv_node::Config) {
@@ -37,10 +40,18 @@ fn only_siblings(r: &InspectResponse) -> Vec<(String, ringkv_client::pb::Sibling
     r.replicas
         .iter()
         .map(|v| {
-            assert!(v.reachable && v.present && v.siblings.len() == 1, "{}: {v:?}", v.node);
+            assert!(v.reachable && v.present && v.siblings.len() == 1, "{}: {v:?}\nall replicas: {r:?}", v.node);
             (v.node.clone(), v.siblings[0].clone())
         })
         .collect()
+}
+
+/// An anti-entropy pass on `node` over the one range that holds `key`,
+/// tombstone GC included. A whole pass syncs 48 ranges one after another
+/// and takes seconds of simulated time, longer than the test's grace.
+async fn repair_key(node: &str, key: &[u8]) -> Result<RepairReport, tonic::Status> {
+    let token = ringkv_node::ring::token_of(key);
+    repair_range(node, token.wrapping_sub(1), token).await
 }
 
 async fn assert_identical_roots() -> Result<(), Box<dyn std::error::Error>> {
@@ -59,11 +70,11 @@ fn a_ttl_put_is_read_at_once_gone_after_its_expiry_on_every_replica_and_purged_a
         cluster_ready().await?;
         let c = client(&["n1"]);
         let written = wall_ms();
-        c.put_with_ttl(b"session", b"token", None, TTL, Options::level(Level::All)).await?;
+        c.put_with_ttl(KEY, b"token", None, TTL, Options::level(Level::All)).await?;
 
         // Every replica holds the value with one absolute expiry, stamped
         // by the coordinator from its HLC.
-        let held = only_siblings(&c.inspect(b"session").await?);
+        let held = only_siblings(&c.inspect(KEY).await?);
         let expires_at = held[0].1.expires_at_ms;
         assert!(expires_at >= written + 2_000, "expires at {expires_at}, written at {written}");
         for (node, s) in &held {
@@ -73,11 +84,11 @@ fn a_ttl_put_is_read_at_once_gone_after_its_expiry_on_every_replica_and_purged_a
 
         // Readable at once through every replica, with its expiry, and in a scan.
         for node in NODES {
-            let got = client(&[node]).get(b"session", Options::level(Level::One)).await?;
+            let got = client(&[node]).get(KEY, Options::level(Level::One)).await?;
             assert_eq!(values(&got), [b"token"], "through {node}");
             assert_eq!(got.siblings[0].expires_at_ms, expires_at);
         }
-        let scanned = c.scan(b"sess", b"", 10, Options::level(Level::Quorum)).await?;
+        let scanned = c.scan(KEY, b"", 10, Options::level(Level::Quorum)).await?;
         assert_eq!(scanned.entries.len(), 1, "{scanned:?}");
         assert!(wall_ms() < expires_at, "all of that happened before the expiry");
 
@@ -85,7 +96,7 @@ fn a_ttl_put_is_read_at_once_gone_after_its_expiry_on_every_replica_and_purged_a
         // copy by its own clock), and from scans.
         until("the value is gone through every replica", Duration::from_secs(5), || async {
             for node in NODES {
-                if !read_via(node, b"session").await.is_empty() {
+                if !read_via(node, KEY).await.is_empty() {
                     return false;
                 }
             }
@@ -93,16 +104,17 @@ fn a_ttl_put_is_read_at_once_gone_after_its_expiry_on_every_replica_and_purged_a
         })
         .await?;
         assert!(wall_ms() >= expires_at, "gone only once expired");
-        let scanned = c.scan(b"sess", b"", 10, Options::level(Level::Quorum)).await?;
+        let scanned = c.scan(KEY, b"", 10, Options::level(Level::Quorum)).await?;
         assert!(scanned.entries.is_empty(), "a scan skips it: {scanned:?}");
 
         // The first repair after the expiry turns it into a tombstone on
         // every replica, the same one everywhere, and purges nothing: the
         // grace runs from the expiry.
-        let first = repair("n1").await?;
+        let first = repair_key("n1", KEY).await?;
+        assert_eq!(first.ranges_checked, 1, "{first:?}");
         assert!(first.errors.is_empty(), "{:?}", first.errors);
         assert_eq!(first.tombstones_purged, 0, "{first:?}");
-        for (node, s) in only_siblings(&c.inspect(b"session").await?) {
+        for (node, s) in only_siblings(&c.inspect(KEY).await?) {
             assert!(s.tombstone && s.value.is_empty() && s.expires_at_ms == expires_at, "{node} holds the expired tombstone: {s:?}");
         }
         assert_identical_roots().await?;
@@ -110,12 +122,11 @@ fn a_ttl_put_is_read_at_once_gone_after_its_expiry_on_every_replica_and_purged_a
         // Tombstone GC purges it from every replica once the grace has
         // passed since the expiry.
         until("purged on every replica", Duration::from_secs(10), || async {
-            repair("n1").await.is_ok()
-                && c.inspect(b"session").await.is_ok_and(|r| r.replicas.iter().all(|v| v.reachable && !v.present))
+            repair_key("n1", KEY).await.is_ok() && c.inspect(KEY).await.is_ok_and(|r| r.replicas.iter().all(|v| v.reachable && !v.present))
         })
         .await?;
         assert!(wall_ms() >= expires_at + GRACE.as_millis() as u64, "purged only after the grace");
-        assert!(c.get(b"session", Options::level(Level::All)).await?.siblings.is_empty());
+        assert!(c.get(KEY, Options::level(Level::All)).await?.siblings.is_empty());
         assert_identical_roots().await?;
         Ok(())
     });
@@ -135,21 +146,21 @@ fn a_replica_whose_clock_is_ahead_hides_the_value_sooner_by_at_most_its_skew_and
     sim.client("client", async {
         cluster_ready().await?;
         let c = client(&["n1"]);
-        c.put_with_ttl(b"lease", b"holder", None, TTL, Options::level(Level::All)).await?;
-        let expires_at = only_siblings(&c.inspect(b"lease").await?)[0].1.expires_at_ms;
+        c.put_with_ttl(KEY2, b"holder", None, TTL, Options::level(Level::All)).await?;
+        let expires_at = only_siblings(&c.inspect(KEY2).await?)[0].1.expires_at_ms;
 
         // n3's clock runs ahead, so it hides the value first, by at most
         // its skew; n1, by its own clock, still serves it.
-        until("n3 hides the value", Duration::from_secs(5), || async { read_via("n3", b"lease").await.is_empty() }).await?;
+        until("n3 hides the value", Duration::from_secs(5), || async { read_via("n3", KEY2).await.is_empty() }).await?;
         let now = wall_ms();
         assert!(now < expires_at && now + SKEW.as_millis() as u64 >= expires_at, "hidden {} ms early", expires_at - now);
-        assert_eq!(read_via("n1", b"lease").await, [b"holder".to_vec()], "n1's clock says it has not expired");
+        assert_eq!(read_via("n1", KEY2).await, [b"holder".to_vec()], "n1's clock says it has not expired");
 
         // A repair on n3 converts its copy; n1 and n2 are told to GC the
         // range but by their clocks nothing has expired.
-        let report = repair("n3").await?;
+        let report = repair_key("n3", KEY2).await?;
         assert!(report.errors.is_empty(), "{:?}", report.errors);
-        let held = only_siblings(&c.inspect(b"lease").await?);
+        let held = only_siblings(&c.inspect(KEY2).await?);
         for (node, s) in &held {
             assert_eq!(s.tombstone, node == "n3", "only n3 converted: {node} {s:?}");
             assert_eq!(s.expires_at_ms, expires_at, "{node}");
@@ -159,9 +170,9 @@ fn a_replica_whose_clock_is_ahead_hides_the_value_sooner_by_at_most_its_skew_and
         // A read that reaches n3 hides it through n1 too (the tombstone
         // wins the merge), and blocking read repair hands every replica the
         // same tombstone: one outcome, whoever converted first.
-        let got = c.get(b"lease", Options::level(Level::All)).await?;
+        let got = c.get(KEY2, Options::level(Level::All)).await?;
         assert!(got.siblings.is_empty(), "{got:?}");
-        let held = only_siblings(&c.inspect(b"lease").await?);
+        let held = only_siblings(&c.inspect(KEY2).await?);
         for (node, s) in &held {
             assert!(s.tombstone && s.value.is_empty() && s.expires_at_ms == expires_at, "{node}: {s:?}");
         }
@@ -169,7 +180,8 @@ fn a_replica_whose_clock_is_ahead_hides_the_value_sooner_by_at_most_its_skew_and
 
         // And tombstone GC still purges it everywhere after the grace.
         until("purged on every replica", Duration::from_secs(10), || async {
-            repair("n1").await.is_ok() && c.inspect(b"lease").await.is_ok_and(|r| r.replicas.iter().all(|v| v.reachable && !v.present))
+            repair_key("n1", KEY2).await.is_ok()
+                && c.inspect(KEY2).await.is_ok_and(|r| r.replicas.iter().all(|v| v.reachable && !v.present))
         })
         .await?;
         assert_identical_roots().await?;
