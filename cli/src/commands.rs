@@ -10,7 +10,7 @@ use ringkv_client::{pb, Client, Level, Options, ReadRepair};
 use serde_json::{json, Value};
 
 use crate::args::{Command, FaultAction, FaultTarget, LevelArg, RepairArg, RequestArgs};
-use crate::output::{b64, expiry_json, expiry_text, hlc_json, hlc_text, receipt_json, receipt_text, unb64, value_json, value_text};
+use crate::output::{b64, expiry_text, hlc_json, hlc_text, receipt_json, receipt_text, sibling_json, unb64, value_json, value_text};
 
 impl From<LevelArg> for Level {
     fn from(l: LevelArg) -> Self {
@@ -94,14 +94,7 @@ pub async fn run(cmd: Command, endpoints: &[String], policy: &PolicyName, json_m
         }
         Command::Get { key, read_repair, req } => {
             let resp = client.get(key.as_bytes(), options(&req, Some(read_repair))).await?;
-            let siblings: Vec<Value> = resp
-                .siblings
-                .iter()
-                .map(|s| {
-                    let (expires_at_ms, expires_at) = expiry_json(s);
-                    json!({ "value": value_json(&s.value), "hlc": hlc_json(s.hlc.as_ref()), "expires_at_ms": expires_at_ms, "expires_at": expires_at })
-                })
-                .collect();
+            let siblings: Vec<Value> = resp.siblings.iter().map(|s| sibling_json(s, false)).collect();
             let values: Vec<Value> = resp.siblings.iter().map(|s| value_json(&s.value)).collect();
             print(
                 json_mode,
@@ -111,12 +104,9 @@ pub async fn run(cmd: Command, endpoints: &[String], policy: &PolicyName, json_m
                     // Expiries go to stderr, like the notes below, so
                     // stdout stays the values alone.
                     let now = std::time::SystemTime::now();
-                    for s in resp.siblings.iter().filter(|s| s.expires_at_ms > 0) {
-                        eprintln!(
-                            "({}{})",
-                            if resp.siblings.len() > 1 { format!("{}: ", value_text(&s.value)) } else { String::new() },
-                            expiry_text(s, now)
-                        );
+                    for (s, note) in resp.siblings.iter().filter_map(|s| Some((s, expiry_text(s, now)?))) {
+                        let which = if resp.siblings.len() > 1 { format!("{}: ", value_text(&s.value)) } else { String::new() };
+                        eprintln!("{which}{note}");
                     }
                     if resp.siblings.is_empty() {
                         eprintln!("(not found)");
@@ -249,10 +239,7 @@ pub async fn run(cmd: Command, endpoints: &[String], policy: &PolicyName, json_m
                     json!({
                         "node": v.node, "reachable": v.reachable, "error": v.error, "present": v.present,
                         "clock": v.clock.iter().map(|d| json!({ "node": d.node, "counter": d.counter })).collect::<Vec<_>>(),
-                        "siblings": v.siblings.iter().map(|s| {
-                            let (expires_at_ms, expires_at) = expiry_json(s);
-                            json!({ "value": value_json(&s.value), "tombstone": s.tombstone, "hlc": hlc_json(s.hlc.as_ref()), "expires_at_ms": expires_at_ms, "expires_at": expires_at })
-                        }).collect::<Vec<_>>(),
+                        "siblings": v.siblings.iter().map(|s| sibling_json(s, true)).collect::<Vec<_>>(),
                         "floor": hlc_json(v.floor.as_ref()),
                     })
                 })
@@ -273,8 +260,7 @@ pub async fn run(cmd: Command, endpoints: &[String], policy: &PolicyName, json_m
                     let now = std::time::SystemTime::now();
                     for s in &v.siblings {
                         let what = if s.tombstone { "(tombstone)".to_string() } else { value_text(&s.value) };
-                        let expiry = expiry_text(s, now);
-                        let expiry = if expiry.is_empty() { expiry } else { format!(" ({expiry})") };
+                        let expiry = expiry_text(s, now).map(|e| format!(" {e}")).unwrap_or_default();
                         out.push(format!("         {} {}{}", hlc_text(s.hlc.as_ref()), what, expiry));
                     }
                 }
