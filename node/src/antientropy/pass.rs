@@ -284,3 +284,31 @@ pub async fn run_worker(r: Repair, shutdown: CancellationToken) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Durability;
+    use crate::storage::MemoryStorage;
+    use crate::version::{Context, Hlc, Sibling};
+
+    #[test]
+    fn gc_converts_expired_values_then_purges_them_once_the_grace_has_passed_since_the_expiry() {
+        let store = Store::new(Arc::new(MemoryStorage::default()), Durability::None, Duration::from_millis(1));
+        let hlc = Hlc { wall_ms: 1_000, logical: 0, node: "n1".into() };
+        let ttl = Sibling { expires_at_ms: Some(3_000), ..Sibling::value(hlc.clone(), b"v".to_vec()) };
+        store.update(b"ttl", |d| d.update(&Context::new(), "n1", ttl, true)).unwrap();
+        store.update(b"kept", |d| d.update(&Context::new(), "n1", Sibling::value(hlc, b"k".to_vec()), true)).unwrap();
+        let whole_ring = (0, 0);
+        let gc = |cutoff, now| purge_tombstones(&store, whole_ring.0, whole_ring.1, cutoff, now).unwrap();
+
+        assert_eq!(gc(2_999, 2_999), 0);
+        assert!(!store.read(b"ttl").unwrap().unwrap().siblings()[0].tombstone, "not expired yet: untouched");
+        assert_eq!(gc(2_999, 3_000), 0, "expired, but dead only since the cutoff's future");
+        let converted = store.read(b"ttl").unwrap().unwrap();
+        assert!(converted.siblings()[0].tombstone && converted.siblings()[0].value.is_empty(), "{converted:?}");
+        assert_eq!(gc(3_000, 9_000), 1, "dead since the cutoff: purged");
+        assert!(store.read(b"ttl").unwrap().is_none());
+        assert!(store.read(b"kept").unwrap().is_some(), "a value with no expiry is never GC'd");
+    }
+}
