@@ -119,9 +119,10 @@ mod tests {
         }
     }
 
-    /// `sample()` plus a tombstone and a floor, as the pre-TTL build
-    /// (commit 22957d8) framed it: format 1, `(hlc, value, tombstone: bool)`
-    /// siblings.
+    /// `sample()` plus a tombstone and a floor, framed from verbatim copies
+    /// of the pre-TTL derive shapes (`mod pre_ttl`, as of commit 22957d8):
+    /// format 1, `(hlc, value, tombstone: bool)` siblings. Kept as bytes so
+    /// that a change to the shapes above cannot silently change the test.
     const PRE_TTL_RECORD: &str = "012400000044649c2a02026e3101010701026e310568656c6c6f00026e3203010901026e320001010501026e32";
 
     #[test]
