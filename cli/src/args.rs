@@ -136,6 +136,9 @@ pub enum Command {
         /// Causal context from a previous `get --json` (base64); omit for a blind LWW write.
         #[arg(long)]
         context: Option<String>,
+        /// Expire the value this long after the write, e.g. 30s, 10m, 1h, 7d (a bare number is seconds).
+        #[arg(long, value_parser = ttl)]
+        ttl: Option<Duration>,
         #[command(flatten)]
         req: RequestArgs,
     },
@@ -351,6 +354,16 @@ fn millis(s: &str) -> Result<Duration, String> {
 /// bare number of seconds.
 fn secs(s: &str) -> Result<Duration, String> {
     config_duration(s, LegacyUnit::Secs)
+}
+
+/// `put --ttl`: `30s`, `10m`, `1h`, `7d`, or a bare number of seconds (as
+/// Redis `EXPIRE` and Cassandra `USING TTL` take it); never zero.
+fn ttl(s: &str) -> Result<Duration, String> {
+    let d = secs(s)?;
+    if d.is_zero() {
+        return Err("a TTL must be positive; leave out --ttl for a value that never expires".into());
+    }
+    Ok(d)
 }
 
 /// One flag per [`Config`] field, named after it (`replication_factor` ->

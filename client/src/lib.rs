@@ -356,8 +356,65 @@ impl Client {
     /// Writes a value. With `context` (from a get) it supersedes exactly
     /// what that read saw; without, it is a blind last-writer-wins write.
     pub async fn put(&self, key: &[u8], value: &[u8], context: Option<Vec<u8>>, opts: Options) -> Result<pb::PutResponse, Error> {
+        self.send_put(key, value, context, 0, opts).await
+    }
+
+    /// Writes a value that expires `ttl` after the coordinator stamps it
+    /// (rounded up to whole milliseconds): from then on reads leave it out,
+    /// as if deleted, and its tombstone is purged like a delete's. Reads
+    /// report the instant as [`expires_at`]. `context` works as for
+    /// [`Client::put`].
+    ///
+    /// The instant is judged by the clock of whichever node coordinates a
+    /// read, so near it a value may vanish up to the cluster's
+    /// `max_clock_skew` early or late (README, "TTL").
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let addr = format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port());
+    /// # let config = ringkv_node::Config { listen: addr.clone(), seeds: vec![addr.clone()], data_dir: dir.path().into(),
+    /// #     replication_factor: 1, storage: ringkv_node::Engine::Memory, ..Default::default() };
+    /// # let stop = tokio_util::sync::CancellationToken::new();
+    /// # tokio::spawn(ringkv_node::run(config.clone(), ringkv_node::Env::real(&config), stop.clone()));
+    /// # let client = ringkv_client::Client::connect([addr.as_str()]).await?;
+    /// # let t0 = std::time::Instant::now();
+    /// use std::time::{Duration, SystemTime};
+    /// use ringkv_client::{expires_at, Level, Options};
+    /// # while client.put(b"warm-up", b"", None, Options::level(Level::One)).await.is_err() && t0.elapsed().as_secs() < 10 { tokio::time::sleep(Duration::from_millis(20)).await; }
+    /// let opts = Options::level(Level::Quorum);
+    /// client.put_with_ttl(b"session:42", b"token", None, Duration::from_secs(30), opts).await?;
+    /// let got = client.get(b"session:42", opts).await?;
+    /// let at = expires_at(&got.siblings[0]).expect("it has a TTL");
+    /// assert!(at > SystemTime::now() && at <= SystemTime::now() + Duration::from_secs(31));
+    /// # stop.cancel();
+    /// # Ok(()) }
+    /// ```
+    pub async fn put_with_ttl(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        context: Option<Vec<u8>>,
+        ttl: Duration,
+        opts: Options,
+    ) -> Result<pb::PutResponse, Error> {
+        let ttl_ms = u64::try_from(ttl.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
+        if ttl_ms == 0 {
+            return Err(Error::InvalidArgument { message: "a TTL must be positive; use put for a value that never expires".into() });
+        }
+        self.send_put(key, value, context, ttl_ms, opts).await
+    }
+
+    async fn send_put(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        context: Option<Vec<u8>>,
+        ttl_ms: u64,
+        opts: Options,
+    ) -> Result<pb::PutResponse, Error> {
         let blind = context.is_none();
-        let req = pb::PutRequest { key: key.to_vec(), value: value.to_vec(), context, options: Some(opts.to_proto()) };
+        let req = pb::PutRequest { key: key.to_vec(), value: value.to_vec(), context, options: Some(opts.to_proto()), ttl_ms };
         self.route(policy::OpKind::Write, key, blind, |ch| {
             let req = req.clone();
             async move { Self::kv(&ch).put(req).await }
@@ -496,8 +553,8 @@ impl Client {
 /// use ringkv_client::{lww, pb};
 /// let at = |wall_ms, node: &str| Some(pb::Hlc { wall_ms, logical: 0, node: node.into() });
 /// let siblings = vec![
-///     pb::Sibling { value: b"old".to_vec(), tombstone: false, hlc: at(1_000, "n1") },
-///     pb::Sibling { value: b"new".to_vec(), tombstone: false, hlc: at(2_000, "n2") },
+///     pb::Sibling { value: b"old".to_vec(), hlc: at(1_000, "n1"), ..Default::default() },
+///     pb::Sibling { value: b"new".to_vec(), hlc: at(2_000, "n2"), ..Default::default() },
 /// ];
 /// assert_eq!(lww(&siblings).unwrap().value, b"new");
 /// assert!(lww(&[]).is_none());
@@ -507,4 +564,19 @@ pub fn lww(siblings: &[pb::Sibling]) -> Option<&pb::Sibling> {
         let key = |s: &pb::Sibling| s.hlc.as_ref().map(|h| (h.wall_ms, h.logical, h.node.clone()));
         key(a).cmp(&key(b))
     })
+}
+
+/// When a sibling expires, if it was written with a TTL
+/// ([`Client::put_with_ttl`]): the coordinator's HLC wall time at the write
+/// plus the TTL. `None` for a value that never expires.
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// use ringkv_client::{expires_at, pb};
+/// let s = pb::Sibling { value: b"v".to_vec(), expires_at_ms: 1_700_000_030_000, ..Default::default() };
+/// assert_eq!(expires_at(&s), Some(UNIX_EPOCH + Duration::from_millis(1_700_000_030_000)));
+/// assert_eq!(expires_at(&pb::Sibling::default()), None);
+/// ```
+pub fn expires_at(sibling: &pb::Sibling) -> Option<std::time::SystemTime> {
+    (sibling.expires_at_ms > 0).then(|| std::time::UNIX_EPOCH + Duration::from_millis(sibling.expires_at_ms))
 }

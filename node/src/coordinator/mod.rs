@@ -104,6 +104,7 @@ impl Coordinator {
     pub async fn write(&self, w: Write, forwarded_from: Option<String>) -> Result<(Context, pb::Receipt)> {
         self.check_key(&w.key)?;
         self.check_value(&w.value)?;
+        crate::version::check_ttl(w.ttl_ms, w.tombstone)?;
         // A client's context is distrusted: bounded here, and capped to
         // what the key has issued by `DvvSet::update`.
         w.context.as_ref().map(crate::version::check_context).transpose()?;

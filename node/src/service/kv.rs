@@ -52,6 +52,7 @@ impl KvService {
         value: Vec<u8>,
         context: Option<Vec<u8>>,
         tombstone: bool,
+        ttl_ms: u64,
         options: Option<&pb::RequestOptions>,
     ) -> Result<Write, Error> {
         Ok(Write {
@@ -59,6 +60,7 @@ impl KvService {
             value,
             context: context.as_deref().map(decode_context).transpose()?,
             tombstone,
+            ttl_ms,
             level: Level::from_proto(options.map_or(0, |o| o.consistency))?,
             timeout: timeout(options, &self.s.config),
             sloppy: options.is_some_and(|o| o.sloppy),
@@ -101,8 +103,10 @@ impl pb::kv_server::Kv for KvService {
             timeout: timeout(options, &self.s.config),
         };
         let result = self.coordinator.read(read).await?;
+        // Expiry is judged once, here, by this coordinator's clock.
+        let now = self.s.clock.wall_ms();
         let (siblings, context) = match &result.version {
-            Some(v) => (v.live().into_iter().map(Into::into).collect(), encode_context(&v.context())),
+            Some(v) => (v.live(now).into_iter().map(Into::into).collect(), encode_context(&v.context())),
             None => (Vec::new(), Vec::new()),
         };
         Ok(Response::new(pb::GetResponse { siblings, context, receipt: Some(result.receipt) }))
@@ -113,7 +117,7 @@ impl pb::kv_server::Kv for KvService {
         let _counted = InFlight::new(&self.s.in_flight);
         let req = req.into_inner();
         grants.check_write(&req.key)?;
-        let write = self.write(req.key, req.value, req.context, false, req.options.as_ref())?;
+        let write = self.write(req.key, req.value, req.context, false, req.ttl_ms, req.options.as_ref())?;
         let (ctx, receipt) = self.coordinator.write(write, None).await?;
         Ok(Response::new(pb::PutResponse { context: encode_context(&ctx), receipt: Some(receipt) }))
     }
@@ -123,7 +127,7 @@ impl pb::kv_server::Kv for KvService {
         let _counted = InFlight::new(&self.s.in_flight);
         let req = req.into_inner();
         grants.check_write(&req.key)?;
-        let write = self.write(req.key, Vec::new(), req.context, true, req.options.as_ref())?;
+        let write = self.write(req.key, Vec::new(), req.context, true, 0, req.options.as_ref())?;
         let (_, receipt) = self.coordinator.write(write, None).await?;
         Ok(Response::new(pb::DeleteResponse { receipt: Some(receipt) }))
     }
@@ -144,13 +148,14 @@ impl pb::kv_server::Kv for KvService {
         let level = Level::from_proto(options.map_or(0, |o| o.consistency))?;
         let page = self.coordinator.scan(req.prefix, req.start_after, limit, level, timeout(options, &self.s.config)).await?;
         // The coordinator returns live keys only, and a resume key that
-        // moves past deleted ones.
+        // moves past deleted (and expired) ones.
+        let now = page.now_ms;
         let entries = page
             .entries
             .into_iter()
             .map(|(key, v)| pb::ScanEntry {
                 key,
-                siblings: v.live().into_iter().map(Into::into).collect(),
+                siblings: v.live(now).into_iter().map(Into::into).collect(),
                 context: encode_context(&v.context()),
             })
             .collect();

@@ -30,6 +30,10 @@
 //!   late release, split brain, a skewed clock).
 //! - [`sweep`]: the randomized nemesis sweep, each seed in a fresh process,
 //!   and the check that one seed replays the same history.
+//! - [`ttl`]: expiring keys: read at once, gone after the expiry through
+//!   every replica, the same tombstone everywhere, purged after the grace;
+//!   a replica with a clock ahead hides the value sooner, by at most its
+//!   skew, and the replicas still converge.
 //!
 //! This file holds the helpers that more than one topic uses.
 
@@ -40,6 +44,7 @@ mod large_values;
 mod membership;
 mod scenarios;
 mod sweep;
+mod ttl;
 
 use std::time::Duration;
 
