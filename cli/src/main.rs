@@ -22,6 +22,7 @@ use args::{Cli, Command};
 
 fn main() {
     let cli = Cli::parse();
+    let plaintext = cli.auth.ca.is_none();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result = runtime.block_on(async move {
         match cli.command {
@@ -41,6 +42,11 @@ fn main() {
         let msg = format!("{e:#}").replace('\n', " ");
         let msg = msg.strip_prefix("error: ").unwrap_or(&msg);
         eprintln!("error: {msg}");
+        // A plaintext client meeting a TLS node sees only an HTTP/2 framing
+        // error; say what it most likely means.
+        if plaintext && msg.contains("h2 protocol error") {
+            eprintln!("hint: the node may be serving TLS; pass --ca (or RINGKV_CA) with the cluster's CA certificate");
+        }
         std::process::exit(1);
     }
 }

@@ -290,18 +290,17 @@ fn the_readme_secure_cluster_commands_work_and_sighup_reloads_tokens() {
             "--key", &key, "--tokens-file", "tokens.toml",
         ];
         let log = std::fs::File::create(d.join(format!("{n}.log"))).unwrap();
+        // All three at once, as the README's loop starts them.
         children.push(Kill(
             Command::new(ringkv_bin()).current_dir(d).args(args).stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap(),
         ));
-        // One at a time, as the README does: each joins before the next starts.
-        let env = [("RINGKV_CA", "certs/ca.crt"), ("RINGKV_TOKEN", admin.as_str()), ("RINGKV_ENDPOINTS", ports[0].as_str())];
-        wait_until(&format!("{n} joins"), Duration::from_secs(40), || {
-            let (ok, out, _) = ringkv(d, &env, &["--json", "status"]);
-            ok && out.matches("\"normal\"").count() == i + 1
-        });
     }
     let endpoints = ports.join(",");
     let env = [("RINGKV_CA", "certs/ca.crt"), ("RINGKV_TOKEN", admin.as_str()), ("RINGKV_ENDPOINTS", endpoints.as_str())];
+    wait_until("all three normal", Duration::from_secs(60), || {
+        let (ok, out, _) = ringkv(d, &env, &["--json", "status"]);
+        ok && out.matches("\"normal\"").count() == 3
+    });
     let run = |env: &[(&str, &str)], args: &[&str]| ringkv(d, env, args);
     let (put, _, err) = run(&env, &["put", "greeting", "hello", "-c", "quorum"]);
     assert!(put, "{err}");
