@@ -46,7 +46,7 @@ import json, sys
 r = json.load(sys.stdin)
 errors = sum(r["errors"].values()) if isinstance(r["errors"], dict) else r["errors"]
 if errors > r["ops"] / 100:
-    sys.exit(f"error: {errors} failed requests against {r["ops"]} ({r["errors"]}): the numbers would not mean anything")
+    sys.exit("error: %s failed requests against %s ok (%s): the numbers would not mean anything" % (errors, r["ops"], r["errors"]))
 h = r["writes"] if r["writes"]["count"] else r["reads"]
 print(r["ops_per_sec"], h["p50_ms"], h["p99_ms"])'
 }

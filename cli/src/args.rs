@@ -270,7 +270,7 @@ pub enum TokenAction {
     Add {
         /// The principal's name.
         name: String,
-        /// A role it holds (repeatable): admin, peer, readwrite, readonly, or one under [roles] in the file.
+        /// A role it holds (repeatable): admin, peer, readwrite, readonly, or one under `[roles]` in the file.
         #[arg(long = "role", required = true)]
         roles: Vec<String>,
         /// The token file.
@@ -727,7 +727,8 @@ mod tests {
     fn the_flags_are_consistent_and_credentials_parse_beside_a_key_argument() {
         <Cli as clap::CommandFactory>::command().debug_assert();
         // `get KEY` has its own `key`; the global --key must not collide with it.
-        let cli = Cli::try_parse_from(["ringkv", "--ca", "ca.crt", "--cert", "c.crt", "--key", "c.key", "--token", "t", "get", "k"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["ringkv", "--ca", "ca.crt", "--cert", "c.crt", "--key", "c.key", "--token", "t", "get", "k"]).unwrap();
         assert_eq!(cli.auth.key, Some(PathBuf::from("c.key")));
         assert_eq!(cli.auth.token.as_deref(), Some("t"));
         assert!(matches!(cli.command, Command::Get { ref key, .. } if key == "k"));

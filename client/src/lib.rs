@@ -54,10 +54,10 @@ mod routing;
 pub use connect::Credentials;
 pub use duration::parse_duration;
 pub use error::Error;
-pub use ringkv_proto::v1 as pb;
 /// The gRPC channel type the client's connections use: a tonic channel that
 /// presents the client's token, if any.
 pub use ringkv_proto::channel::Channel;
+pub use ringkv_proto::v1 as pb;
 
 use std::sync::Arc;
 use std::time::Duration;

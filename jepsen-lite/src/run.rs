@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use futures::StreamExt;
 use ringkv_client::{pb, policy, Client, Credentials, Level, Options};
-use ringkv_harness::secure::SecureFiles;
 use ringkv_harness::cluster::LocalCluster;
+use ringkv_harness::secure::SecureFiles;
 
 use crate::history::{History, NemesisEvent};
 use crate::nemesis::{schedule, Kinds, Nemesis, Net};

@@ -17,9 +17,9 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ringkv_proto::channel::Channel;
 use ringkv_proto::v1 as pb;
 use ringkv_proto::v1::peer_client::PeerClient as PbPeerClient;
-use ringkv_proto::channel::Channel;
 use tokio::sync::{mpsc, oneshot};
 use tonic::Code;
 
@@ -108,7 +108,8 @@ impl Peers {
         if let Some(c) = clients.get(addr) {
             return Ok(c.clone());
         }
-        let ch = dial(self.transport.clone(), addr, self.timeout, &self.credentials).map_err(|reason| Error::NotSent { peer: addr.to_string(), reason })?;
+        let ch = dial(self.transport.clone(), addr, self.timeout, &self.credentials)
+            .map_err(|reason| Error::NotSent { peer: addr.to_string(), reason })?;
         let rpc = PbPeerClient::new(ch).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES);
         let c = PeerClient { rpc };
         clients.insert(addr.to_string(), c.clone());

@@ -209,7 +209,9 @@ fn five_hosts_started_at_once_with_one_seed_list_form_a_ring_survive_a_cut_link_
                 })
                 .collect();
             let warnings: String = (1..=NODES)
-                .flat_map(|i| log(i).lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).map(|l| format!("n{i}: {l}\n")).collect::<Vec<_>>())
+                .flat_map(|i| {
+                    log(i).lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).map(|l| format!("n{i}: {l}\n")).collect::<Vec<_>>()
+                })
                 .collect();
             panic!("not all {NODES} normal on every node within 30 s: {views:?}\nwarnings and errors:\n{warnings}\nn1's log:\n{}", log(1));
         }

@@ -162,7 +162,10 @@ pub fn authenticate(mode: Mode, presented: &Presented, tokens: &super::tokens::T
     }
     match presented {
         Presented::Token(t) => tokens.by_token(t).cloned().ok_or_else(|| {
-            Error::Unauthenticated("the bearer token is not known to this node; check --token / RINGKV_TOKEN, or ask an operator for one (ringkv token add)".into())
+            Error::Unauthenticated(
+                "the bearer token is not known to this node; check --token / RINGKV_TOKEN, or ask an operator for one (ringkv token add)"
+                    .into(),
+            )
         }),
         Presented::Certificate(id) if id.kind == CertKind::Node => Ok(Grants::all(Some(format!("node:{}", id.name)))),
         Presented::Certificate(id) => match tokens.by_name(&id.name) {
@@ -188,7 +191,8 @@ mod tests {
     use crate::error::Error;
 
     fn file() -> (TokenFile, [String; 3]) {
-        let mut f: TokenFile = toml::from_str("[roles.app]\nread = [\"app/\"]\nwrite = [\"app/\"]\n[roles.logs]\nread = [\"logs/\"]\n").unwrap();
+        let mut f: TokenFile =
+            toml::from_str("[roles.app]\nread = [\"app/\"]\nwrite = [\"app/\"]\n[roles.logs]\nread = [\"logs/\"]\n").unwrap();
         let rw = f.add("web", &["app".into()]).unwrap();
         let ro = f.add("auditor", &["logs".into()]).unwrap();
         let admin = f.add("ops", &["admin".into()]).unwrap();
