@@ -265,6 +265,42 @@ async fn only_a_node_certificate_of_the_cluster_ca_joins() {
     drop((plaintext, client_cert, foreign, n2));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_tls_peers_sign_in_with_a_peer_token_and_a_node_without_one_cannot_join() {
+    let files = Files::make();
+    let mut tokens = TokenFile::read(&files.path("tokens.toml")).unwrap();
+    let peer = tokens.add("nodes", &["peer".into()]).unwrap();
+    tokens.write(&files.path("tokens.toml")).unwrap();
+    let plain = |token: Option<String>| {
+        move |c: &mut Config| {
+            c.tls_ca = None;
+            c.tls_cert = None;
+            c.tls_key = None;
+            c.replication_factor = 3;
+            c.peer_token = token.map(ringkv_node::config::Secret);
+        }
+    };
+    // A token file without TLS and without a peer token is refused at start, saying why.
+    let refused = Config { tokens_file: Some(files.path("tokens.toml")), ..Default::default() };
+    let e = ringkv_node::security::Security::load(&refused).err().expect("refused").to_string();
+    assert!(e.contains("--peer-token") && e.contains("peer role"), "{e}");
+
+    let n1 = start(&files, "n1", "n1", None, plain(Some(peer.clone())));
+    let ops = Client::connect_with([n1.addr.as_str()], Credentials::token(files.admin.clone())).await.unwrap();
+    eventually("n1 serves", Duration::from_secs(20), || async { ops.put(b"app/warm", b"", None, one()).await.is_ok() }).await;
+    // The web principal's token is not a peer's: a node presenting it cannot join.
+    let impostor = start(&files, "n3", "n3", Some(&n1.addr), plain(Some(files.web.clone())));
+    let n2 = start(&files, "n2", "n2", Some(&n1.addr), plain(Some(peer)));
+    let ids = || async { ops.status().await.map(|s| s.nodes.into_iter().map(|n| n.id).collect::<Vec<_>>()).unwrap_or_default() };
+    eventually("n2 joins with the peer token", Duration::from_secs(30), || async { ids().await.contains(&"n2".to_string()) }).await;
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        assert!(!ids().await.contains(&"n3".to_string()), "a node with a non-peer token joined");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop((impostor, n2));
+}
+
 /// Runs the `ringkv` binary in `dir` with `env`, returning stdout.
 fn ringkv(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> (bool, String, String) {
     let out = Command::new(ringkv_bin()).current_dir(dir).envs(env.iter().copied()).args(args).output().expect("run ringkv");
