@@ -45,11 +45,13 @@
 //! lets the policy pick the coordinator of each request.
 #![warn(missing_docs)]
 
+mod cas;
 mod duration;
 mod error;
 pub mod policy;
 mod routing;
 
+pub use cas::CasResult;
 pub use duration::parse_duration;
 pub use error::Error;
 pub use ringkv_proto::v1 as pb;

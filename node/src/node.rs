@@ -126,6 +126,8 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
     let hlc = Arc::new(HlcClock::new(config.id.clone(), millis(config.max_clock_skew)));
     let admit = Arc::new(Admit::new(&config, hlc.clone(), env.clock.clone()));
     let (rate_limit_per_sec, rate_limit_burst) = (config.rate_limit_per_sec, config.rate_limit_burst);
+    let accept_lower = config.enable_fault_injection && config.break_paxos == crate::paxos::Break::AcceptLowerBallot;
+    let paxos = Arc::new(crate::paxos::Acceptor::open(store.clone(), accept_lower)?);
     let shared = Arc::new(Shared {
         hlc,
         admit,
@@ -143,6 +145,7 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
         in_flight: Default::default(),
         rate_limits: crate::rate_limit::RateLimits::new(rate_limit_per_sec, rate_limit_burst),
         shutdown: shutdown.clone(),
+        paxos,
     });
     let c = &shared.config;
     tracing::info!(

@@ -1,0 +1,430 @@
+//! The SERIAL path: the Paxos proposer for `Cas` and for SERIAL reads, an
+//! async shell around the pure rules of `paxos/rules.rs`.
+//!
+//! One request runs rounds until one decides or the deadline passes:
+//! 1. **Prepare** a fresh HLC ballot at the key's live participants (its
+//!    replicas; for LOCAL_SERIAL those in this node's zone) and wait for a
+//!    majority of promises. Each promise carries the replica's version of
+//!    the key, so the read phase costs no extra round trip (Paxos v2 does
+//!    the same; v1 read separately).
+//! 2. If a promiser reports an accepted proposal of the open instance, an
+//!    earlier request may have been interrupted after it was chosen:
+//!    re-propose and commit it under our ballot, then start over.
+//! 3. **Read**: merge the promisers' versions; repair the promisers behind
+//!    the merge, so what the decision sees is held by a quorum.
+//! 4. **Propose**: the CAS's new version (the merge superseded by one
+//!    sibling) if the condition holds, or a no-op otherwise and for reads.
+//!    The no-op is what CASSANDRA-12126 was missing: an unapplied CAS or a
+//!    read that proposes nothing leaves a minority-accepted proposal able
+//!    to surface later, "before" what it just answered.
+//! 5. **Commit** a value to every live replica (a hint for the down ones)
+//!    and wait for a majority of participants to make it durable.
+//!
+//! Outcomes. Too few live participants fail fast as `Unavailable`, before
+//! any message. A round refused by a higher ballot (contention) is retried
+//! after a randomized, growing back-off, at most [`MAX_CONTENTION_RETRIES`]
+//! times. A proposal of a value that some acceptor may have accepted, when
+//! a quorum did not, is `Indeterminate`: another proposer may still finish
+//! it. So is a chosen value whose commit reached too few replicas (a later
+//! SERIAL request finishes it). Anything that ends before a value was
+//! proposed is `Timeout` or `Unavailable`: nothing of it happened.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use ringkv_proto::delivery::Delivery;
+use ringkv_proto::v1 as pb;
+use tokio::time::Instant;
+
+use super::ctx::{Ctx, ReplicaFuture};
+use super::plan::Ask;
+use super::receipt::{self, report_for};
+use crate::error::{Error, Result};
+use crate::paxos::{condition_holds, in_flight, Ballot, Break, Promise, Proposal};
+use crate::quorum::Level;
+use crate::record;
+use crate::version::DvvSet;
+
+/// Rounds a request retries after losing to a higher ballot. With the
+/// back-off below, ten losses in a row mean heavy contention on one key;
+/// the client is told so rather than kept waiting to its deadline.
+pub const MAX_CONTENTION_RETRIES: u32 = 10;
+/// The first back-off's upper bound; each retry doubles it, up to
+/// [`BACKOFF_CAP`]. A few milliseconds is a round trip or two here, enough
+/// for the winner to finish its propose and commit.
+const BACKOFF_BASE: Duration = Duration::from_millis(2);
+/// The largest back-off bound.
+const BACKOFF_CAP: Duration = Duration::from_millis(64);
+
+/// What a SERIAL request does once it holds a quorum's promises.
+#[derive(Clone, Debug)]
+pub enum SerialOp {
+    /// Compare-and-set.
+    Cas {
+        /// The value every live sibling must equal; `None`: absent or deleted.
+        expect: Option<Vec<u8>>,
+        /// The new value; `None` writes a tombstone.
+        new: Option<Vec<u8>>,
+    },
+    /// A linearizable read (proposes a no-op).
+    Read,
+}
+
+/// A finished SERIAL request.
+pub struct SerialResult {
+    /// The CAS condition held and its version is committed.
+    pub applied: bool,
+    /// The key's version after the request: the committed one when
+    /// applied, the one read otherwise; `None` when no replica had the key.
+    pub version: Option<DvvSet>,
+    /// What it cost, with the Paxos rounds in `receipt.paxos`.
+    pub receipt: pb::Receipt,
+}
+
+/// How a phase-2 fan-out ended.
+enum Proposed {
+    /// A majority accepted: the proposal is chosen.
+    Chosen,
+    /// Every answer was a refusal or a message that never left: nothing of
+    /// it was accepted (the HLC has observed the refusing ballots).
+    Refused,
+    /// Some acceptor may have accepted it, but no majority did.
+    Unknown(String),
+}
+
+/// Coordinates one SERIAL request for `key`.
+pub(super) async fn serial(ctx: &Ctx, key: Vec<u8>, op: SerialOp, level: Level, timeout: Duration) -> Result<SerialResult> {
+    if !level.is_serial() {
+        return Err(Error::InvalidArgument(format!(
+            "cas and serial reads run at SERIAL or LOCAL_SERIAL, not {}; pass -c serial or -c local_serial",
+            level.as_str()
+        )));
+    }
+    ctx.check_clock()?;
+    let start = Instant::now();
+    let deadline = start + timeout;
+    let plan = ctx.plan(&key, Ask { level, write: false, sloppy: false })?;
+    let required = plan.required;
+    let participants: Vec<String> = plan.targets.iter().filter(|t| plan.counted.contains(t)).cloned().collect();
+    let mut receipt = receipt::new(ctx.me(), level, required, &plan.prefs, |id| ctx.is_up(id));
+    let mut px = pb::PaxosReceipt::default();
+    let too_late = |px: &pb::PaxosReceipt, answered: usize| Error::Timeout {
+        what: format!("{} at {} (after {} Paxos round trips, {} contention retries)", op_name(&op), level.as_str(), px.round_trips, px.contention_retries),
+        answered: answered as u32,
+        required: required as u32,
+        timeout_ms: timeout.as_millis() as u64,
+    };
+    loop {
+        if Instant::now() >= deadline {
+            return Err(too_late(&px, 0));
+        }
+        let ballot = ctx.ballot();
+        px.ballot = Some((&ballot).into());
+        px.promised.clear();
+        px.accepted.clear();
+
+        // Phase 1: prepare, with the read riding on it.
+        px.round_trips += 1;
+        let prepares = participants.iter().map(|id| ctx.paxos_prepare(id.clone(), key.clone(), ballot.clone(), remaining(deadline)));
+        let (answers, _late, timed_out) =
+            gather(prepares, deadline, |a| a.iter().filter(|(_, r, _)| matches!(r, Ok((Promise::Promised { .. }, _)))).count() >= required)
+                .await;
+        let mut promises = Vec::new();
+        let (mut beaten, mut errors) = (None::<Ballot>, Vec::new());
+        for (id, r, latency) in answers {
+            let report = report_for(&mut receipt, &id);
+            report.latency_us = latency.as_micros() as u64;
+            match r {
+                Ok((p @ Promise::Promised { .. }, v)) => {
+                    report.answered = true;
+                    promises.push((id, p, v));
+                }
+                Ok((Promise::Refused { promised }, _)) => {
+                    report.answered = true;
+                    beaten = beaten.max(Some(promised));
+                }
+                Err(e) => {
+                    report.error = e.to_string();
+                    errors.push(format!("{id}: {e}"));
+                }
+            }
+        }
+        if promises.len() < required {
+            if let Some(b) = &beaten {
+                ctx.observe(b);
+                if back_off(ctx, &mut px, deadline).await {
+                    continue;
+                }
+            }
+            if timed_out || beaten.is_some() {
+                return Err(too_late(&px, promises.len()));
+            }
+            return Err(Error::Unavailable {
+                level: level.as_str().into(),
+                required: required as u32,
+                alive: promises.len() as u32,
+                hint: format!("; replicas failed during the Paxos prepare ({}); nothing was proposed", errors.join("; ")),
+            });
+        }
+        px.promised = promises.iter().map(|(id, _, _)| id.clone()).collect();
+
+        // Finish an interrupted request's proposal before deciding anything.
+        if let Some(earlier) = in_flight(promises.iter().map(|(_, p, _)| p)) {
+            let value = earlier.value.clone().expect("in_flight returns proposals with a value");
+            px.in_flight_completed += 1;
+            let proposal = Arc::new(Proposal { ballot: ballot.clone(), value: Some(value.clone()) });
+            if let Proposed::Chosen = propose(ctx, &key, &participants, proposal, required, deadline, &mut receipt, &mut px).await {
+                px.round_trips += 1;
+                commit(ctx, &key, &plan.prefs, &participants, &ballot, &value, required, deadline, &mut receipt).await;
+            } else if !back_off(ctx, &mut px, deadline).await {
+                return Err(too_late(&px, promises.len()));
+            }
+            continue;
+        }
+
+        // The read: the promisers' versions, merged, held by a quorum.
+        let merged = if ctx.break_paxos() == Break::SkipRead {
+            ctx.local_version(&key)?
+        } else {
+            let versions: Vec<(String, Option<DvvSet>)> = promises.into_iter().map(|(id, _, v)| (id, v)).collect();
+            match settle_read(ctx, &key, versions, required, deadline, &mut receipt).await {
+                Some(m) => m,
+                None if back_off(ctx, &mut px, deadline).await => continue,
+                None => return Err(too_late(&px, 0)),
+            }
+        };
+
+        // Decide, then propose the decision (a no-op when nothing changes).
+        let value = match &op {
+            SerialOp::Cas { expect, new } if condition_holds(merged.as_ref(), expect.as_deref()) => {
+                Some(ctx.cas_version(merged.as_ref(), new.clone().unwrap_or_default(), new.is_none())?)
+            }
+            _ => None,
+        };
+        let proposal = Arc::new(Proposal { ballot: ballot.clone(), value: value.clone() });
+        match propose(ctx, &key, &participants, proposal, required, deadline, &mut receipt, &mut px).await {
+            Proposed::Chosen => {}
+            Proposed::Unknown(why) if value.is_some() => {
+                return Err(Error::Indeterminate {
+                    acked: px.accepted.len() as u32,
+                    required: required as u32,
+                    reason: format!("the Paxos proposal was accepted by too few replicas ({why}); another request may still complete it"),
+                });
+            }
+            Proposed::Refused | Proposed::Unknown(_) => {
+                if back_off(ctx, &mut px, deadline).await {
+                    continue;
+                }
+                return Err(too_late(&px, 0));
+            }
+        }
+        let Some(value) = value else {
+            receipt.acked = px.accepted.len() as u32;
+            return Ok(finish(false, merged, receipt, px, start));
+        };
+        px.round_trips += 1;
+        let acks = commit(ctx, &key, &plan.prefs, &participants, &ballot, &value, required, deadline, &mut receipt).await;
+        if acks < required {
+            return Err(Error::Indeterminate {
+                acked: acks as u32,
+                required: required as u32,
+                reason: "the commit of a chosen proposal reached too few replicas; the next SERIAL request on the key completes it".into(),
+            });
+        }
+        receipt.acked = acks as u32;
+        return Ok(finish(true, Some(value), receipt, px, start));
+    }
+}
+
+fn op_name(op: &SerialOp) -> &'static str {
+    match op {
+        SerialOp::Cas { .. } => "cas",
+        SerialOp::Read => "serial read",
+    }
+}
+
+fn finish(applied: bool, version: Option<DvvSet>, mut receipt: pb::Receipt, px: pb::PaxosReceipt, start: Instant) -> SerialResult {
+    receipt.latency_us = start.elapsed().as_micros() as u64;
+    receipt.paxos = Some(px);
+    SerialResult { applied, version, receipt }
+}
+
+fn remaining(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
+}
+
+/// Counts a lost round and sleeps a randomized, growing back-off. Returns
+/// false, without sleeping, when the retries are used up or the back-off
+/// would pass the deadline.
+async fn back_off(ctx: &Ctx, px: &mut pb::PaxosReceipt, deadline: Instant) -> bool {
+    if px.contention_retries >= MAX_CONTENTION_RETRIES {
+        return false;
+    }
+    let bound = BACKOFF_BASE.saturating_mul(1 << px.contention_retries.min(16)).min(BACKOFF_CAP);
+    let wait = ctx.jitter(bound);
+    if Instant::now() + wait >= deadline {
+        return false;
+    }
+    px.contention_retries += 1;
+    tokio::time::sleep(wait).await;
+    true
+}
+
+/// Runs `futs` until `done` holds for the answers so far, all have
+/// answered, or the deadline passes. Returns the answers, the futures still
+/// out, and whether the deadline passed.
+async fn gather<T: Send + 'static>(
+    futs: impl IntoIterator<Item = ReplicaFuture<T>>,
+    deadline: Instant,
+    done: impl Fn(&[(String, Result<T>, Duration)]) -> bool,
+) -> (Vec<(String, Result<T>, Duration)>, FuturesUnordered<ReplicaFuture<T>>, bool) {
+    let mut pending: FuturesUnordered<ReplicaFuture<T>> = futs.into_iter().collect();
+    let mut answers = Vec::new();
+    while !done(&answers) {
+        match tokio::time::timeout_at(deadline, pending.next()).await {
+            Ok(Some(a)) => answers.push(a),
+            Ok(None) => break,
+            Err(_) => return (answers, pending, true),
+        }
+    }
+    (answers, pending, false)
+}
+
+/// Phase 2 at the participants.
+#[allow(clippy::too_many_arguments)]
+async fn propose(
+    ctx: &Ctx,
+    key: &[u8],
+    participants: &[String],
+    proposal: Arc<Proposal>,
+    required: usize,
+    deadline: Instant,
+    receipt: &mut pb::Receipt,
+    px: &mut pb::PaxosReceipt,
+) -> Proposed {
+    // A coordinator that was paused past its deadline sends nothing more:
+    // its client has given up, and a late proposal would only contend.
+    if Instant::now() >= deadline {
+        return Proposed::Refused;
+    }
+    px.round_trips += 1;
+    let sends = participants.iter().map(|id| ctx.paxos_propose(id.clone(), key.to_vec(), proposal.clone(), remaining(deadline)));
+    let (answers, late, _) = gather(sends, deadline, |a| a.iter().filter(|(_, r, _)| matches!(r, Ok(Ok(())))).count() >= required).await;
+    let mut beaten = None::<Ballot>;
+    let mut unknown: Vec<String> = late.iter().map(|_| "no answer before the deadline".to_string()).collect();
+    for (id, r, latency) in answers {
+        let report = report_for(receipt, &id);
+        report.latency_us = latency.as_micros() as u64;
+        match r {
+            Ok(Ok(())) => {
+                report.answered = true;
+                px.accepted.push(id);
+            }
+            Ok(Err(b)) => {
+                report.answered = true;
+                beaten = beaten.max(Some(b));
+            }
+            Err(e) => {
+                report.error = e.to_string();
+                if e.delivery() != Delivery::NotSent {
+                    unknown.push(format!("{id}: {e}"));
+                }
+            }
+        }
+    }
+    if let Some(b) = &beaten {
+        ctx.observe(b);
+    }
+    if px.accepted.len() >= required {
+        Proposed::Chosen
+    } else if px.accepted.is_empty() && unknown.is_empty() {
+        Proposed::Refused
+    } else {
+        Proposed::Unknown(format!("{} of {required} accepted; {}", px.accepted.len(), unknown.join("; ")))
+    }
+}
+
+/// Merges the promisers' versions and repairs the promisers behind the
+/// merge. Returns the merge once a quorum holds it, `None` when repairs
+/// failed too often to say so.
+async fn settle_read(
+    ctx: &Ctx,
+    key: &[u8],
+    versions: Vec<(String, Option<DvvSet>)>,
+    required: usize,
+    deadline: Instant,
+    receipt: &mut pb::Receipt,
+) -> Option<Option<DvvSet>> {
+    let merged = versions.iter().filter_map(|(_, v)| v.as_ref()).fold(None::<DvvSet>, |acc, v| match acc {
+        None => Some(v.clone()),
+        Some(a) => Some(a.merged(v)),
+    });
+    let Some(m) = merged else { return Some(None) };
+    let stale: Vec<String> = versions.iter().filter(|(_, v)| v.as_ref().is_none_or(|v| !v.dominates(&m))).map(|(id, _)| id.clone()).collect();
+    let mut holding = versions.len() - stale.len();
+    let repairs = stale.iter().map(|id| {
+        let (ctx, id, key, m) = (ctx.clone(), id.clone(), key.to_vec(), m.clone());
+        async move { (id.clone(), ctx.repair(id, key, m, remaining(deadline)).await) }
+    });
+    for (id, r) in futures::future::join_all(repairs).await {
+        let report = report_for(receipt, &id);
+        report.stale = true;
+        match r {
+            Ok(()) => {
+                report.repaired = true;
+                holding += 1;
+            }
+            Err(e) => tracing::warn!(node = %ctx.me(), peer = %id, error = %e, "serial read repair failed"),
+        }
+    }
+    (holding >= required).then_some(Some(m))
+}
+
+/// Phase 3: every live replica merges the chosen version (a hint for the
+/// down ones); returns how many participants made it durable before the
+/// deadline. The others finish in the background.
+#[allow(clippy::too_many_arguments)]
+async fn commit(
+    ctx: &Ctx,
+    key: &[u8],
+    prefs: &[String],
+    participants: &[String],
+    ballot: &Ballot,
+    value: &DvvSet,
+    required: usize,
+    deadline: Instant,
+    receipt: &mut pb::Receipt,
+) -> usize {
+    let encoded = Arc::new(record::encode(value));
+    let (live, down): (Vec<&String>, Vec<&String>) = prefs.iter().partition(|id| ctx.is_up(id));
+    for target in down {
+        if ctx.hint(target, key, value).is_some() {
+            report_for(receipt, target).hinted = true;
+            receipt.hints_stored = true;
+        }
+    }
+    let sends = live.into_iter().map(|id| ctx.paxos_commit(id.clone(), key.to_vec(), ballot.clone(), encoded.clone(), remaining(deadline)));
+    let counts = |a: &[(String, Result<()>, Duration)]| a.iter().filter(|(id, r, _)| r.is_ok() && participants.contains(id)).count();
+    let (answers, mut late, _) = gather(sends, deadline, |a| counts(a) >= required).await;
+    let acks = counts(&answers);
+    for (id, r, latency) in answers {
+        let report = report_for(receipt, &id);
+        report.latency_us = latency.as_micros() as u64;
+        match r {
+            Ok(()) => report.answered = true,
+            Err(e) => report.error = e.to_string(),
+        }
+    }
+    if !late.is_empty() {
+        let (ctx, key, value) = (ctx.clone(), key.to_vec(), value.clone());
+        tokio::spawn(async move {
+            while let Some((id, r, _)) = late.next().await {
+                if r.is_err() {
+                    ctx.hint(&id, &key, &value);
+                }
+            }
+        });
+    }
+    acks
+}

@@ -1,0 +1,90 @@
+//! SERIAL compare-and-set in simulation: concurrent cas from the same
+//! expected value through different coordinators apply exactly once per
+//! round, and with one node partitioned away SERIAL works on the majority
+//! side and is `unavailable` on the minority side.
+
+use std::time::Duration;
+
+use ringkv_client::{Error, Level, Options};
+use ringkv_tests::sim::{add_nodes, builder, client, run, seed, sees, until};
+
+use super::{cluster_ready, heal_n3, values, CONVERGE};
+
+fn serial() -> Options {
+    Options { level: Level::Serial, timeout: Some(Duration::from_secs(2)), ..Default::default() }
+}
+
+#[test]
+fn concurrent_cas_from_one_value_applies_exactly_once_per_round() {
+    let seed = seed(0x5eed_0c45);
+    let mut sim = builder(seed).build();
+    add_nodes(&mut sim, 3, seed);
+    sim.client("client", async {
+        cluster_ready().await?;
+        let coordinators = [client(&["n1"]), client(&["n2"]), client(&["n3"])];
+        let mut expect: Option<Vec<u8>> = None;
+        for round in 0..30 {
+            let tries = coordinators.iter().enumerate().map(|(i, c)| {
+                let value = format!("r{round}-n{}", i + 1).into_bytes();
+                let expect = expect.clone();
+                async move { (value.clone(), c.cas(b"k", expect.as_deref(), Some(&value), serial()).await) }
+            });
+            let answers = futures::future::join_all(tries).await;
+            let mut winners = Vec::new();
+            for (value, r) in &answers {
+                let r = r.as_ref().map_err(|e| format!("round {round}: {e}"))?;
+                if r.applied {
+                    winners.push(value.clone());
+                }
+            }
+            assert_eq!(winners.len(), 1, "round {round}: exactly one of three applies: {answers:?}");
+            let winner = winners.pop().expect("one");
+            for (_, r) in &answers {
+                let r = r.as_ref().expect("checked above");
+                if !r.applied {
+                    assert_eq!(r.current.iter().map(|s| s.value.clone()).collect::<Vec<_>>(), [winner.clone()], "round {round}");
+                }
+            }
+            let read = client(&["n3"]).get(b"k", Options::level(Level::Quorum)).await?;
+            assert_eq!(values(&read), [winner.as_slice()], "round {round}: a QUORUM read sees the commit");
+            expect = Some(winner);
+        }
+        Ok(())
+    });
+    run(sim, seed);
+}
+
+#[test]
+fn serial_works_on_the_majority_side_and_is_unavailable_on_the_minority_side() {
+    let seed = seed(0x5eed_0c46);
+    let mut sim = builder(seed).build();
+    add_nodes(&mut sim, 3, seed);
+    sim.client("client", async {
+        cluster_ready().await?;
+        assert!(client(&["n1"]).cas(b"p", None, Some(b"before"), serial()).await?.applied);
+        turmoil::partition("n3", "n1");
+        turmoil::partition("n3", "n2");
+        until("n1 sees n3 down", CONVERGE, || sees("n1", "n3", "down")).await?;
+        until("n3 sees n1 and n2 down", CONVERGE, || async { sees("n3", "n1", "down").await && sees("n3", "n2", "down").await }).await?;
+
+        // Majority side: cas and SERIAL reads work.
+        let majority = client(&["n1"]);
+        assert!(majority.cas(b"p", Some(b"before"), Some(b"during"), serial()).await?.applied);
+        assert_eq!(values(&majority.get(b"p", serial()).await?), [b"during".as_slice()]);
+
+        // Minority side: refused as unavailable, before anything is sent.
+        let minority = client(&["n3"]);
+        let e = minority.cas(b"p", Some(b"during"), Some(b"split"), serial()).await.unwrap_err();
+        assert!(matches!(e, Error::Unavailable { .. }), "cas on the minority side: {e}");
+        let e = minority.get(b"p", serial()).await.unwrap_err();
+        assert!(matches!(e, Error::Unavailable { .. }), "SERIAL read on the minority side: {e}");
+
+        heal_n3().await?;
+        // After the heal, n3 coordinates SERIAL again and sees the majority's write.
+        until("n3 serves SERIAL", CONVERGE, || async { minority.get(b"p", serial()).await.is_ok() }).await?;
+        assert_eq!(values(&minority.get(b"p", serial()).await?), [b"during".as_slice()]);
+        assert!(!minority.cas(b"p", Some(b"before"), Some(b"stale"), serial()).await?.applied, "a stale expectation fails");
+        Ok(())
+    });
+    run(sim, seed);
+}
