@@ -44,7 +44,7 @@ use crate::error::{Error, Result};
 use crate::paxos::{condition_holds, in_flight, Ballot, Break, Promise, Proposal};
 use crate::quorum::Level;
 use crate::record;
-use crate::version::DvvSet;
+use crate::version::{DvvSet, Sibling};
 
 /// Rounds a request retries after losing to a higher ballot. With the
 /// back-off below, ten losses in a row mean heavy contention on one key;
@@ -115,9 +115,14 @@ pub(super) async fn serial(ctx: &Ctx, key: Vec<u8>, op: SerialOp, level: Level, 
         required: required as u32,
         timeout_ms: timeout.as_millis() as u64,
     };
+    let actor = ctx.paxos_actor();
+    // Our value proposal that some acceptor may hold, until a later round
+    // finds it chosen or fences it off; while it is set, any failure is
+    // indeterminate.
+    let mut pending: Option<Pending> = None;
     loop {
         if Instant::now() >= deadline {
-            return Err(too_late(&px, 0));
+            return Err(settle(&pending, too_late(&px, 0)));
         }
         let ballot = ctx.ballot();
         px.ballot = Some((&ballot).into());
@@ -158,14 +163,14 @@ pub(super) async fn serial(ctx: &Ctx, key: Vec<u8>, op: SerialOp, level: Level, 
                 }
             }
             if timed_out || beaten.is_some() {
-                return Err(too_late(&px, promises.len()));
+                return Err(settle(&pending, too_late(&px, promises.len())));
             }
-            return Err(Error::Unavailable {
+            return Err(settle(&pending, Error::Unavailable {
                 level: level.as_str().into(),
                 required: required as u32,
                 alive: promises.len() as u32,
                 hint: format!("; replicas failed during the Paxos prepare ({}); nothing was proposed", errors.join("; ")),
-            });
+            }));
         }
         px.promised = promises.iter().map(|(id, _, _)| id.clone()).collect();
 
@@ -173,12 +178,17 @@ pub(super) async fn serial(ctx: &Ctx, key: Vec<u8>, op: SerialOp, level: Level, 
         if let Some(earlier) = in_flight(promises.iter().map(|(_, p, _)| p)) {
             let value = earlier.value.clone().expect("in_flight returns proposals with a value");
             px.in_flight_completed += 1;
+            let ours = pending.as_ref().is_some_and(|p| p.ballot == earlier.ballot);
             let proposal = Arc::new(Proposal { ballot: ballot.clone(), value: Some(value.clone()) });
             if let Proposed::Chosen = propose(ctx, &key, &participants, proposal, required, deadline, &mut receipt, &mut px).await {
                 px.round_trips += 1;
-                commit(ctx, &key, &plan.prefs, &participants, &ballot, &value, required, deadline, &mut receipt).await;
+                let acks = commit(ctx, &key, &plan.prefs, &participants, &ballot, &value, required, deadline, &mut receipt).await;
+                if ours {
+                    // Our own earlier proposal, now chosen: the cas applied.
+                    return committed(acks, required, value, receipt, px, start);
+                }
             } else if !back_off(ctx, &mut px, deadline).await {
-                return Err(too_late(&px, promises.len()));
+                return Err(settle(&pending, too_late(&px, promises.len())));
             }
             continue;
         }
@@ -191,9 +201,22 @@ pub(super) async fn serial(ctx: &Ctx, key: Vec<u8>, op: SerialOp, level: Level, 
             match settle_read(ctx, &key, versions, required, deadline, &mut receipt).await {
                 Some(m) => m,
                 None if back_off(ctx, &mut px, deadline).await => continue,
-                None => return Err(too_late(&px, 0)),
+                None => return Err(settle(&pending, too_late(&px, 0))),
             }
         };
+        if let Some(p) = &pending {
+            let entry = merged.as_ref().and_then(|m| m.entries.get(&actor));
+            if entry.is_some_and(|e| e.siblings.contains(&p.sibling)) {
+                // Another request completed our earlier proposal.
+                receipt.acked = px.promised.len() as u32;
+                return Ok(finish(true, merged, receipt, px, start));
+            }
+            if entry.is_some_and(|e| e.counter >= p.dot) {
+                return Err(settle(&pending, too_late(&px, 0)));
+            }
+            // Not chosen: the proposal below fences it off for good once a
+            // quorum accepts it.
+        }
 
         // Decide, then propose the decision (a no-op when nothing changes).
         let value = match &op {
@@ -204,19 +227,27 @@ pub(super) async fn serial(ctx: &Ctx, key: Vec<u8>, op: SerialOp, level: Level, 
         };
         let proposal = Arc::new(Proposal { ballot: ballot.clone(), value: value.clone() });
         match propose(ctx, &key, &participants, proposal, required, deadline, &mut receipt, &mut px).await {
+            // Chosen: any earlier proposal of ours is fenced off for good.
             Proposed::Chosen => {}
             Proposed::Unknown(why) if value.is_some() => {
-                return Err(Error::Indeterminate {
-                    acked: px.accepted.len() as u32,
-                    required: required as u32,
-                    reason: format!("the Paxos proposal was accepted by too few replicas ({why}); another request may still complete it"),
-                });
+                // Some acceptor may hold it: a later round finds out.
+                let value = value.as_ref().expect("checked");
+                let entry = value.entries.get(&actor).expect("cas_version adds a dot of the paxos actor");
+                pending = Some(Pending { ballot: ballot.clone(), sibling: entry.siblings[0].clone(), dot: entry.counter });
+                if !back_off(ctx, &mut px, deadline).await {
+                    return Err(Error::Indeterminate {
+                        acked: px.accepted.len() as u32,
+                        required: required as u32,
+                        reason: format!("the Paxos proposal was accepted by too few replicas ({why}); another request may still complete it"),
+                    });
+                }
+                continue;
             }
             Proposed::Refused | Proposed::Unknown(_) => {
                 if back_off(ctx, &mut px, deadline).await {
                     continue;
                 }
-                return Err(too_late(&px, 0));
+                return Err(settle(&pending, too_late(&px, 0)));
             }
         }
         let Some(value) = value else {
@@ -225,16 +256,43 @@ pub(super) async fn serial(ctx: &Ctx, key: Vec<u8>, op: SerialOp, level: Level, 
         };
         px.round_trips += 1;
         let acks = commit(ctx, &key, &plan.prefs, &participants, &ballot, &value, required, deadline, &mut receipt).await;
-        if acks < required {
-            return Err(Error::Indeterminate {
-                acked: acks as u32,
-                required: required as u32,
-                reason: "the commit of a chosen proposal reached too few replicas; the next SERIAL request on the key completes it".into(),
-            });
-        }
-        receipt.acked = acks as u32;
-        return Ok(finish(true, Some(value), receipt, px, start));
+        return committed(acks, required, value, receipt, px, start);
     }
+}
+
+/// A value proposal of ours that some acceptor may have accepted.
+struct Pending {
+    /// Its ballot.
+    ballot: Ballot,
+    /// Its new sibling (HLC-stamped, so unique).
+    sibling: Sibling,
+    /// The sibling's dot counter under the paxos actor.
+    dot: u64,
+}
+
+/// `e`, or `Indeterminate` when a proposal of ours may still be chosen.
+fn settle(pending: &Option<Pending>, e: Error) -> Error {
+    match pending {
+        None => e,
+        Some(_) => Error::Indeterminate {
+            acked: 0,
+            required: 0,
+            reason: format!("{e}, after a Paxos proposal of this request reached some replicas; another request may still complete it"),
+        },
+    }
+}
+
+/// The answer once our value was chosen and its commit sent.
+fn committed(acks: usize, required: usize, value: DvvSet, mut receipt: pb::Receipt, px: pb::PaxosReceipt, start: Instant) -> Result<SerialResult> {
+    if acks < required {
+        return Err(Error::Indeterminate {
+            acked: acks as u32,
+            required: required as u32,
+            reason: "the commit of a chosen proposal reached too few replicas; the next SERIAL request on the key completes it".into(),
+        });
+    }
+    receipt.acked = acks as u32;
+    Ok(finish(true, Some(value), receipt, px, start))
 }
 
 fn op_name(op: &SerialOp) -> &'static str {
