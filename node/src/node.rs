@@ -186,6 +186,8 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
     );
     tasks.spawn(replayer.run(shutdown.clone()));
     tasks.spawn(readiness(shared.clone(), health, shutdown.clone()));
+    let blocking = shared.store.engine().blocking();
+    tasks.spawn(crate::paxos::gc::run(shared.paxos.clone(), shared.clock.clone(), blocking, shared.config.id.clone(), shutdown.clone()));
     tracing::info!(node = %shared.config.id, listen = %shared.config.listen, "serving");
 
     let served = server.await;

@@ -8,12 +8,14 @@
 //!   accept, commit given its state), the proposer's choice of an in-flight
 //!   proposal to finish from a quorum of promises, and the CAS condition.
 //! - `acceptor.rs`: each replica's persisted state, one record per key in
-//!   the `paxos` tree, with its garbage collection.
+//!   the `paxos` tree, with its garbage collection;
+//! - `gc.rs`: the loop that runs that collection every ten minutes.
 //!
 //! The proposer, an async shell that sends the messages, is
 //! `coordinator/cas.rs`.
 
 mod acceptor;
+pub mod gc;
 mod rules;
 
 pub use acceptor::Acceptor;
