@@ -121,7 +121,9 @@ pub async fn run(a: BenchArgs, endpoints: &[String], policy: &ringkv_client::pol
                 let t0 = Instant::now();
                 if let Some(client) = cas_client.as_ref().filter(|_| a.workload == Workload::Cas && rng.random_bool(0.5)) {
                     let fresh = format!("w{w}-{n}").into_bytes();
-                    let outcome = crate::bench_cas::cas(client, key(k).as_bytes(), &fresh, &mut known).await;
+                    // Keys of their own, so puts never change what a cas expects.
+                    let cas_key = format!("cas-{}", key(k));
+                    let outcome = crate::bench_cas::cas(client, cas_key.as_bytes(), &fresh, &mut known).await;
                     let us = t0.elapsed().as_micros().max(1) as u64;
                     let mut t = tally.lock().expect("tally lock");
                     match outcome {

@@ -1,6 +1,7 @@
 //! The CAS half of `ringkv bench --workload cas`: half the operations are
-//! puts at `--write-level` (QUORUM by default), half are SERIAL cas on the
-//! same keys, so one run compares the two paths' latency and throughput.
+//! puts at `--write-level` (QUORUM by default), half are SERIAL cas on a
+//! parallel set of keys (`cas-<key>`, so puts never change what a cas
+//! expects), so one run compares the two paths' latency and throughput.
 //!
 //! Each worker remembers, per key, the value it last saw and sets the key
 //! from it to a fresh value; a cas that is not applied (another worker, or

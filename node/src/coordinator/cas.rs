@@ -46,16 +46,18 @@ use crate::quorum::Level;
 use crate::record;
 use crate::version::{DvvSet, Sibling};
 
-/// Rounds a request retries after losing to a higher ballot. With the
-/// back-off below, ten losses in a row mean heavy contention on one key;
-/// the client is told so rather than kept waiting to its deadline.
-pub const MAX_CONTENTION_RETRIES: u32 = 10;
+/// Rounds a request retries after losing to a higher ballot; the deadline
+/// bounds them too. Past this many losses in a row the key is too hot for
+/// Paxos to make progress for this client, and it is told so (a `timeout`
+/// saying how many retries) rather than kept waiting to its deadline.
+pub const MAX_CONTENTION_RETRIES: u32 = 32;
 /// The first back-off's upper bound; each retry doubles it, up to
 /// [`BACKOFF_CAP`]. A few milliseconds is a round trip or two here, enough
 /// for the winner to finish its propose and commit.
-const BACKOFF_BASE: Duration = Duration::from_millis(2);
-/// The largest back-off bound.
-const BACKOFF_CAP: Duration = Duration::from_millis(64);
+const BACKOFF_BASE: Duration = Duration::from_millis(4);
+/// The largest back-off bound: with 16 clients on one key (the issue's
+/// contention case) a smaller cap kept most of them colliding.
+const BACKOFF_CAP: Duration = Duration::from_millis(200);
 
 /// What a SERIAL request does once it holds a quorum's promises.
 #[derive(Clone, Debug)]
