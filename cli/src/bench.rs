@@ -219,7 +219,8 @@ fn percentiles(h: &Histogram<u64>) -> Value {
 }
 
 fn report(a: &BenchArgs, target: &str, policy: &str, t: &Tally, secs: f64, json_mode: bool) {
-    let (reads, writes, cas) = (t.reads.as_ref().expect("histogram"), t.writes.as_ref().expect("histogram"), t.cas.as_ref().expect("histogram"));
+    let (reads, writes, cas) =
+        (t.reads.as_ref().expect("histogram"), t.writes.as_ref().expect("histogram"), t.cas.as_ref().expect("histogram"));
     let ok = reads.len() + writes.len() + cas.len();
     let counts: Vec<u64> = t.coordinators.values().copied().collect();
     let skew = if counts.is_empty() {

@@ -18,7 +18,8 @@ pub async fn run(client: &Client, args: CasArgs, json_mode: bool) -> Result<()> 
     let expect = args.expect.as_deref().map(str::as_bytes);
     let new = args.set.as_deref().map(str::as_bytes);
     let done = client.cas(args.key.as_bytes(), expect, new, opts).await?;
-    let current: Vec<Value> = done.current.iter().map(|s| json!({ "value": value_json(&s.value), "hlc": hlc_json(s.hlc.as_ref()) })).collect();
+    let current: Vec<Value> =
+        done.current.iter().map(|s| json!({ "value": value_json(&s.value), "hlc": hlc_json(s.hlc.as_ref()) })).collect();
     let doc = json!({
         "key": args.key,
         "applied": done.applied,

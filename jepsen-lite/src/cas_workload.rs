@@ -65,7 +65,15 @@ async fn read(client: &Client, rec: &Recorder, id: usize, key: &str, timeout: Du
 
 /// A SERIAL cas, recorded. Returns what the client knows afterwards:
 /// `Some(v)` the key's value, `None` unknown.
-async fn cas(client: &Client, rec: &Recorder, id: usize, key: &str, expect: Option<String>, value: String, timeout: Duration) -> Option<Option<String>> {
+async fn cas(
+    client: &Client,
+    rec: &Recorder,
+    id: usize,
+    key: &str,
+    expect: Option<String>,
+    value: String,
+    timeout: Duration,
+) -> Option<Option<String>> {
     let invoke_ms = rec.now_ms();
     let opts = Options { level: Level::Serial, timeout: Some(timeout.mul_f64(0.8)), ..Default::default() };
     let call = client.cas(key.as_bytes(), expect.as_deref().map(str::as_bytes), Some(value.as_bytes()), opts);

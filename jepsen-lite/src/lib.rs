@@ -23,6 +23,7 @@
 //! `ringkv` binary shares without linking this one.
 
 pub mod cas_check;
+pub mod cas_workload;
 pub mod checkers;
 pub mod history;
 pub mod linearizability;
@@ -31,4 +32,3 @@ pub mod report;
 pub mod run;
 pub mod staleness;
 pub mod workload;
-pub mod cas_workload;

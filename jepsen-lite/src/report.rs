@@ -9,9 +9,9 @@ use hdrhistogram::Histogram;
 use ringkv_harness::chart::{render, render_lines, Group, LineChart, Panel};
 use serde::Serialize;
 
+use crate::cas_check;
 use crate::checkers;
 use crate::history::{level_name, History, Kind, NemesisEvent, Op, Outcome, SERIAL_LEVEL};
-use crate::cas_check;
 use crate::linearizability::{self, LevelResult};
 use crate::staleness::{self, Bucket};
 

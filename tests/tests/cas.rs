@@ -25,11 +25,10 @@ fn concurrent_cas_through_different_coordinators_applies_exactly_once_per_round(
         let mut contention = 0;
         for round in 0..ROUNDS {
             let (va, vb) = (format!("a{round}").into_bytes(), format!("b{round}").into_bytes());
-            let (ra, rb) = tokio::join!(
-                a.cas(b"race", expect.as_deref(), Some(&va), serial),
-                b.cas(b"race", expect.as_deref(), Some(&vb), serial)
-            );
-            let (ra, rb) = (ra.unwrap_or_else(|e| panic!("round {round}, via n1: {e}")), rb.unwrap_or_else(|e| panic!("round {round}, via n2: {e}")));
+            let (ra, rb) =
+                tokio::join!(a.cas(b"race", expect.as_deref(), Some(&va), serial), b.cas(b"race", expect.as_deref(), Some(&vb), serial));
+            let (ra, rb) =
+                (ra.unwrap_or_else(|e| panic!("round {round}, via n1: {e}")), rb.unwrap_or_else(|e| panic!("round {round}, via n2: {e}")));
             assert_eq!(u8::from(ra.applied) + u8::from(rb.applied), 1, "round {round}: exactly one applies: {ra:?} {rb:?}");
             let (winner, loser) = if ra.applied { (va, &rb) } else { (vb, &ra) };
             let seen: Vec<&[u8]> = loser.current.iter().map(|s| s.value.as_slice()).collect();
@@ -38,9 +37,17 @@ fn concurrent_cas_through_different_coordinators_applies_exactly_once_per_round(
                 contention += r.receipt.as_ref().and_then(|r| r.paxos.as_ref()).map_or(0, |p| p.contention_retries);
             }
             let read = a.get(b"race", serial).await.unwrap();
-            assert_eq!(read.siblings.iter().map(|s| s.value.as_slice()).collect::<Vec<_>>(), [winner.as_slice()], "round {round}: SERIAL read");
+            assert_eq!(
+                read.siblings.iter().map(|s| s.value.as_slice()).collect::<Vec<_>>(),
+                [winner.as_slice()],
+                "round {round}: SERIAL read"
+            );
             let read = b.get(b"race", Options::level(Level::Quorum)).await.unwrap();
-            assert_eq!(read.siblings.iter().map(|s| s.value.as_slice()).collect::<Vec<_>>(), [winner.as_slice()], "round {round}: QUORUM read");
+            assert_eq!(
+                read.siblings.iter().map(|s| s.value.as_slice()).collect::<Vec<_>>(),
+                [winner.as_slice()],
+                "round {round}: QUORUM read"
+            );
             expect = Some(winner);
         }
         eprintln!("{ROUNDS} rounds, {contention} contention retries in all");

@@ -112,7 +112,13 @@ pub(super) async fn serial(ctx: &Ctx, key: Vec<u8>, op: SerialOp, level: Level, 
     let mut receipt = receipt::new(ctx.me(), level, required, &plan.prefs, |id| ctx.is_up(id));
     let mut px = pb::PaxosReceipt::default();
     let too_late = |px: &pb::PaxosReceipt, answered: usize| Error::Timeout {
-        what: format!("{} at {} (after {} Paxos round trips, {} contention retries)", op_name(&op), level.as_str(), px.round_trips, px.contention_retries),
+        what: format!(
+            "{} at {} (after {} Paxos round trips, {} contention retries)",
+            op_name(&op),
+            level.as_str(),
+            px.round_trips,
+            px.contention_retries
+        ),
         answered: answered as u32,
         required: required as u32,
         timeout_ms: timeout.as_millis() as u64,
@@ -167,12 +173,15 @@ pub(super) async fn serial(ctx: &Ctx, key: Vec<u8>, op: SerialOp, level: Level, 
             if timed_out || beaten.is_some() {
                 return Err(settle(&pending, too_late(&px, promises.len())));
             }
-            return Err(settle(&pending, Error::Unavailable {
-                level: level.as_str().into(),
-                required: required as u32,
-                alive: promises.len() as u32,
-                hint: format!("; replicas failed during the Paxos prepare ({}); nothing was proposed", errors.join("; ")),
-            }));
+            return Err(settle(
+                &pending,
+                Error::Unavailable {
+                    level: level.as_str().into(),
+                    required: required as u32,
+                    alive: promises.len() as u32,
+                    hint: format!("; replicas failed during the Paxos prepare ({}); nothing was proposed", errors.join("; ")),
+                },
+            ));
         }
         px.promised = promises.iter().map(|(id, _, _)| id.clone()).collect();
 
@@ -240,7 +249,9 @@ pub(super) async fn serial(ctx: &Ctx, key: Vec<u8>, op: SerialOp, level: Level, 
                     return Err(Error::Indeterminate {
                         acked: px.accepted.len() as u32,
                         required: required as u32,
-                        reason: format!("the Paxos proposal was accepted by too few replicas ({why}); another request may still complete it"),
+                        reason: format!(
+                            "the Paxos proposal was accepted by too few replicas ({why}); another request may still complete it"
+                        ),
                     });
                 }
                 continue;
@@ -285,7 +296,14 @@ fn settle(pending: &Option<Pending>, e: Error) -> Error {
 }
 
 /// The answer once our value was chosen and its commit sent.
-fn committed(acks: usize, required: usize, value: DvvSet, mut receipt: pb::Receipt, px: pb::PaxosReceipt, start: Instant) -> Result<SerialResult> {
+fn committed(
+    acks: usize,
+    required: usize,
+    value: DvvSet,
+    mut receipt: pb::Receipt,
+    px: pb::PaxosReceipt,
+    start: Instant,
+) -> Result<SerialResult> {
     if acks < required {
         return Err(Error::Indeterminate {
             acked: acks as u32,
@@ -421,7 +439,8 @@ async fn settle_read(
         Some(a) => Some(a.merged(v)),
     });
     let Some(m) = merged else { return Some(None) };
-    let stale: Vec<String> = versions.iter().filter(|(_, v)| v.as_ref().is_none_or(|v| !v.dominates(&m))).map(|(id, _)| id.clone()).collect();
+    let stale: Vec<String> =
+        versions.iter().filter(|(_, v)| v.as_ref().is_none_or(|v| !v.dominates(&m))).map(|(id, _)| id.clone()).collect();
     let mut holding = versions.len() - stale.len();
     let repairs = stale.iter().map(|id| {
         let (ctx, id, key, m) = (ctx.clone(), id.clone(), key.to_vec(), m.clone());

@@ -24,8 +24,8 @@ use tokio::time::Instant;
 use super::plan::{self, Ask, Plan, View};
 use crate::error::{Error, Result};
 use crate::hints::{Limits, Stored};
-use crate::paxos::{Ballot, Break, Promise, Proposal};
 use crate::paging::{Page, PAGE_BYTES};
+use crate::paxos::{Ballot, Break, Promise, Proposal};
 use crate::record;
 use crate::ring::Ring;
 use crate::shared::Shared;
@@ -327,7 +327,13 @@ impl Ctx {
 
     /// Paxos propose at replica `id`: `Ok(Ok(()))` accepted, `Ok(Err(b))`
     /// refused for the higher promise `b`.
-    pub fn paxos_propose(&self, id: String, key: Vec<u8>, proposal: Arc<Proposal>, timeout: Duration) -> ReplicaFuture<std::result::Result<(), Ballot>> {
+    pub fn paxos_propose(
+        &self,
+        id: String,
+        key: Vec<u8>,
+        proposal: Arc<Proposal>,
+        timeout: Duration,
+    ) -> ReplicaFuture<std::result::Result<(), Ballot>> {
         let s = self.s.clone();
         async move {
             let t0 = Instant::now();

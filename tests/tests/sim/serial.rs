@@ -42,7 +42,8 @@ fn concurrent_cas_from_one_value_applies_exactly_once_per_round() {
             for (_, r) in &answers {
                 let r = r.as_ref().expect("checked above");
                 if !r.applied {
-                    assert_eq!(r.current.iter().map(|s| s.value.clone()).collect::<Vec<_>>(), [winner.clone()], "round {round}");
+                    let seen: Vec<&[u8]> = r.current.iter().map(|s| s.value.as_slice()).collect();
+                    assert_eq!(seen, [winner.as_slice()], "round {round}");
                 }
             }
             let read = client(&["n3"]).get(b"k", Options::level(Level::Quorum)).await?;
