@@ -49,6 +49,7 @@
 //! this node and through `PeerClient` (`peer_client.rs`) otherwise.
 
 mod cas;
+mod cas_phases;
 mod ctx;
 mod forward;
 mod plan;

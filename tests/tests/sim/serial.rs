@@ -1,11 +1,15 @@
 //! SERIAL compare-and-set in simulation: concurrent cas from the same
 //! expected value through different coordinators apply exactly once per
-//! round, and with one node partitioned away SERIAL works on the majority
-//! side and is `unavailable` on the minority side.
+//! round; with one node partitioned away SERIAL works on the majority
+//! side and is `unavailable` on the minority side; and a SERIAL read
+//! completes a proposal that was chosen but never committed.
 
 use std::time::Duration;
 
 use ringkv_client::{Error, Level, Options};
+use ringkv_node::paxos::{AcceptorState, Proposal};
+use ringkv_node::storage::{Storage, Tree};
+use ringkv_node::version::{DvvSet, Hlc, Sibling};
 use ringkv_tests::sim::{add_nodes, builder, client, run, seed, sees, until};
 
 use super::{cluster_ready, heal_n3, values, CONVERGE};
@@ -85,6 +89,43 @@ fn serial_works_on_the_majority_side_and_is_unavailable_on_the_minority_side() {
         until("n3 serves SERIAL", CONVERGE, || async { minority.get(b"p", serial()).await.is_ok() }).await?;
         assert_eq!(values(&minority.get(b"p", serial()).await?), [b"during".as_slice()]);
         assert!(!minority.cas(b"p", Some(b"before"), Some(b"stale"), serial()).await?.applied, "a stale expectation fails");
+        Ok(())
+    });
+    run(sim, seed);
+}
+
+#[test]
+fn a_serial_read_completes_a_proposal_chosen_but_never_committed() {
+    let seed = seed(0x5eed_0c47);
+    let mut sim = builder(seed).build();
+    let nodes = add_nodes(&mut sim, 3, seed);
+    // A coordinator that died after n1 and n2 accepted its proposal (a
+    // majority: chosen) and before it sent the commit.
+    let (n1, n2) = (nodes[0].storage.clone(), nodes[1].storage.clone());
+    sim.client("client", async move {
+        cluster_ready().await?;
+        let serial = serial();
+        let now = turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64 + 1_800_000_000_000;
+        let ballot = Hlc { wall_ms: now, logical: 0, node: "ghost".into() };
+        let mut value = DvvSet::default();
+        let sibling = Sibling { hlc: ballot.clone(), value: b"chosen".to_vec(), tombstone: false };
+        value.update(&Default::default(), "ghost@1+cas", sibling, false)?;
+        let state =
+            AcceptorState { promised: Some(ballot.clone()), accepted: Some(Proposal { ballot, value: Some(value) }), committed: None };
+        for s in [&n1, &n2] {
+            s.put(Tree::Paxos, b"orphan", &ringkv_node::record::encode(&state))?;
+        }
+        // No replica holds the value yet: a QUORUM read sees nothing.
+        assert!(values(&client(&["n3"]).get(b"orphan", Options::level(Level::Quorum)).await?).is_empty());
+        // A SERIAL read through n3 finds the proposal in flight, commits it,
+        // and answers with it.
+        let read = client(&["n3"]).get(b"orphan", serial).await?;
+        assert_eq!(values(&read), [b"chosen".as_slice()]);
+        assert_eq!(read.receipt.and_then(|r| r.paxos).map(|p| p.in_flight_completed), Some(1));
+        // Committed like any write: QUORUM reads see it now.
+        assert_eq!(values(&client(&["n1"]).get(b"orphan", Options::level(Level::Quorum)).await?), [b"chosen".as_slice()]);
+        // And the cas that expects it applies.
+        assert!(client(&["n2"]).cas(b"orphan", Some(b"chosen"), Some(b"next"), serial).await?.applied);
         Ok(())
     });
     run(sim, seed);
