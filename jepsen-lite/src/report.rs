@@ -300,10 +300,10 @@ impl Report {
         );
         let _ = writeln!(t, "operations: {}", self.ops.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", "));
         let _ = writeln!(t, "\navailability (acknowledged / attempted) by fault kind:");
-        let _ = writeln!(t, "  {:<10} {:>8} {:>8} {:>8}", "", "ONE", "QUORUM", "ALL");
+        let _ = writeln!(t, "  {:<10} {:>8} {:>8} {:>8} {:>8}", "", "ONE", "QUORUM", "ALL", "SERIAL");
         for (fault, levels) in &self.availability {
             let cell = |l: &str| levels.get(l).map_or("-".into(), |v| format!("{:.1}%", v * 100.0));
-            let _ = writeln!(t, "  {:<10} {:>8} {:>8} {:>8}", fault, cell("ONE"), cell("QUORUM"), cell("ALL"));
+            let _ = writeln!(t, "  {:<10} {:>8} {:>8} {:>8} {:>8}", fault, cell("ONE"), cell("QUORUM"), cell("ALL"), cell("SERIAL"));
         }
         let _ = writeln!(t, "\nlatency of acknowledged operations (ms):");
         let _ = writeln!(t, "  {:<8} {:>9} {:>9} {:>9} {:>9}", "", "put p50", "put p99", "get p50", "get p99");
