@@ -9,13 +9,18 @@
 //!   proposal to finish from a quorum of promises, and the CAS condition.
 //! - `acceptor.rs`: each replica's persisted state, one record per key in
 //!   the `paxos` tree, with its garbage collection;
-//! - `gc.rs`: the loop that runs that collection every ten minutes.
+//! - `gc.rs`: the loop that runs that collection every ten minutes;
+//! - `model.rs` (tests only): a model check of the rules over thousands of
+//!   random message schedules: at most one value is chosen per instance,
+//!   and the deliberately broken acceptor chooses two.
 //!
 //! The proposer, an async shell that sends the messages, is
 //! `coordinator/cas.rs`.
 
 mod acceptor;
 pub mod gc;
+#[cfg(test)]
+mod model;
 mod rules;
 
 pub use acceptor::Acceptor;
