@@ -245,9 +245,12 @@ impl Ctx {
     }
 
     /// A fresh Paxos ballot from this node's HLC: above every ballot and
-    /// timestamp it issued or observed.
+    /// timestamp it issued or observed. It names this incarnation's actor
+    /// (`<id>@<generation>`), not just the node: a node restarted with its
+    /// clock stepped back could otherwise issue a ballot it issued before
+    /// the crash, and Paxos needs every ballot to be unique.
     pub fn ballot(&self) -> Ballot {
-        self.s.hlc.now(self.s.clock.wall_ms())
+        Ballot { node: self.s.actor.clone(), ..self.s.hlc.now(self.s.clock.wall_ms()) }
     }
 
     /// Moves the HLC past a ballot that beat ours, so the next is higher.
