@@ -30,8 +30,35 @@ pub struct Cli {
         help = format!("Which node coordinates each request (endpoints: in the order given; bounded-load alone is ε = 0.25): {}", PolicyName::forms()),
     )]
     pub policy: PolicyName,
+    #[command(flatten)]
+    pub auth: AuthArgs,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Credentials for a secured cluster. For `serve`, `--ca`, `--cert` and
+/// `--key` are the node's own TLS files.
+#[derive(Args, Debug, Default, Clone)]
+pub struct AuthArgs {
+    /// Bearer token (from `ringkv token add`).
+    #[arg(long = "token", id = "auth_token", global = true, env = "RINGKV_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The cluster CA certificate (PEM); turns TLS on.
+    #[arg(long = "ca", id = "auth_ca", global = true, env = "RINGKV_CA")]
+    pub ca: Option<PathBuf>,
+    /// A certificate (PEM) from `ringkv cert issue`: the client's for mutual TLS, or the node's for `serve`.
+    #[arg(long = "cert", id = "auth_cert", global = true, env = "RINGKV_CERT")]
+    pub cert: Option<PathBuf>,
+    /// The private key (PEM) of --cert.
+    #[arg(long = "key", id = "auth_key", global = true, env = "RINGKV_KEY")]
+    pub key: Option<PathBuf>,
+}
+
+impl AuthArgs {
+    /// What a client presents.
+    pub fn credentials(&self) -> anyhow::Result<ringkv_client::Credentials> {
+        Ok(ringkv_client::Credentials::from_files(self.ca.as_deref(), self.cert.as_deref(), self.key.as_deref(), self.token.clone())?)
+    }
 }
 
 fn parse_range(s: &str) -> Result<(u64, u64), String> {
@@ -144,6 +171,9 @@ pub enum Command {
         /// Causal context from a previous `get --json` (base64); omit for a blind LWW write.
         #[arg(long)]
         context: Option<String>,
+        /// Expire the value this long after the write, e.g. 30s, 10m, 1h, 7d (a bare number is seconds).
+        #[arg(long, value_parser = ttl)]
+        ttl: Option<Duration>,
         #[command(flatten)]
         req: RequestArgs,
     },
@@ -225,6 +255,72 @@ pub enum Command {
         #[command(subcommand)]
         action: FaultAction,
     },
+    /// A development certificate authority: `cert init`, then `cert issue node|client NAME`.
+    Cert {
+        #[command(subcommand)]
+        action: CertAction,
+    },
+    /// Principals and their tokens in a node's token file.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+}
+
+/// `ringkv cert`.
+#[derive(Subcommand, Debug)]
+pub enum CertAction {
+    /// Make a new CA (ca.crt, ca.key) in --dir.
+    Init {
+        /// Where the CA and the certificates it issues live.
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+    },
+    /// Issue a certificate signed by the CA in --dir: NAME.crt and NAME.key.
+    Issue {
+        /// `node` (serves TLS and may call the Peer API) or `client`.
+        #[arg(value_enum)]
+        kind: CertKindArg,
+        /// The node id or client name (its common name).
+        name: String,
+        /// Where the CA lives.
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// Extra DNS names or IP addresses the node serves under (repeatable).
+        #[arg(long)]
+        host: Vec<String>,
+    },
+}
+
+/// The two kinds of certificate.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum CertKindArg {
+    /// A node's.
+    Node,
+    /// A client's.
+    Client,
+}
+
+/// `ringkv token`.
+#[derive(Subcommand, Debug)]
+pub enum TokenAction {
+    /// Add a principal with a new token, printed once (the file keeps only its hash).
+    Add {
+        /// The principal's name.
+        name: String,
+        /// A role it holds (repeatable): admin, peer, readwrite, readonly, or one under [roles] in the file.
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// The token file.
+        #[arg(long, default_value = "tokens.toml")]
+        file: PathBuf,
+    },
+    /// List the principals and roles in the file (never tokens).
+    List {
+        /// The token file.
+        #[arg(long, default_value = "tokens.toml")]
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -296,6 +392,16 @@ fn millis(s: &str) -> Result<Duration, String> {
 /// bare number of seconds.
 fn secs(s: &str) -> Result<Duration, String> {
     config_duration(s, LegacyUnit::Secs)
+}
+
+/// `put --ttl`: `30s`, `10m`, `1h`, `7d`, or a bare number of seconds (as
+/// Redis `EXPIRE` and Cassandra `USING TTL` take it); never zero.
+fn ttl(s: &str) -> Result<Duration, String> {
+    let d = secs(s)?;
+    if d.is_zero() {
+        return Err("a TTL must be positive; leave out --ttl for a value that never expires".into());
+    }
+    Ok(d)
 }
 
 /// One flag per [`Config`] field, named after it (`replication_factor` ->
@@ -407,6 +513,21 @@ pub struct ConfigOverrides {
     /// Requests a client may burst above the rate; 0 is the rate itself.
     #[arg(long)]
     pub rate_limit_burst: Option<u32>,
+    /// Principals, tokens and roles (`ringkv token add`); every client must then sign in. Re-read on SIGHUP.
+    #[arg(long)]
+    pub tokens_file: Option<PathBuf>,
+    /// The token this node presents to its peers when they do not use TLS (a principal with the peer role).
+    #[arg(long, env = "RINGKV_PEER_TOKEN", hide_env_values = true)]
+    pub peer_token: Option<String>,
+    /// Listen off loopback without TLS (anyone who can reach the port can then read, write and administer).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Also serve grpc.health.v1 alone, in plaintext, here (for probes that cannot speak TLS).
+    #[arg(long)]
+    pub health_listen: Option<String>,
+    /// Set from the global --ca/--cert/--key, which name the node's own TLS files for `serve`.
+    #[arg(skip)]
+    pub tls: Option<(PathBuf, PathBuf, PathBuf)>,
 }
 
 impl ConfigOverrides {
@@ -452,6 +573,13 @@ impl ConfigOverrides {
             rate_limit_burst,
             // Set from RINGKV_BREAK_PAXOS by `serve`, never by a flag.
             break_paxos: _,
+            tls_ca,
+            tls_cert,
+            tls_key,
+            tokens_file,
+            peer_token,
+            insecure,
+            health_listen,
         } = c;
         fn set<T: Clone>(field: &mut T, flag: &Option<T>) {
             if let Some(v) = flag {
@@ -498,6 +626,13 @@ impl ConfigOverrides {
         *enable_fault_injection |= self.enable_fault_injection;
         set(rate_limit_per_sec, &self.rate_limit_per_sec);
         set(rate_limit_burst, &self.rate_limit_burst);
+        if let Some((ca, cert, key)) = &self.tls {
+            (*tls_ca, *tls_cert, *tls_key) = (Some(ca.clone()), Some(cert.clone()), Some(key.clone()));
+        }
+        set_some(tokens_file, &self.tokens_file);
+        set_some(peer_token, &self.peer_token.clone().map(ringkv_node::config::Secret));
+        *insecure |= self.insecure;
+        set_some(health_listen, &self.health_listen);
     }
 }
 
@@ -515,6 +650,10 @@ pub struct ClusterArgs {
     /// Extra flags passed to every `serve`, e.g. --serve-arg=--durability=fsync.
     #[arg(long = "serve-arg", allow_hyphen_values = true)]
     pub serve_args: Vec<String>,
+    /// Secure the cluster with the files in this directory, making what is missing: the CA, a
+    /// certificate per node, tokens.toml with an admin principal, and admin.token.
+    #[arg(long, value_name = "DIR")]
+    pub secure: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -625,5 +764,16 @@ mod tests {
         assert!(policy("token_aware").unwrap_err().contains("expected one of"));
         let help = <Cli as clap::CommandFactory>::command().render_help().to_string();
         assert!(help.contains("dynamic-load, bounded-load:EPS, zone-aware:ZONE"), "--help lists every policy: {help}");
+    }
+
+    #[test]
+    fn the_flags_are_consistent_and_credentials_parse_beside_a_key_argument() {
+        <Cli as clap::CommandFactory>::command().debug_assert();
+        // `get KEY` has its own `key`; the global --key must not collide with it.
+        let cli =
+            Cli::try_parse_from(["ringkv", "--ca", "ca.crt", "--cert", "c.crt", "--key", "c.key", "--token", "t", "get", "k"]).unwrap();
+        assert_eq!(cli.auth.key, Some(PathBuf::from("c.key")));
+        assert_eq!(cli.auth.token.as_deref(), Some("t"));
+        assert!(matches!(cli.command, Command::Get { ref key, .. } if key == "k"));
     }
 }

@@ -51,7 +51,13 @@ fn key(i: u64) -> String {
 }
 
 /// Runs the benchmark against `endpoints` and prints the report.
-pub async fn run(a: BenchArgs, endpoints: &[String], policy: &ringkv_client::policy::PolicyName, json_mode: bool) -> Result<()> {
+pub async fn run(
+    a: BenchArgs,
+    endpoints: &[String],
+    policy: &ringkv_client::policy::PolicyName,
+    credentials: &ringkv_client::Credentials,
+    json_mode: bool,
+) -> Result<()> {
     if a.keys == 0 || a.concurrency == 0 {
         anyhow::bail!("--keys and --concurrency must be at least 1");
     }
@@ -63,7 +69,7 @@ pub async fn run(a: BenchArgs, endpoints: &[String], policy: &ringkv_client::pol
     }
     let value = vec![b'x'; a.value_size];
     let (client, members) = if a.target == TargetKind::Ringkv {
-        let client = crate::commands::connect(endpoints, policy).await?;
+        let client = crate::commands::connect(endpoints, policy, credentials).await?;
         // Every node, so that skew counts the ones no request reached.
         let members: Vec<String> = client.status().await?.nodes.into_iter().filter(|n| n.state == "normal").map(|n| n.id).collect();
         (Some(client), members)

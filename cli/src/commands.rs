@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use ringkv_client::policy::PolicyName;
-use ringkv_client::{pb, Client, Level, Options, ReadRepair};
+use ringkv_client::{pb, Client, Credentials, Level, Options, ReadRepair};
 use serde_json::{json, Value};
 
 use crate::args::{Command, FaultAction, FaultTarget, LevelArg, RepairArg, RequestArgs};
-use crate::output::{b64, hlc_json, hlc_text, receipt_json, receipt_text, unb64, value_json, value_text};
+use crate::output::{b64, expiry_text, hlc_json, hlc_text, receipt_json, receipt_text, sibling_json, unb64, value_json, value_text};
 
 impl From<LevelArg> for Level {
     fn from(l: LevelArg) -> Self {
@@ -55,19 +55,20 @@ fn rand_seed() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// Connects with the named policy ("endpoints": in the order given).
-pub async fn connect(endpoints: &[String], policy: &PolicyName) -> Result<Client> {
+/// Connects with the named policy ("endpoints": in the order given),
+/// presenting `credentials`.
+pub async fn connect(endpoints: &[String], policy: &PolicyName, credentials: &Credentials) -> Result<Client> {
     Ok(match policy.build(rand_seed()) {
-        Some(p) => Client::builder().endpoints(endpoints).policy(p).build().await?,
-        None => Client::connect(endpoints).await?,
+        Some(p) => Client::builder().endpoints(endpoints).policy(p).credentials(credentials.clone()).build().await?,
+        None => Client::connect_with(endpoints, credentials.clone()).await?,
     })
 }
 
 /// Runs one data or admin command.
-pub async fn run(cmd: Command, endpoints: &[String], policy: &PolicyName, json_mode: bool) -> Result<()> {
-    let client = connect(endpoints, policy).await?;
+pub async fn run(cmd: Command, endpoints: &[String], policy: &PolicyName, credentials: &Credentials, json_mode: bool) -> Result<()> {
+    let client = connect(endpoints, policy, credentials).await?;
     match cmd {
-        Command::Put { key, value, context, req } => {
+        Command::Put { key, value, context, ttl, req } => {
             let value = match value {
                 Some(v) => v.into_bytes(),
                 None => {
@@ -77,10 +78,14 @@ pub async fn run(cmd: Command, endpoints: &[String], policy: &PolicyName, json_m
                 }
             };
             let ctx = context.as_deref().map(unb64).transpose()?;
-            let resp = client.put(key.as_bytes(), &value, ctx, options(&req, None)).await?;
+            let resp = match ttl {
+                Some(ttl) => client.put_with_ttl(key.as_bytes(), &value, ctx, ttl, options(&req, None)).await?,
+                None => client.put(key.as_bytes(), &value, ctx, options(&req, None)).await?,
+            };
+            let ttl_ms = ttl.map(|t| t.as_millis() as u64);
             print(
                 json_mode,
-                json!({ "ok": true, "key": key, "context": b64(&resp.context), "receipt": receipt_json(resp.receipt.as_ref()) }),
+                json!({ "ok": true, "key": key, "ttl_ms": ttl_ms, "context": b64(&resp.context), "receipt": receipt_json(resp.receipt.as_ref()) }),
                 || {
                     if req.explain {
                         receipt_text(resp.receipt.as_ref())
@@ -92,14 +97,20 @@ pub async fn run(cmd: Command, endpoints: &[String], policy: &PolicyName, json_m
         }
         Command::Get { key, read_repair, req } => {
             let resp = client.get(key.as_bytes(), options(&req, Some(read_repair))).await?;
-            let siblings: Vec<Value> =
-                resp.siblings.iter().map(|s| json!({ "value": value_json(&s.value), "hlc": hlc_json(s.hlc.as_ref()) })).collect();
+            let siblings: Vec<Value> = resp.siblings.iter().map(|s| sibling_json(s, false)).collect();
             let values: Vec<Value> = resp.siblings.iter().map(|s| value_json(&s.value)).collect();
             print(
                 json_mode,
                 json!({ "key": key, "values": values, "siblings": siblings, "context": b64(&resp.context), "receipt": receipt_json(resp.receipt.as_ref()) }),
                 || {
                     let mut out: Vec<String> = resp.siblings.iter().map(|s| value_text(&s.value)).collect();
+                    // Expiries go to stderr, like the notes below, so
+                    // stdout stays the values alone.
+                    let now = std::time::SystemTime::now();
+                    for (s, note) in resp.siblings.iter().filter_map(|s| Some((s, expiry_text(s, now)?))) {
+                        let which = if resp.siblings.len() > 1 { format!("{}: ", value_text(&s.value)) } else { String::new() };
+                        eprintln!("{which}{note}");
+                    }
                     if resp.siblings.is_empty() {
                         eprintln!("(not found)");
                     } else if resp.siblings.len() > 1 {
@@ -232,7 +243,7 @@ pub async fn run(cmd: Command, endpoints: &[String], policy: &PolicyName, json_m
                     json!({
                         "node": v.node, "reachable": v.reachable, "error": v.error, "present": v.present,
                         "clock": v.clock.iter().map(|d| json!({ "node": d.node, "counter": d.counter })).collect::<Vec<_>>(),
-                        "siblings": v.siblings.iter().map(|s| json!({ "value": value_json(&s.value), "tombstone": s.tombstone, "hlc": hlc_json(s.hlc.as_ref()) })).collect::<Vec<_>>(),
+                        "siblings": v.siblings.iter().map(|s| sibling_json(s, true)).collect::<Vec<_>>(),
                         "floor": hlc_json(v.floor.as_ref()),
                     })
                 })
@@ -250,9 +261,11 @@ pub async fn run(cmd: Command, endpoints: &[String], policy: &PolicyName, json_m
                     }
                     let clock: Vec<String> = v.clock.iter().map(|d| format!("{}:{}", d.node, d.counter)).collect();
                     out.push(format!("{:<6} clock [{}] floor {}", v.node, clock.join(" "), hlc_text(v.floor.as_ref())));
+                    let now = std::time::SystemTime::now();
                     for s in &v.siblings {
                         let what = if s.tombstone { "(tombstone)".to_string() } else { value_text(&s.value) };
-                        out.push(format!("         {} {}", hlc_text(s.hlc.as_ref()), what));
+                        let expiry = expiry_text(s, now).map(|e| format!(" {e}")).unwrap_or_default();
+                        out.push(format!("         {} {}{}", hlc_text(s.hlc.as_ref()), what, expiry));
                     }
                 }
                 out.join("\n")
@@ -279,7 +292,9 @@ pub async fn run(cmd: Command, endpoints: &[String], policy: &PolicyName, json_m
             tokio::time::sleep(Duration::from_secs(3)).await;
             repair(&client, None, None, json_mode).await?;
         }
-        Command::Serve(_) | Command::Cluster(_) | Command::Demo(_) | Command::Bench(_) => unreachable!("dispatched in main"),
+        Command::Serve(_) | Command::Cluster(_) | Command::Demo(_) | Command::Bench(_) | Command::Cert { .. } | Command::Token { .. } => {
+            unreachable!("dispatched in main")
+        }
     }
     Ok(())
 }

@@ -45,6 +45,36 @@ pub fn hlc_text(h: Option<&pb::Hlc>) -> String {
     h.map_or("-".into(), |h| format!("{}.{}@{}", h.wall_ms, h.logical, h.node))
 }
 
+/// A sibling as JSON: value, HLC, the tombstone flag when `with_tombstone`
+/// (inspect shows stored tombstones; reads never return one), and its
+/// expiry as `expires_at_ms` and RFC 3339 `expires_at`, both null when it
+/// never expires.
+pub fn sibling_json(s: &pb::Sibling, with_tombstone: bool) -> Value {
+    let (expires_at_ms, expires_at) = match ringkv_client::expires_at(s) {
+        Some(at) => (json!(s.expires_at_ms), Value::String(humantime::format_rfc3339_millis(at).to_string())),
+        None => (Value::Null, Value::Null),
+    };
+    let mut v =
+        json!({ "value": value_json(&s.value), "hlc": hlc_json(s.hlc.as_ref()), "expires_at_ms": expires_at_ms, "expires_at": expires_at });
+    if with_tombstone {
+        v["tombstone"] = Value::Bool(s.tombstone);
+    }
+    v
+}
+
+/// A sibling's expiry for a terminal: `(expires 2026-12-02T07:00:00.000Z,
+/// in 29.8s)`, or `(expired …, 2s ago)` once past; `None` when it never
+/// expires.
+pub fn expiry_text(s: &pb::Sibling, now: std::time::SystemTime) -> Option<String> {
+    let at = ringkv_client::expires_at(s)?;
+    let when = humantime::format_rfc3339_millis(at);
+    let ms = |d: std::time::Duration| std::time::Duration::from_millis(d.as_millis() as u64);
+    Some(match at.duration_since(now) {
+        Ok(left) => format!("(expires {when}, in {})", humantime::format_duration(ms(left))),
+        Err(e) => format!("(expired {when}, {} ago)", humantime::format_duration(ms(e.duration()))),
+    })
+}
+
 /// The level's name.
 pub fn level_name(raw: i32) -> String {
     pb::Consistency::try_from(raw).map_or("?".into(), |c| c.as_str_name().trim_start_matches("CONSISTENCY_").to_string())

@@ -1,14 +1,15 @@
 //! `ringkv serve` and `ringkv cluster`: the only code that reads config files
 //! and the environment; the node library takes a finished `Config`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use ringkv_node::{Config, Env};
 use tokio_util::sync::CancellationToken;
 
-use crate::args::{ClusterArgs, ServeArgs};
+use crate::args::{AuthArgs, ClusterArgs, ServeArgs};
 use ringkv_harness::cluster::LocalCluster;
+use ringkv_harness::secure::SecureFiles;
 
 /// Builds the node config: defaults, then the file, then flags.
 pub fn load_config(a: &ServeArgs) -> Result<Config> {
@@ -22,6 +23,18 @@ pub fn load_config(a: &ServeArgs) -> Result<Config> {
     a.overrides.apply(&mut c);
     c.validate()?;
     Ok(c)
+}
+
+/// The node's TLS files from the global `--ca`, `--cert` and `--key`: all
+/// three or none.
+pub fn tls_files(auth: &AuthArgs) -> Result<Option<(PathBuf, PathBuf, PathBuf)>> {
+    match (&auth.ca, &auth.cert, &auth.key) {
+        (None, None, None) => Ok(None),
+        (Some(ca), Some(cert), Some(key)) => Ok(Some((ca.clone(), cert.clone(), key.clone()))),
+        _ => anyhow::bail!(
+            "a node with TLS needs all three of --ca (the cluster CA), --cert and --key (its own, from `ringkv cert issue node ID`)"
+        ),
+    }
 }
 
 /// Cancels `token` on Ctrl-C or SIGTERM.
@@ -69,8 +82,22 @@ pub async fn cluster(a: ClusterArgs) -> Result<()> {
     let root: &Path = &a.data_dir;
     let exe = std::env::current_exe().context("cannot find the ringkv executable")?;
     let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let mut cluster = LocalCluster::start(&exe, &addrs, root, &|_| a.serve_args.clone(), |m| eprintln!("{m}")).await?;
+    let mut cluster = match &a.secure {
+        None => LocalCluster::start(&exe, &addrs, root, &|_| a.serve_args.clone(), |m| eprintln!("{m}")).await?,
+        Some(dir) => {
+            let files = SecureFiles::prepare(dir, a.nodes)?;
+            let extra = |i| [files.serve_args(i), a.serve_args.clone()].concat();
+            LocalCluster::start_with(&exe, &addrs, root, &extra, files.credentials()?, |m| eprintln!("{m}")).await?
+        }
+    };
     eprintln!("cluster of {} nodes is up: --endpoints {}", a.nodes, cluster.endpoints());
+    if let Some(dir) = &a.secure {
+        eprintln!(
+            "TLS and tokens are on; use: export RINGKV_CA={} RINGKV_TOKEN=$(cat {})",
+            dir.join("ca.crt").display(),
+            dir.join("admin.token").display()
+        );
+    }
     eprintln!("data in {}; press Ctrl-C to stop", root.display());
     let stop = CancellationToken::new();
     cancel_on_signal(stop.clone());

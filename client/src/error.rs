@@ -68,6 +68,20 @@ pub enum Error {
         /// The node's explanation.
         message: String,
     },
+    /// The node does not know who the client is: no token, an unknown
+    /// token, or no client certificate where one is needed. Pass
+    /// `--token`/`RINGKV_TOKEN` (or `--cert`/`--key`).
+    #[error("{message}")]
+    Unauthenticated {
+        /// The node's explanation.
+        message: String,
+    },
+    /// The client is known but lacks a permission; the message names it.
+    #[error("{message}")]
+    PermissionDenied {
+        /// The node's explanation.
+        message: String,
+    },
     /// Anything else the node reported.
     #[error("{kind}: {message}")]
     Other {
@@ -88,6 +102,8 @@ impl Error {
             Error::Timeout { .. } => "timeout",
             Error::Connect { .. } => "connect",
             Error::RateLimited { .. } => "rate_limited",
+            Error::Unauthenticated { .. } => "unauthenticated",
+            Error::PermissionDenied { .. } => "permission_denied",
             Error::Other { kind, .. } => kind,
         }
     }
@@ -119,6 +135,8 @@ impl From<tonic::Status> for Error {
                 Error::Unavailable { required: number(&status, REQUIRED_HEADER), alive: number(&status, GOT_HEADER), message }
             }
             (Some(ErrorKind::Indeterminate), _) => Error::Indeterminate { message },
+            (Some(ErrorKind::Unauthenticated), _) | (None, Code::Unauthenticated) => Error::Unauthenticated { message },
+            (Some(ErrorKind::PermissionDenied), _) | (None, Code::PermissionDenied) => Error::PermissionDenied { message },
             (Some(ErrorKind::RateLimited), _) => {
                 Error::RateLimited { retry_after: std::time::Duration::from_millis(number(&status, RETRY_AFTER_HEADER).into()), message }
             }

@@ -46,17 +46,20 @@
 #![warn(missing_docs)]
 
 mod cas;
+mod connect;
 mod duration;
 mod error;
 pub mod policy;
 mod routing;
 
 pub use cas::CasResult;
+pub use connect::Credentials;
 pub use duration::parse_duration;
 pub use error::Error;
+/// The gRPC channel type the client's connections use: a tonic channel that
+/// presents the client's token, if any.
+pub use ringkv_proto::channel::Channel;
 pub use ringkv_proto::v1 as pb;
-/// The gRPC channel type the client's connections use.
-pub use tonic::transport::Channel;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,7 +68,6 @@ use pb::admin_client::AdminClient;
 use pb::kv_client::KvClient;
 use ringkv_proto::delivery::{Delivery, Failover};
 use ringkv_proto::wire::MAX_MESSAGE_BYTES;
-use tonic::transport::Endpoint;
 
 /// A consistency level, as the CLI and API name it.
 pub use pb::Consistency as Level;
@@ -126,6 +128,7 @@ impl Options {
 pub struct Client {
     endpoints: Vec<(String, Channel)>,
     router: Option<Arc<routing::Router>>,
+    credentials: Arc<Credentials>,
 }
 
 /// Builds a [`Client`].
@@ -147,9 +150,16 @@ pub struct ClientBuilder {
     weights: std::collections::BTreeMap<String, u32>,
     health_interval: Duration,
     refresh_interval: Duration,
+    credentials: Credentials,
 }
 
 impl ClientBuilder {
+    /// TLS and a token for a secured cluster (default: plaintext, no token).
+    pub fn credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = credentials;
+        self
+    }
+
     /// Nodes to start from (`host:port`).
     pub fn endpoints<S: AsRef<str>>(mut self, endpoints: impl IntoIterator<Item = S>) -> Self {
         self.endpoints = endpoints.into_iter().map(|e| e.as_ref().to_string()).collect();
@@ -188,9 +198,9 @@ impl ClientBuilder {
 
     /// Connects; with a policy, also discovers the cluster.
     pub async fn build(self) -> Result<Client, Error> {
-        let mut client = Client::connect(&self.endpoints).await?;
+        let mut client = Client::connect_with(&self.endpoints, self.credentials).await?;
         if let Some(policy) = self.policy {
-            let router = Arc::new(routing::Router::new(policy, self.client_id, self.weights));
+            let router = Arc::new(routing::Router::new(policy, self.client_id, self.weights, client.credentials.clone()));
             router.discover(&client.endpoints).await?;
             let bg =
                 routing::Router::background(Arc::downgrade(&router), client.endpoints.clone(), self.health_interval, self.refresh_interval);
@@ -205,26 +215,25 @@ impl Client {
     /// Prepares connections to `endpoints` (`host:port`). Connections open
     /// lazily, so this fails only on malformed addresses.
     pub async fn connect<S: AsRef<str>>(endpoints: impl IntoIterator<Item = S>) -> Result<Self, Error> {
+        Self::connect_with(endpoints, Credentials::default()).await
+    }
+
+    /// Like [`Client::connect`], presenting `credentials` (TLS, a client
+    /// certificate, a token) to every node.
+    pub async fn connect_with<S: AsRef<str>>(endpoints: impl IntoIterator<Item = S>, credentials: Credentials) -> Result<Self, Error> {
         let mut out = Vec::new();
         for e in endpoints {
             let addr = e.as_ref().trim().to_string();
             if addr.is_empty() {
                 continue;
             }
-            let uri = if addr.contains("://") { addr.clone() } else { format!("http://{addr}") };
-            let ch = Endpoint::from_shared(uri)
-                .map_err(|err| Error::InvalidArgument { message: format!("bad endpoint {addr:?}: {err}") })?
-                .connect_timeout(Duration::from_secs(2))
-                .http2_keep_alive_interval(Duration::from_secs(10))
-                .keep_alive_timeout(Duration::from_secs(5))
-                .tcp_nodelay(true)
-                .connect_lazy();
+            let ch = credentials.channel(&addr)?;
             out.push((addr, ch));
         }
         if out.is_empty() {
             return Err(Error::InvalidArgument { message: "no endpoints given; pass --endpoints host:port[,host:port...]".into() });
         }
-        Ok(Self { endpoints: out, router: None })
+        Ok(Self { endpoints: out, router: None, credentials: Arc::new(credentials) })
     }
 
     /// A builder for a client with a load-balancing policy.
@@ -237,6 +246,7 @@ impl Client {
             weights: Default::default(),
             health_interval: Duration::from_secs(2),
             refresh_interval: Duration::from_secs(10),
+            credentials: Credentials::default(),
         }
     }
 
@@ -248,7 +258,7 @@ impl Client {
     /// A client over channels built elsewhere, e.g. through a simulated
     /// network. Each pair is an endpoint name and its channel.
     pub fn from_channels(endpoints: Vec<(String, Channel)>) -> Self {
-        Self { endpoints, router: None }
+        Self { endpoints, router: None, credentials: Arc::default() }
     }
 
     /// The endpoints, in the order they are tried.
@@ -264,10 +274,7 @@ impl Client {
     pub fn admin(&self, endpoint: &str) -> Result<AdminClient<Channel>, Error> {
         let ch = match self.endpoints.iter().find(|(a, _)| a == endpoint) {
             Some((_, ch)) => ch.clone(),
-            None => Endpoint::from_shared(format!("http://{endpoint}"))
-                .map_err(|err| Error::InvalidArgument { message: format!("bad endpoint {endpoint:?}: {err}") })?
-                .connect_timeout(Duration::from_secs(2))
-                .connect_lazy(),
+            None => self.credentials.channel(endpoint)?,
         };
         Ok(AdminClient::new(ch).max_decoding_message_size(MAX_MESSAGE_BYTES))
     }
@@ -351,8 +358,65 @@ impl Client {
     /// Writes a value. With `context` (from a get) it supersedes exactly
     /// what that read saw; without, it is a blind last-writer-wins write.
     pub async fn put(&self, key: &[u8], value: &[u8], context: Option<Vec<u8>>, opts: Options) -> Result<pb::PutResponse, Error> {
+        self.send_put(key, value, context, 0, opts).await
+    }
+
+    /// Writes a value that expires `ttl` after the coordinator stamps it
+    /// (rounded up to whole milliseconds): from then on reads leave it out,
+    /// as if deleted, and its tombstone is purged like a delete's. Reads
+    /// report the instant as [`expires_at`]. `context` works as for
+    /// [`Client::put`].
+    ///
+    /// The instant is judged by the clock of whichever node coordinates a
+    /// read, so near it a value may vanish up to the cluster's
+    /// `max_clock_skew` early or late (README, "TTL").
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let addr = format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port());
+    /// # let config = ringkv_node::Config { listen: addr.clone(), seeds: vec![addr.clone()], data_dir: dir.path().into(),
+    /// #     replication_factor: 1, storage: ringkv_node::Engine::Memory, ..Default::default() };
+    /// # let stop = tokio_util::sync::CancellationToken::new();
+    /// # tokio::spawn(ringkv_node::run(config.clone(), ringkv_node::Env::real(&config), stop.clone()));
+    /// # let client = ringkv_client::Client::connect([addr.as_str()]).await?;
+    /// # let t0 = std::time::Instant::now();
+    /// use std::time::{Duration, SystemTime};
+    /// use ringkv_client::{expires_at, Level, Options};
+    /// # while client.put(b"warm-up", b"", None, Options::level(Level::One)).await.is_err() && t0.elapsed().as_secs() < 10 { tokio::time::sleep(Duration::from_millis(20)).await; }
+    /// let opts = Options::level(Level::Quorum);
+    /// client.put_with_ttl(b"session:42", b"token", None, Duration::from_secs(30), opts).await?;
+    /// let got = client.get(b"session:42", opts).await?;
+    /// let at = expires_at(&got.siblings[0]).expect("it has a TTL");
+    /// assert!(at > SystemTime::now() && at <= SystemTime::now() + Duration::from_secs(31));
+    /// # stop.cancel();
+    /// # Ok(()) }
+    /// ```
+    pub async fn put_with_ttl(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        context: Option<Vec<u8>>,
+        ttl: Duration,
+        opts: Options,
+    ) -> Result<pb::PutResponse, Error> {
+        let ttl_ms = u64::try_from(ttl.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
+        if ttl_ms == 0 {
+            return Err(Error::InvalidArgument { message: "a TTL must be positive; use put for a value that never expires".into() });
+        }
+        self.send_put(key, value, context, ttl_ms, opts).await
+    }
+
+    async fn send_put(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        context: Option<Vec<u8>>,
+        ttl_ms: u64,
+        opts: Options,
+    ) -> Result<pb::PutResponse, Error> {
         let blind = context.is_none();
-        let req = pb::PutRequest { key: key.to_vec(), value: value.to_vec(), context, options: Some(opts.to_proto()) };
+        let req = pb::PutRequest { key: key.to_vec(), value: value.to_vec(), context, options: Some(opts.to_proto()), ttl_ms };
         self.route(policy::OpKind::Write, key, blind, |ch| {
             let req = req.clone();
             async move { Self::kv(&ch).put(req).await }
@@ -491,8 +555,8 @@ impl Client {
 /// use ringkv_client::{lww, pb};
 /// let at = |wall_ms, node: &str| Some(pb::Hlc { wall_ms, logical: 0, node: node.into() });
 /// let siblings = vec![
-///     pb::Sibling { value: b"old".to_vec(), tombstone: false, hlc: at(1_000, "n1") },
-///     pb::Sibling { value: b"new".to_vec(), tombstone: false, hlc: at(2_000, "n2") },
+///     pb::Sibling { value: b"old".to_vec(), hlc: at(1_000, "n1"), ..Default::default() },
+///     pb::Sibling { value: b"new".to_vec(), hlc: at(2_000, "n2"), ..Default::default() },
 /// ];
 /// assert_eq!(lww(&siblings).unwrap().value, b"new");
 /// assert!(lww(&[]).is_none());
@@ -502,4 +566,19 @@ pub fn lww(siblings: &[pb::Sibling]) -> Option<&pb::Sibling> {
         let key = |s: &pb::Sibling| s.hlc.as_ref().map(|h| (h.wall_ms, h.logical, h.node.clone()));
         key(a).cmp(&key(b))
     })
+}
+
+/// When a sibling expires, if it was written with a TTL
+/// ([`Client::put_with_ttl`]): the coordinator's HLC wall time at the write
+/// plus the TTL. `None` for a value that never expires.
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// use ringkv_client::{expires_at, pb};
+/// let s = pb::Sibling { value: b"v".to_vec(), expires_at_ms: 1_700_000_030_000, ..Default::default() };
+/// assert_eq!(expires_at(&s), Some(UNIX_EPOCH + Duration::from_millis(1_700_000_030_000)));
+/// assert_eq!(expires_at(&pb::Sibling::default()), None);
+/// ```
+pub fn expires_at(sibling: &pb::Sibling) -> Option<std::time::SystemTime> {
+    (sibling.expires_at_ms > 0).then(|| std::time::UNIX_EPOCH + Duration::from_millis(sibling.expires_at_ms))
 }

@@ -12,14 +12,13 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
 use crate::pb;
 use crate::policy::{NodeView, Policy, Request, View};
-use crate::Error;
+use crate::{Channel, Credentials, Error};
 
 /// Consecutive request failures that mark a node unhealthy until a health
 /// check passes.
@@ -48,20 +47,11 @@ pub(crate) struct Router {
     weights: BTreeMap<String, u32>,
     pub policy: Box<dyn Policy>,
     pub client_id: String,
-}
-
-fn channel(addr: &str) -> Result<Channel, Error> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| Error::InvalidArgument { message: format!("bad address {addr:?}: {e}") })?
-        .connect_timeout(Duration::from_secs(2))
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .connect_lazy())
+    credentials: Arc<Credentials>,
 }
 
 impl Router {
-    pub fn new(policy: Box<dyn Policy>, client_id: String, weights: BTreeMap<String, u32>) -> Self {
+    pub fn new(policy: Box<dyn Policy>, client_id: String, weights: BTreeMap<String, u32>, credentials: Arc<Credentials>) -> Self {
         Self {
             nodes: RwLock::new(Vec::new()),
             tokens: RwLock::new(Vec::new()),
@@ -69,6 +59,7 @@ impl Router {
             weights,
             policy,
             client_id,
+            credentials,
         }
     }
 
@@ -102,7 +93,7 @@ impl Router {
                     id: n.id.clone(),
                     addr: n.address.clone(),
                     zone: n.zone.clone(),
-                    channel: channel(&n.address)?,
+                    channel: self.credentials.channel(&n.address)?,
                     outstanding: AtomicU64::new(0),
                     ewma_us: Mutex::new(0.0),
                     healthy: AtomicBool::new(n.liveness == "up"),

@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use ringkv_client::Client;
+use ringkv_client::{Client, Credentials};
 
 /// How long a node may take to start and join.
 const START_DEADLINE: Duration = Duration::from_secs(30);
@@ -72,6 +72,8 @@ pub struct LocalCluster {
     /// The nodes, n1 first.
     pub nodes: Vec<LocalNode>,
     exe: PathBuf,
+    /// What clients of this cluster present (TLS, token); empty when open.
+    pub credentials: Credentials,
 }
 
 impl LocalCluster {
@@ -83,12 +85,25 @@ impl LocalCluster {
         addrs: &[String],
         root: &Path,
         extra: &dyn Fn(usize) -> Vec<String>,
+        progress: impl FnMut(&str),
+    ) -> Result<Self> {
+        Self::start_with(exe, addrs, root, extra, Credentials::default(), progress).await
+    }
+
+    /// Like [`LocalCluster::start`], for nodes that need `credentials` (the
+    /// flags that turn their security on come in `extra`).
+    pub async fn start_with(
+        exe: &Path,
+        addrs: &[String],
+        root: &Path,
+        extra: &dyn Fn(usize) -> Vec<String>,
+        credentials: Credentials,
         mut progress: impl FnMut(&str),
     ) -> Result<Self> {
         if !exe.is_file() {
             bail!("no ringkv executable at {}; build it with `cargo build --release -p ringkv`", exe.display());
         }
-        let mut cluster = LocalCluster { nodes: Vec::new(), exe: exe.to_path_buf() };
+        let mut cluster = LocalCluster { nodes: Vec::new(), exe: exe.to_path_buf(), credentials };
         for (i, addr) in addrs.iter().enumerate() {
             let id = format!("n{}", i + 1);
             let dir = root.join(&id);
@@ -119,7 +134,7 @@ impl LocalCluster {
             }
             let mut ready = true;
             for node in self.nodes.iter().take(count).filter(|n| n.running()) {
-                ready &= match Client::connect([node.addr.as_str()]).await?.status().await {
+                ready &= match Client::connect_with([node.addr.as_str()], self.credentials.clone()).await?.status().await {
                     Ok(s) => s.nodes.iter().filter(|n| n.state == "normal" && n.liveness == "up").count() >= count,
                     Err(_) => false,
                 };

@@ -5,7 +5,9 @@
 //!   joined before the next starts; restart, kill -9, pause and resume one;
 //!   stop them all, also on drop;
 //! - [`chart`]: small self-contained SVG charts (grouped bars, and lines
-//!   over shaded windows).
+//!   over shaded windows);
+//! - [`secure`]: the CA, node certificates and admin token of a secured
+//!   local cluster.
 //!
 //! `ringkv cluster` and `ringkv demo` use both, and so does jepsen-lite. The
 //! line between this crate and jepsen-lite: here are the mechanics a
@@ -23,3 +25,4 @@
 
 pub mod chart;
 pub mod cluster;
+pub mod secure;

@@ -59,6 +59,10 @@ struct Args {
     /// Extra flags for every `ringkv serve`, e.g. --node-arg=--durability=fsync.
     #[arg(long = "node-arg", allow_hyphen_values = true)]
     node_args: Vec<String>,
+    /// Run the cluster with TLS (mutual between peers) and tokens; the CA, certificates and
+    /// token file are made under OUT/secure.
+    #[arg(long)]
+    secure: bool,
 }
 
 fn main() {
@@ -83,6 +87,7 @@ fn main() {
         out: a.out,
         ringkv,
         node_args: a.node_args,
+        secure: a.secure,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result = runtime.block_on(async {

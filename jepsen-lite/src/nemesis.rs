@@ -24,7 +24,7 @@ use anyhow::{bail, Context, Result};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use ringkv_client::{pb, Client};
+use ringkv_client::{pb, Client, Credentials};
 use ringkv_harness::cluster::LocalCluster;
 use serde::Serialize;
 
@@ -342,8 +342,8 @@ fn ip_of(addr: &str) -> &str {
     addr.rsplit_once(':').map_or(addr, |(ip, _)| ip)
 }
 
-async fn admin(addr: &str) -> Result<pb::admin_client::AdminClient<ringkv_client::Channel>> {
-    Ok(Client::connect([addr]).await?.admin(addr)?)
+async fn admin(credentials: &Credentials, addr: &str) -> Result<pb::admin_client::AdminClient<ringkv_client::Channel>> {
+    Ok(Client::connect_with([addr], credentials.clone()).await?.admin(addr)?)
 }
 
 /// Starts and heals faults on a cluster.
@@ -361,6 +361,7 @@ impl Nemesis {
 
     /// Applies `fault`.
     pub async fn start(&self, cluster: &mut LocalCluster, fault: &Fault) -> Result<()> {
+        let creds = cluster.credentials.clone();
         let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.addr.clone()).collect();
         let ids: Vec<String> = cluster.nodes.iter().map(|n| n.id.clone()).collect();
         match fault {
@@ -371,7 +372,7 @@ impl Nemesis {
                     let peers: Vec<usize> = if i == *x { (0..addrs.len()).filter(|o| o != x).collect() } else { vec![*x] };
                     let rules =
                         peers.iter().map(|p| pb::FaultRule { peer: ids[*p].clone(), delay_ms: *ms, ..Default::default() }).collect();
-                    admin(addr)
+                    admin(&creds, addr)
                         .await?
                         .set_fault(pb::SetFaultRequest { rules, clear: false })
                         .await
@@ -379,7 +380,7 @@ impl Nemesis {
                 }
             }
             Fault::Clock(x, ms) => {
-                admin(&addrs[*x])
+                admin(&creds, &addrs[*x])
                     .await?
                     .set_clock(pb::SetClockRequest { offset_ms: *ms })
                     .await
@@ -401,7 +402,7 @@ impl Nemesis {
                                 .map(|(_, b)| pb::FaultRule { peer: ids[*b].clone(), block: true, ..Default::default() })
                                 .collect();
                             if !rules.is_empty() {
-                                admin(addr)
+                                admin(&creds, addr)
                                     .await?
                                     .set_fault(pb::SetFaultRequest { rules, clear: false })
                                     .await
@@ -417,17 +418,18 @@ impl Nemesis {
 
     /// Undoes `fault`.
     pub async fn heal(&self, cluster: &mut LocalCluster, fault: &Fault) -> Result<()> {
+        let creds = cluster.credentials.clone();
         match fault {
             Fault::Kill(x) => cluster.restart(*x)?,
             Fault::Pause(x) => cluster.resume(*x),
             Fault::Clock(x, _) => {
                 let addr = cluster.nodes[*x].addr.clone();
-                admin(&addr).await?.set_clock(pb::SetClockRequest { offset_ms: 0 }).await.context("clock heal")?;
+                admin(&creds, &addr).await?.set_clock(pb::SetClockRequest { offset_ms: 0 }).await.context("clock heal")?;
             }
             _ if self.net == Net::Iptables && fault.kind() == FaultKind::Partition => self.iptables.as_ref().expect("installed").flush()?,
             _ => {
                 for n in &cluster.nodes {
-                    admin(&n.addr)
+                    admin(&creds, &n.addr)
                         .await?
                         .set_fault(pb::SetFaultRequest { rules: Vec::new(), clear: true })
                         .await
@@ -441,6 +443,7 @@ impl Nemesis {
     /// Heals everything, whatever is active: every node running and
     /// continued, no fault rules, clocks back, no DROP rules.
     pub async fn heal_all(&self, cluster: &mut LocalCluster) -> Result<()> {
+        let creds = cluster.credentials.clone();
         if let Some(ipt) = &self.iptables {
             ipt.flush()?;
         }
@@ -457,7 +460,7 @@ impl Nemesis {
             let mut tries = 0;
             loop {
                 let r = async {
-                    let mut a = admin(&n.addr).await?;
+                    let mut a = admin(&creds, &n.addr).await?;
                     a.set_fault(pb::SetFaultRequest { rules: Vec::new(), clear: true }).await?;
                     a.set_clock(pb::SetClockRequest { offset_ms: 0 }).await?;
                     anyhow::Ok(())

@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use futures::StreamExt;
-use ringkv_client::{pb, policy, Client, Level, Options};
+use ringkv_client::{pb, policy, Client, Credentials, Level, Options};
 use ringkv_harness::cluster::LocalCluster;
+use ringkv_harness::secure::SecureFiles;
 
 use crate::history::{History, NemesisEvent};
 use crate::nemesis::{schedule, Kinds, Nemesis, Net};
@@ -58,6 +59,9 @@ pub struct RunConfig {
     pub ringkv: PathBuf,
     /// Extra flags for every `ringkv serve`.
     pub node_args: Vec<String>,
+    /// Run the cluster with TLS (mutual between peers) and tokens, its
+    /// files made in `out/secure`.
+    pub secure: bool,
 }
 
 fn say(m: &str) {
@@ -116,7 +120,13 @@ pub async fn run(cfg: &RunConfig) -> Result<Report> {
         a.extend(node_args.iter().cloned());
         a
     };
-    let mut cluster = LocalCluster::start(&cfg.ringkv, &addrs, &nodes_dir, &extra, say).await?;
+    let secure = if cfg.secure { Some(SecureFiles::prepare(&cfg.out.join("secure"), cfg.nodes)?) } else { None };
+    let credentials = secure.as_ref().map(SecureFiles::credentials).transpose()?.unwrap_or_default();
+    let extra = |i: usize| [secure.as_ref().map(|s| s.serve_args(i)).unwrap_or_default(), extra(i)].concat();
+    let mut cluster = LocalCluster::start_with(&cfg.ringkv, &addrs, &nodes_dir, &extra, credentials.clone(), say).await?;
+    if cfg.secure {
+        say("TLS (mutual between peers) and tokens are on");
+    }
     say(&format!("the {} nodes agree on the ring", cfg.nodes));
 
     let plan = schedule(cfg.seed, &cfg.kinds, cfg.nodes, cfg.duration);
@@ -138,6 +148,7 @@ pub async fn run(cfg: &RunConfig) -> Result<Report> {
             .client_id(format!("jepsen-{id}"))
             .health_check_interval(Duration::from_millis(500))
             .refresh_interval(Duration::from_secs(2))
+            .credentials(credentials.clone())
             .build()
             .await?;
         let workload = match cfg.workload {
@@ -191,12 +202,12 @@ pub async fn run(cfg: &RunConfig) -> Result<Report> {
     log("heal", "all", "final heal: every node running, no faults".into());
     let healed = Instant::now();
     cluster.wait_joined(cfg.nodes).await.context("after the final heal the nodes did not agree on the ring")?;
-    let convergence = converge(&addrs, healed, cfg.passive_wait).await?;
+    let convergence = converge(&addrs, &credentials, healed, cfg.passive_wait).await?;
     let mut history =
         History { ops: std::mem::take(&mut *rec.ops.lock().expect("lock")), nemesis: std::mem::take(&mut *events.lock().expect("lock")) };
     history.ops.sort_by_key(|o| o.complete_ms);
     say("reading every key at ALL for the final state");
-    let finals = final_state(&addrs, &history).await?;
+    let finals = final_state(&addrs, &credentials, &history).await?;
     let header = Header {
         commit: commit(&cfg.ringkv),
         seed: cfg.seed,
@@ -264,10 +275,10 @@ async fn roots(client: &Client, addrs: &[String]) -> RootsView {
 }
 
 /// Times convergence after the heal at `healed`.
-async fn converge(addrs: &[String], healed: Instant, passive_wait: Duration) -> Result<Convergence> {
+async fn converge(addrs: &[String], credentials: &Credentials, healed: Instant, passive_wait: Duration) -> Result<Convergence> {
     let mut c = Convergence { passive_wait_ms: passive_wait.as_millis() as u64, ..Default::default() };
     // One set of connections for every poll and repair.
-    let client = Client::connect(addrs).await?;
+    let client = Client::connect_with(addrs, credentials.clone()).await?;
     say(&format!("waiting up to {} s for the replicas to converge on their own", passive_wait.as_secs()));
     let mut last = RootsView::default();
     while healed.elapsed() < passive_wait {
@@ -299,8 +310,8 @@ async fn converge(addrs: &[String], healed: Instant, passive_wait: Duration) -> 
 }
 
 /// Reads every key the history wrote, at ALL with blocking read repair.
-async fn final_state(addrs: &[String], h: &History) -> Result<BTreeMap<String, Vec<String>>> {
-    let client = Client::connect(addrs).await?;
+async fn final_state(addrs: &[String], credentials: &Credentials, h: &History) -> Result<BTreeMap<String, Vec<String>>> {
+    let client = Client::connect_with(addrs, credentials.clone()).await?;
     let keys: BTreeSet<&str> = h.ops.iter().filter(|o| o.may_have_written()).map(|o| o.key.as_str()).collect();
     let opts = Options { level: Level::All, timeout: Some(Duration::from_secs(5)), ..Default::default() };
     let reads = futures::stream::iter(keys)

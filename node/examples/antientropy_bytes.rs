@@ -34,7 +34,12 @@ fn ring() -> Ring {
 
 fn version(value: &str, wall: u64) -> DvvSet {
     let mut d = DvvSet::default();
-    let s = Sibling { hlc: Hlc { wall_ms: wall, logical: 0, node: "n1".into() }, value: value.as_bytes().to_vec(), tombstone: false };
+    let s = Sibling {
+        hlc: Hlc { wall_ms: wall, logical: 0, node: "n1".into() },
+        value: value.as_bytes().to_vec(),
+        tombstone: false,
+        expires_at_ms: None,
+    };
     d.update(&Context::new(), "n1", s, false).unwrap();
     d
 }
@@ -85,6 +90,7 @@ async fn main() {
                     hlc: Hlc { wall_ms: 2 + (changed + j) as u64, logical: 0, node: "n2".into() },
                     value: b"newer".to_vec(),
                     tombstone: false,
+                    expires_at_ms: None,
                 };
                 a.update(key.as_bytes(), |v| {
                     let ctx = v.context();

@@ -21,7 +21,8 @@
 //!
 //! It checks, in order: the key's size (1..=`max_key_bytes`), the DVV's
 //! shape ([`DvvSet::check_shape`]), every value's size
-//! (≤ `max_value_bytes`), and the newest timestamp, floor included, against
+//! (≤ `max_value_bytes`), every expiry (after its write, within
+//! `MAX_TTL_MS` of it: `Sibling::check_expiry`), and the newest timestamp, floor included, against
 //! the local clock plus `max_clock_skew` ([`HlcClock::check`], the check
 //! `Replicate` always made). Timestamps in the past are never refused: old
 //! data is honest.
@@ -102,6 +103,7 @@ impl Admit {
         for e in v.entries.values() {
             for s in &e.siblings {
                 check_value(&s.value, self.max_value_bytes)?;
+                s.check_expiry()?;
             }
         }
         match v.max_hlc() {
@@ -220,7 +222,8 @@ mod tests {
 
     fn version(wall_ms: u64, value: &[u8]) -> DvvSet {
         let mut d = DvvSet::default();
-        let s = Sibling { hlc: Hlc { wall_ms, logical: 0, node: "p".into() }, value: value.to_vec(), tombstone: false };
+        let s =
+            Sibling { hlc: Hlc { wall_ms, logical: 0, node: "p".into() }, value: value.to_vec(), tombstone: false, expires_at_ms: None };
         d.update(&Context::new(), "p@1", s, false).unwrap();
         d
     }
@@ -238,7 +241,16 @@ mod tests {
         crowded.entries.insert("q".into(), Entry { counter: 0, siblings: version(NOW, b"y").entries["p@1"].siblings.clone() });
         let mut floored = version(NOW, b"x");
         floored.floor = Some(Hlc { wall_ms: NOW + 10_000, logical: 0, node: "p".into() });
-        let cases: [(&[u8], DvvSet, &str); 5] = [
+        let expiring = |at: u64| {
+            let mut v = version(NOW, b"x");
+            v.entries.get_mut("p@1").unwrap().siblings[0].expires_at_ms = Some(at);
+            v
+        };
+        a.check(b"k", &expiring(NOW + 30_000)).unwrap();
+        a.check(b"k", &expiring(NOW + crate::version::MAX_TTL_MS)).unwrap();
+        let cases: [(&[u8], DvvSet, &str); 7] = [
+            (b"k", expiring(NOW), "an expiry must lie"),
+            (b"k", expiring(NOW + crate::version::MAX_TTL_MS + 1), "an expiry must lie"),
             (b"", version(NOW, b"x"), "empty"),
             (b"ninebytes", version(NOW, b"x"), "max_key_bytes"),
             (b"k", version(NOW, &[0; 17]), "max_value_bytes"),

@@ -151,6 +151,27 @@ pub struct Config {
     /// `RINGKV_BREAK_PAXOS`, and only with `enable_fault_injection`.
     #[serde(skip)]
     pub break_paxos: crate::paxos::Break,
+    /// The cluster CA's certificate (PEM). With `tls_cert` and `tls_key`
+    /// it turns TLS on: clients must trust this CA, and peers prove they are
+    /// nodes with a certificate it signed (security/).
+    pub tls_ca: Option<PathBuf>,
+    /// This node's certificate (PEM), from `ringkv cert issue node NAME`.
+    pub tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// Principals, tokens and roles (security/tokens.rs); with it every
+    /// client must sign in. Re-read on SIGHUP.
+    pub tokens_file: Option<PathBuf>,
+    /// The token this node presents to its peers when peers do not use
+    /// TLS (a principal with the `peer` role). Never logged.
+    pub peer_token: Option<Secret>,
+    /// Listen off loopback without TLS. Anyone who can reach the port can
+    /// then read, write and administer the node.
+    pub insecure: bool,
+    /// A second, plaintext listener that serves only `grpc.health.v1`, for
+    /// probes that cannot speak TLS (Kubernetes' gRPC probes, load
+    /// balancers). It answers nothing else, so it needs no certificate.
+    pub health_listen: Option<String>,
 }
 
 impl Default for Config {
@@ -191,6 +212,13 @@ impl Default for Config {
             rate_limit_per_sec: 0,
             rate_limit_burst: 0,
             break_paxos: crate::paxos::Break::None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            tokens_file: None,
+            peer_token: None,
+            insecure: false,
+            health_listen: None,
         }
     }
 }
@@ -222,6 +250,16 @@ impl Config {
         if self.phi_threshold.is_nan() || self.phi_threshold <= 0.0 {
             return bad(format!("phi_threshold is {}; it must be positive", self.phi_threshold));
         }
+        let tls = self.tls_ca.is_some() || self.tls_cert.is_some() || self.tls_key.is_some();
+        if !tls && !self.insecure && !is_loopback(&self.listen) {
+            return bad(format!(
+                "listen address {} is not loopback and TLS is off, so anyone who can reach it could read, write and \
+                 administer this node. Set up certificates (`ringkv cert init --dir certs`, then \
+                 `ringkv cert issue node {} --dir certs --host <address>`, and start with --ca certs/ca.crt \
+                 --cert certs/{}.crt --key certs/{}.key), or pass --insecure on a network you trust",
+                self.listen, self.id, self.id, self.id
+            ));
+        }
         // Repair purges a tombstone once `tombstone_grace` has passed. A hint
         // kept longer than that can still carry the value the tombstone
         // deleted, and replaying it to a replica that no longer holds the
@@ -236,6 +274,26 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A secret setting: serialized as itself, printed as `<redacted>`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Whether a listen address (`ip:port` or `host:port`) is loopback only.
+/// A name other than `localhost` may resolve anywhere, so it is not.
+pub fn is_loopback(listen: &str) -> bool {
+    if let Ok(addr) = listen.parse::<std::net::SocketAddr>() {
+        return addr.ip().is_loopback();
+    }
+    listen.rsplit_once(':').is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost"))
 }
 
 /// The unit a duration field had when it was a bare integer: a field once

@@ -140,6 +140,14 @@ pub enum Error {
     /// Configuration is invalid.
     #[error("config: {0}")]
     Config(String),
+    /// The caller did not prove who it is (no token, an unknown token, no
+    /// client certificate where one is needed).
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The caller is known but may not do this; the message names the
+    /// missing permission.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     /// The caller is over its rate limit on this node; nothing was done.
     #[error("rate limited: more than {per_sec} requests/s (burst {burst}) from this client to this node; retry after {retry_after_ms} ms")]
     RateLimited {
@@ -190,6 +198,8 @@ impl Error {
             Error::NotSent { .. } => ErrorKind::NotSent,
             Error::Config(_) => ErrorKind::Config,
             Error::RateLimited { .. } => ErrorKind::RateLimited,
+            Error::Unauthenticated(_) => ErrorKind::Unauthenticated,
+            Error::PermissionDenied(_) => ErrorKind::PermissionDenied,
             Error::Forwarded(s) => ErrorKind::of(s).unwrap_or(ErrorKind::Peer),
         }
     }
@@ -213,6 +223,8 @@ impl From<Error> for tonic::Status {
             Error::Storage(_) => Code::Internal,
             Error::PeerTimeout { .. } => Code::DeadlineExceeded,
             Error::RateLimited { .. } => Code::ResourceExhausted,
+            Error::Unauthenticated(_) => Code::Unauthenticated,
+            Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::Forwarded(_) => unreachable!("returned above"),
         };
         let mut status = tonic::Status::new(code, e.to_string());

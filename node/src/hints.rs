@@ -416,7 +416,8 @@ mod tests {
     /// A write of `value` coordinated by `node` (distinct nodes: concurrent writes).
     fn version(node: &str, value: &str, wall_ms: u64) -> DvvSet {
         let mut d = DvvSet::default();
-        let sib = Sibling { hlc: Hlc { wall_ms, logical: 0, node: node.into() }, value: value.into(), tombstone: false };
+        let sib =
+            Sibling { hlc: Hlc { wall_ms, logical: 0, node: node.into() }, value: value.into(), tombstone: false, expires_at_ms: None };
         d.update(&Context::new(), node, sib, false).unwrap();
         d
     }

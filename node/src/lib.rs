@@ -28,6 +28,7 @@ pub mod quorum;
 pub mod rate_limit;
 pub mod record;
 pub mod ring;
+pub mod security;
 pub mod service;
 pub mod shared;
 pub mod storage;

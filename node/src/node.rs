@@ -18,6 +18,7 @@ use rand::SeedableRng;
 use ringkv_proto::v1::{admin_server::AdminServer, kv_server::KvServer, peer_server::PeerServer};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 
 use crate::admit::Admit;
 use crate::antientropy;
@@ -29,6 +30,7 @@ use crate::hints::{self, Hints};
 use crate::membership::{self, DetectorConfig, Member, Membership, NodeState};
 use crate::peer_client::{Peers, MAX_MESSAGE_BYTES};
 use crate::ring::Token;
+use crate::security::{Gate, Security, Surface};
 use crate::service::{AdminService, KvService, PeerService};
 pub use crate::shared::Shared;
 use crate::storage::{self, Storage};
@@ -62,6 +64,7 @@ impl Env {
 /// Runs a node until `shutdown` is cancelled.
 pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Result<()> {
     config.validate()?;
+    let security = Arc::new(Security::load(&config)?);
     let engine = match env.storage {
         Some(s) => s,
         None => storage::open(config.storage, &config.data_dir, config.commit_log)?,
@@ -121,7 +124,8 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
     let seed = config.rng_seed.unwrap_or_else(|| env.clock.wall_ms() ^ u64::from(crc32fast::hash(config.id.as_bytes())));
     let rng = Arc::new(Mutex::new(StdRng::seed_from_u64(seed)));
     let faults = Arc::new(Faults::new(rng.clone()));
-    let peers = Arc::new(Peers::new(env.transport.clone(), faults.clone(), membership.clone(), config.peer_timeout));
+    let credentials = security.peer_credentials().clone();
+    let peers = Arc::new(Peers::new(env.transport.clone(), faults.clone(), membership.clone(), config.peer_timeout, credentials));
     let hints = Arc::new(Hints::open(store.clone())?);
     let hlc = Arc::new(HlcClock::new(config.id.clone(), millis(config.max_clock_skew)));
     let admit = Arc::new(Admit::new(&config, hlc.clone(), env.clock.clone()));
@@ -144,6 +148,7 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
         hints,
         in_flight: Default::default(),
         rate_limits: crate::rate_limit::RateLimits::new(rate_limit_per_sec, rate_limit_burst),
+        security: security.clone(),
         shutdown: shutdown.clone(),
         paxos,
     });
@@ -159,16 +164,26 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
         .await
         .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", shared.config.listen)))?;
     let (health, health_service) = tonic_health::server::health_reporter();
+    // The same statuses, served again on `health_listen` when it is set.
+    let health_service_for_probes = health_service.clone();
     // `""` (the server) is SERVING once it listens; `ringkv.v1.Kv` only
     // while this node is `normal` (see `readiness`).
     health.set_not_serving::<KvServer<KvService>>().await;
 
     let limit = MAX_MESSAGE_BYTES;
-    let server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = security.server_tls() {
+        builder = builder.tls_config(tls).map_err(|e| Error::Config(format!("TLS settings: {e}")))?;
+    }
+    let gate = |surface| Gate::new(security.clone(), surface);
+    let kv = KvServer::new(KvService::new(shared.clone())).max_decoding_message_size(limit).max_encoding_message_size(limit);
+    let peer = PeerServer::new(PeerService::new(shared.clone())).max_decoding_message_size(limit).max_encoding_message_size(limit);
+    let admin = AdminServer::new(AdminService::new(shared.clone())).max_decoding_message_size(limit).max_encoding_message_size(limit);
+    let server = builder
         .add_service(health_service)
-        .add_service(KvServer::new(KvService::new(shared.clone())).max_decoding_message_size(limit).max_encoding_message_size(limit))
-        .add_service(PeerServer::new(PeerService::new(shared.clone())).max_decoding_message_size(limit).max_encoding_message_size(limit))
-        .add_service(AdminServer::new(AdminService::new(shared.clone())).max_decoding_message_size(limit).max_encoding_message_size(limit))
+        .add_service(InterceptedService::new(kv, gate(Surface::Kv)))
+        .add_service(InterceptedService::new(peer, gate(Surface::Peer)))
+        .add_service(InterceptedService::new(admin, gate(Surface::Admin)))
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
 
     let mut tasks = JoinSet::new();
@@ -188,8 +203,24 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
     tasks.spawn(readiness(shared.clone(), health, shutdown.clone()));
     let blocking = shared.store.engine().blocking();
     tasks.spawn(crate::paxos::gc::run(shared.paxos.clone(), shared.clock.clone(), blocking, shared.config.id.clone(), shutdown.clone()));
+    if security.tokens_file().is_some() {
+        tasks.spawn(reload_on_hangup(security.clone(), shutdown.clone()));
+    }
     tracing::info!(node = %shared.config.id, listen = %shared.config.listen, "serving");
 
+    if let Some(addr) = &shared.config.health_listen {
+        let probes =
+            env.transport.listen(addr).await.map_err(|e| Error::Config(format!("cannot listen on {addr} (health_listen): {e}")))?;
+        let health_only = tonic::transport::Server::builder()
+            .add_service(health_service_for_probes)
+            .serve_with_incoming_shutdown(probes, shutdown.clone().cancelled_owned());
+        tasks.spawn(async move {
+            if let Err(e) = health_only.await {
+                tracing::error!(error = %e, "the health listener failed");
+            }
+        });
+        tracing::info!(node = %shared.config.id, health_listen = %addr, "serving grpc.health.v1 in plaintext for probes");
+    }
     let served = server.await;
     shutdown.cancel();
     if tokio::time::timeout(DRAIN_DEADLINE, async { while tasks.join_next().await.is_some() {} }).await.is_err() {
@@ -229,6 +260,33 @@ async fn gossip(s: Arc<Shared>, shutdown: CancellationToken) {
         _ = watcher => {}
         _ = shutdown.cancelled() => {}
     }
+}
+
+/// Re-reads the token file on every SIGHUP. A bad file is logged and the
+/// principals already loaded stay in force, so a typo never locks
+/// everyone out.
+async fn reload_on_hangup(security: Arc<Security>, shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; the token file is read only at start");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = hangups.recv() => match security.reload() {
+                    Ok(n) => tracing::info!(principals = n, "token file reloaded"),
+                    Err(e) => tracing::error!(error = %e, "token file not reloaded; the previous principals stay in force"),
+                },
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    shutdown.cancelled().await;
 }
 
 /// How often readiness looks at this node's state.

@@ -17,10 +17,10 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ringkv_proto::channel::Channel;
 use ringkv_proto::v1 as pb;
 use ringkv_proto::v1::peer_client::PeerClient as PbPeerClient;
 use tokio::sync::{mpsc, oneshot};
-use tonic::transport::Channel;
 use tonic::Code;
 
 use ringkv_proto::delivery::Delivery;
@@ -31,7 +31,8 @@ use crate::fault::{Faults, Verdict};
 use crate::membership::{Member, Membership};
 use crate::paging::{Page, PAGE_BYTES};
 use crate::record;
-use crate::transport::{channel, Transport};
+use crate::security::PeerCredentials;
+use crate::transport::{dial, Transport};
 use crate::version::DvvSet;
 
 /// The connection to one peer.
@@ -46,6 +47,7 @@ pub struct Peers {
     faults: Arc<Faults>,
     membership: Arc<Membership>,
     timeout: Duration,
+    credentials: PeerCredentials,
     clients: Mutex<HashMap<String, PeerClient>>,
     /// Per (peer id, address): the queue of its batching task.
     batchers: Mutex<HashMap<(String, String), mpsc::UnboundedSender<Pending>>>,
@@ -70,13 +72,21 @@ const LATENCY_WINDOW: usize = 128;
 const MIN_SAMPLES: usize = 8;
 
 impl Peers {
-    /// A registry dialing through `transport`, with `timeout` per message.
-    pub fn new(transport: Arc<dyn Transport>, faults: Arc<Faults>, membership: Arc<Membership>, timeout: Duration) -> Self {
+    /// A registry dialing through `transport`, with `timeout` per message,
+    /// presenting `credentials` to every peer.
+    pub fn new(
+        transport: Arc<dyn Transport>,
+        faults: Arc<Faults>,
+        membership: Arc<Membership>,
+        timeout: Duration,
+        credentials: PeerCredentials,
+    ) -> Self {
         Self {
             transport,
             faults,
             membership,
             timeout,
+            credentials,
             clients: Mutex::new(HashMap::new()),
             batchers: Mutex::new(HashMap::new()),
             read_latencies: Mutex::new(HashMap::new()),
@@ -98,7 +108,8 @@ impl Peers {
         if let Some(c) = clients.get(addr) {
             return Ok(c.clone());
         }
-        let ch = channel(self.transport.clone(), addr, self.timeout).map_err(|reason| Error::NotSent { peer: addr.to_string(), reason })?;
+        let ch = dial(self.transport.clone(), addr, self.timeout, &self.credentials)
+            .map_err(|reason| Error::NotSent { peer: addr.to_string(), reason })?;
         let rpc = PbPeerClient::new(ch).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES);
         let c = PeerClient { rpc };
         clients.insert(addr.to_string(), c.clone());
@@ -433,7 +444,7 @@ mod tests {
         let membership = Arc::new(Membership::new(Member { id: "n1".into(), ..Default::default() }, detector));
         membership.merge([Member { id: "n2".into(), address: n2_addr.into(), heartbeat: 1, ..Default::default() }]);
         let faults = Arc::new(Faults::new(Arc::new(Mutex::new(rand::rngs::StdRng::seed_from_u64(1)))));
-        (Peers::new(Arc::new(TcpTransport::default()), faults.clone(), membership, Duration::from_secs(2)), faults)
+        (Peers::new(Arc::new(TcpTransport::default()), faults.clone(), membership, Duration::from_secs(2), Default::default()), faults)
     }
 
     #[tokio::test]

@@ -62,6 +62,8 @@ pub struct Shared {
     pub rate_limits: crate::rate_limit::RateLimits,
     /// This replica's Paxos acceptor (SERIAL, `paxos/`).
     pub paxos: Arc<crate::paxos::Acceptor>,
+    /// TLS, principals and the gates in front of each surface.
+    pub security: Arc<crate::security::Security>,
 }
 
 impl Shared {

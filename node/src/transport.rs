@@ -19,7 +19,9 @@ use futures::stream::BoxStream;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::transport::server::Connected;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+
+use crate::security::PeerCredentials;
 
 /// Anything a connection can be.
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -149,13 +151,33 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A lazily connecting tonic channel to `addr` through `transport`.
 pub fn channel(transport: Arc<dyn Transport>, addr: &str, connect_timeout: Duration) -> Result<Channel, String> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+    build(transport, addr, connect_timeout, None)
+}
+
+/// A channel to peer `addr` that presents this node's credentials: mutual
+/// TLS when configured, and the peer token when set.
+pub fn dial(
+    transport: Arc<dyn Transport>,
+    addr: &str,
+    connect_timeout: Duration,
+    credentials: &PeerCredentials,
+) -> Result<ringkv_proto::channel::Channel, String> {
+    let inner = build(transport, addr, connect_timeout, credentials.tls.clone())?;
+    ringkv_proto::channel::Channel::new(inner, credentials.token.as_deref())
+}
+
+fn build(transport: Arc<dyn Transport>, addr: &str, connect_timeout: Duration, tls: Option<ClientTlsConfig>) -> Result<Channel, String> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
         .map_err(|e| format!("bad address {addr:?}: {e}"))?
         .connect_timeout(connect_timeout)
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .keep_alive_while_idle(true)
         .tcp_nodelay(true);
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls).map_err(|e| format!("TLS settings for {addr}: {e}"))?;
+    }
     let target = addr.to_string();
     let connector = tower::service_fn(move |_uri: http::Uri| {
         let transport = transport.clone();

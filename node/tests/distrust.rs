@@ -92,7 +92,7 @@ async fn start_with(adjust: impl FnOnce(&mut Config)) -> Node {
 
 fn put(key: &[u8], value: &[u8], context: Option<Vec<u8>>) -> pb::PutRequest {
     let options = pb::RequestOptions { consistency: pb::Consistency::One as i32, ..Default::default() };
-    pb::PutRequest { key: key.to_vec(), value: value.to_vec(), context, options: Some(options) }
+    pb::PutRequest { key: key.to_vec(), value: value.to_vec(), context, options: Some(options), ttl_ms: 0 }
 }
 
 fn get(key: &[u8]) -> pb::GetRequest {
@@ -109,7 +109,7 @@ fn version(actor: &str, counter: u64, siblings: Vec<Sibling>) -> DvvSet {
 }
 
 fn sib(wall_ms: u64, value: &[u8]) -> Sibling {
-    Sibling { hlc: Hlc { wall_ms, logical: 0, node: "mallory".into() }, value: value.to_vec(), tombstone: false }
+    Sibling { hlc: Hlc { wall_ms, logical: 0, node: "mallory".into() }, value: value.to_vec(), tombstone: false, expires_at_ms: None }
 }
 
 /// A well-formed version of one sibling, stamped `wall_ms`.
@@ -185,7 +185,9 @@ async fn corpus() {
     let too_big = one(now_ms(), &vec![7u8; MAX_VALUE + 1]);
     let long_key = vec![b'k'; MAX_KEY + 1];
     let ok = one(now_ms(), b"fine");
-    let bad_versions: [(&str, &[u8], &DvvSet, Code, &str); 5] = [
+    let expired_before_written = version("mallory@1", 1, vec![Sibling { expires_at_ms: Some(now_ms() - 1), ..sib(now_ms(), b"ttl") }]);
+    let bad_versions: [(&str, &[u8], &DvvSet, Code, &str); 6] = [
+        ("an expiry before its write", b"kept", &expired_before_written, Code::InvalidArgument, "expiry"),
         ("far-future timestamp", b"kept", &future, Code::FailedPrecondition, "clock skew"),
         ("more siblings than dots", b"kept", &malformed, Code::InvalidArgument, "siblings"),
         ("counter at u64::MAX", b"kept", &at_max, Code::InvalidArgument, "counter"),
@@ -230,6 +232,25 @@ async fn corpus() {
     refused(&mut wrong, "ScanLocal with a huge limit", node.peer.scan_local(scan).await, Code::InvalidArgument, "limit");
     let purge = pb::PurgeRequest { range: Some(pb::RangeRef { start: 0, end: 0 }), cutoff_wall_ms: u64::MAX };
     refused(&mut wrong, "Purge with a cutoff in the future", node.peer.purge(purge).await, Code::InvalidArgument, "cutoff");
+
+    // --- TTLs: on a forwarded delete, and past the maximum. ---
+    let delete_with_ttl = pb::ForwardWriteRequest {
+        key: b"kept".to_vec(),
+        tombstone: true,
+        ttl_ms: 1_000,
+        options: put(b"", b"", None).options,
+        from: "mallory".into(),
+        ..Default::default()
+    };
+    refused(
+        &mut wrong,
+        "ForwardWrite of a delete with a TTL",
+        node.peer.forward_write(delete_with_ttl).await,
+        Code::InvalidArgument,
+        "delete",
+    );
+    let forever = pb::PutRequest { ttl_ms: u64::MAX, ..put(b"kept", b"lost?", None) };
+    refused(&mut wrong, "Put with a TTL of u64::MAX ms", node.kv.put(forever).await, Code::InvalidArgument, "maximum");
 
     // --- Client contexts. ---
     let ctx_bytes = node.kv.get(get(b"kept")).await.expect("get kept").into_inner().context;

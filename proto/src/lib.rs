@@ -1,9 +1,10 @@
 //! ringkv's gRPC surface: the `.proto` files under `ringkv/v1/` compiled by
 //! tonic-prost-build, plus what node and client must agree on beyond the
-//! messages: the wire constants (`wire`) and the delivery rule
-//! (`delivery`). Nothing else lives here, so the client can depend on this
+//! messages: the wire constants (`wire`), the delivery rule
+//! (`delivery`) and the channel that carries credentials (`channel`). Nothing else lives here, so the client can depend on this
 //! crate without pulling in the node.
 
+pub mod channel;
 pub mod delivery;
 pub mod wire;
 

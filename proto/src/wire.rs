@@ -53,11 +53,15 @@ pub enum ErrorKind {
     NotSent,
     /// The caller sent more than its rate limit allows; nothing was done.
     RateLimited,
+    /// The caller did not prove who it is.
+    Unauthenticated,
+    /// The caller may not do this.
+    PermissionDenied,
 }
 
 impl ErrorKind {
     /// Every kind, for parsing and tests.
-    pub const ALL: [ErrorKind; 11] = [
+    pub const ALL: [ErrorKind; 13] = [
         ErrorKind::Unavailable,
         ErrorKind::Indeterminate,
         ErrorKind::Timeout,
@@ -69,6 +73,8 @@ impl ErrorKind {
         ErrorKind::Peer,
         ErrorKind::NotSent,
         ErrorKind::RateLimited,
+        ErrorKind::Unauthenticated,
+        ErrorKind::PermissionDenied,
     ];
 
     /// The name carried in [`KIND_HEADER`] and printed by `--json`.
@@ -85,6 +91,8 @@ impl ErrorKind {
             ErrorKind::Peer => "peer",
             ErrorKind::NotSent => "not_sent",
             ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::PermissionDenied => "permission_denied",
         }
     }
 

@@ -42,6 +42,13 @@ impl Transport for SimTransport {
     }
 }
 
+/// The wall time, in ms, of a simulated node whose clock has no offset: the
+/// fixed epoch plus simulated elapsed time. Tests compare it with the
+/// instants nodes stamp (an expiry, say).
+pub fn wall_ms() -> u64 {
+    EPOCH_MS + turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64
+}
+
 /// Simulated wall time: a fixed epoch plus simulated elapsed time, plus an
 /// offset a test can set to skew one node's clock.
 #[derive(Default)]
@@ -52,8 +59,7 @@ pub struct SimClock {
 
 impl Clock for SimClock {
     fn wall_ms(&self) -> u64 {
-        let now = EPOCH_MS + turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64;
-        now.saturating_add_signed(self.offset_ms.load(std::sync::atomic::Ordering::Relaxed))
+        wall_ms().saturating_add_signed(self.offset_ms.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     fn set_offset_ms(&self, ms: i64) -> bool {
@@ -103,6 +109,8 @@ pub fn config(i: usize, seed: u64) -> Config {
         anti_entropy_interval: Duration::ZERO,
         // The simulations inject faults through the admin API.
         enable_fault_injection: true,
+        // turmoil's network is simulated: no one else can reach it.
+        insecure: true,
         ..Config::default()
     }
 }
@@ -197,7 +205,7 @@ pub fn client(nodes: &[&str]) -> Client {
         .map(|n| {
             let addr = format!("{n}:{PORT}");
             let ch = channel(Arc::new(SimTransport), &addr, Duration::from_millis(500)).expect("valid address");
-            (addr, ch)
+            (addr, ch.into())
         })
         .collect();
     Client::from_channels(channels)

@@ -228,14 +228,27 @@ fn statefulset_seeds_ports_probes_and_services_agree() {
     let args = strings(&c["args"]);
     assert_serve_accepts("StatefulSet args", &args);
 
-    // One port: the container's, named; listen, advertise, seeds, probes and Services use it.
+    // The gRPC port: listen, advertise, seeds and Services use it. It speaks
+    // TLS, which the kubelet's gRPC probes cannot, so they ask the plaintext
+    // health-only port.
     let ports = c["ports"].as_array().expect("container ports");
-    assert_eq!(ports.len(), 1);
-    let port = ports[0]["containerPort"].as_u64().expect("containerPort") as u16;
-    let port_name = ports[0]["name"].as_str().expect("a named port");
+    let named = |n: &str| ports.iter().find(|p| p["name"] == n).unwrap_or_else(|| panic!("a container port named {n}"));
+    let port = named("grpc")["containerPort"].as_u64().expect("containerPort") as u16;
+    let port_name = "grpc";
     assert_eq!(port_of(flag(&args, "--listen").expect("--listen")), port);
+    let health = named("health")["containerPort"].as_u64().expect("containerPort") as u16;
+    assert_eq!(port_of(flag(&args, "--health-listen").expect("--health-listen")), health);
     for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
-        assert_eq!(c[probe]["grpc"]["port"], port, "{probe} asks grpc.health.v1 on the container port");
+        assert_eq!(c[probe]["grpc"]["port"], health, "{probe} asks grpc.health.v1 on the health port");
+    }
+    // TLS files and the token file come from mounted Secrets.
+    let mounts = c["volumeMounts"].as_array().expect("volume mounts");
+    let volumes = pod["spec"]["volumes"].as_array().expect("pod volumes");
+    for f in ["--ca", "--cert", "--key", "--tokens-file"] {
+        let path = flag(&args, f).unwrap_or_else(|| panic!("{f} is set: the gRPC port listens off loopback"));
+        let m = mounts.iter().find(|m| path.starts_with(m["mountPath"].as_str().unwrap())).unwrap_or_else(|| panic!("{path} is mounted"));
+        let v = volumes.iter().find(|v| v["name"] == m["name"]).expect("its volume");
+        assert!(v["secret"]["secretName"].is_string(), "{path} comes from a Secret");
     }
     for s in &services {
         assert!(selects_pods(&s["spec"]["selector"]), "{} selects the pods", s["metadata"]["name"]);

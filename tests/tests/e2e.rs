@@ -166,3 +166,36 @@ fn a_clock_step_is_refused_at_once_and_recovered_from() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown node \"n9\""));
 }
+
+#[test]
+fn a_put_with_ttl_is_read_at_once_and_gone_after_its_expiry() {
+    let root = tempfile::tempdir().unwrap();
+    let nodes = cluster(root.path(), 1, &["--replication-factor", "1"]);
+    let n1 = nodes[0].addr.clone();
+
+    let put = cli_json(&n1, &["put", "session", "token", "--ttl", "1s"]);
+    assert_eq!(put["ttl_ms"], 1000, "{put}");
+    let got = cli_json(&n1, &["get", "session"]);
+    assert_eq!(got["values"], serde_json::json!(["token"]), "readable at once");
+    let expires_at_ms = got["siblings"][0]["expires_at_ms"].as_u64().expect("an expiry");
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    assert!(expires_at_ms > now_ms.saturating_sub(1_000) && expires_at_ms <= now_ms + 1_000, "{got}");
+    assert!(got["siblings"][0]["expires_at"].as_str().is_some_and(|s| s.ends_with('Z')), "{got}");
+    // A plain put beside it never expires.
+    cli_json(&n1, &["put", "forever", "v"]);
+    assert_eq!(cli_json(&n1, &["get", "forever"])["siblings"][0]["expires_at_ms"], serde_json::Value::Null);
+
+    wait_until("the ttl'd value is gone", Duration::from_secs(10), || {
+        cli_json(&n1, &["get", "session"])["values"] == serde_json::json!([])
+    });
+    assert_eq!(cli_json(&n1, &["scan", "--prefix", "sess"])["entries"], serde_json::json!([]), "scans skip it");
+    assert_eq!(cli_json(&n1, &["get", "forever"])["values"], serde_json::json!(["v"]));
+
+    // A zero TTL is a usage error; one past the maximum is refused by the node.
+    let out = cli(&n1, &["put", "k", "v", "--ttl", "0s"]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli(&n1, &["put", "k", "v", "--ttl", "100years"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("error:") && err.contains("over the maximum"), "{err}");
+}

@@ -162,7 +162,8 @@ mod tests {
     use crate::version::{Context, DvvSet, Hlc, Sibling};
 
     fn put(store: &Store, key: &str) {
-        let sib = Sibling { hlc: Hlc { wall_ms: 1, logical: 0, node: "a".into() }, value: b"v".to_vec(), tombstone: false };
+        let sib =
+            Sibling { hlc: Hlc { wall_ms: 1, logical: 0, node: "a".into() }, value: b"v".to_vec(), tombstone: false, expires_at_ms: None };
         store.update(key.as_bytes(), |d: &mut DvvSet| d.update(&Context::new(), "a", sib, false)).unwrap();
     }
 

@@ -120,16 +120,21 @@ impl SyncPeer for Remote<'_> {
     }
 }
 
-/// Drops the tombstone-only keys of `(start, end]` whose newest timestamp
-/// is before `cutoff_wall_ms`. Returns how many.
-pub fn purge_tombstones(store: &Store, start: Token, end: Token, cutoff_wall_ms: u64) -> Result<u32> {
+/// Tombstone GC over `(start, end]`: first turns the values expired by
+/// `now_ms` into tombstones (a merge with `DvvSet::expired_at`, so a write
+/// racing it is kept), then drops the keys [`DvvSet::purgeable`] at
+/// `cutoff_wall_ms`: every sibling dead (deleted, or expired, converted or
+/// not) since before it. Returns how many keys were dropped.
+pub fn purge_tombstones(store: &Store, start: Token, end: Token, cutoff_wall_ms: u64, now_ms: u64) -> Result<u32> {
     let (items, _) = store.token_range(start, end, crate::paging::Page::unbounded())?;
     let mut purged = 0;
-    for (key, raw) in items {
-        let v: DvvSet = record::decode(&key, &raw)?;
-        let all_dead = v.live().is_empty();
-        let old = v.max_hlc().is_some_and(|h| h.wall_ms < cutoff_wall_ms);
-        if all_dead && old && store.purge(&key, &raw)? {
+    for (key, mut raw) in items {
+        let mut v: DvvSet = record::decode(&key, &raw)?;
+        if v.has_expired(now_ms) {
+            v = store.merge(&key, &v.expired_at(now_ms))?.version;
+            raw = record::encode(&v);
+        }
+        if v.purgeable(cutoff_wall_ms) && store.purge(&key, &raw)? {
             purged += 1;
         }
     }
@@ -217,8 +222,9 @@ async fn sync_with_retry(s: &Handles, start: Token, end: Token, peer: &str, rate
 /// Tombstone GC for a range every replica holds identically.
 async fn gc(r: &Repair, start: Token, end: Token, peers: &[String]) -> u64 {
     let s = &r.h;
-    let cutoff = r.clock.wall_ms().saturating_sub(crate::clock::millis(s.config.tombstone_grace));
-    let mut purged = match purge_tombstones(&s.store, start, end, cutoff) {
+    let now = r.clock.wall_ms();
+    let cutoff = now.saturating_sub(crate::clock::millis(s.config.tombstone_grace));
+    let mut purged = match purge_tombstones(&s.store, start, end, cutoff, now) {
         Ok(n) => u64::from(n),
         Err(e) => {
             tracing::warn!(error = %e, "tombstone purge failed");
@@ -276,5 +282,33 @@ pub async fn run_worker(r: Repair, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(TICK) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Durability;
+    use crate::storage::MemoryStorage;
+    use crate::version::{Context, Hlc, Sibling};
+
+    #[test]
+    fn gc_converts_expired_values_then_purges_them_once_the_grace_has_passed_since_the_expiry() {
+        let store = Store::new(Arc::new(MemoryStorage::default()), Durability::None, Duration::from_millis(1));
+        let hlc = Hlc { wall_ms: 1_000, logical: 0, node: "n1".into() };
+        let ttl = Sibling { expires_at_ms: Some(3_000), ..Sibling::value(hlc.clone(), b"v".to_vec()) };
+        store.update(b"ttl", |d| d.update(&Context::new(), "n1", ttl, true)).unwrap();
+        store.update(b"kept", |d| d.update(&Context::new(), "n1", Sibling::value(hlc, b"k".to_vec()), true)).unwrap();
+        let whole_ring = (0, 0);
+        let gc = |cutoff, now| purge_tombstones(&store, whole_ring.0, whole_ring.1, cutoff, now).unwrap();
+
+        assert_eq!(gc(2_999, 2_999), 0);
+        assert!(!store.read(b"ttl").unwrap().unwrap().siblings()[0].tombstone, "not expired yet: untouched");
+        assert_eq!(gc(2_999, 3_000), 0, "expired, but dead only since the cutoff's future");
+        let converted = store.read(b"ttl").unwrap().unwrap();
+        assert!(converted.siblings()[0].tombstone && converted.siblings()[0].value.is_empty(), "{converted:?}");
+        assert_eq!(gc(3_000, 9_000), 1, "dead since the cutoff: purged");
+        assert!(store.read(b"ttl").unwrap().is_none());
+        assert!(store.read(b"kept").unwrap().is_some(), "a value with no expiry is never GC'd");
     }
 }

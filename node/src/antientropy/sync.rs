@@ -365,7 +365,8 @@ mod tests {
     }
 
     fn put(s: &Store, key: &str, v: &str, node: &str, wall: u64) {
-        let sib = Sibling { hlc: Hlc { wall_ms: wall, logical: 0, node: node.into() }, value: v.into(), tombstone: false };
+        let sib =
+            Sibling { hlc: Hlc { wall_ms: wall, logical: 0, node: node.into() }, value: v.into(), tombstone: false, expires_at_ms: None };
         s.update(key.as_bytes(), |d| d.update(&Context::new(), node, sib, false)).unwrap();
     }
 
@@ -438,7 +439,12 @@ mod tests {
         let (a, b, c) = (store(), store(), store());
         // Ten values of a third of a page each: 13 MiB in all, 2 per page.
         for i in 0..10u8 {
-            let sib = Sibling { hlc: Hlc { wall_ms: 1, logical: 0, node: "n1".into() }, value: vec![i; PAGE_BYTES / 3], tombstone: false };
+            let sib = Sibling {
+                hlc: Hlc { wall_ms: 1, logical: 0, node: "n1".into() },
+                value: vec![i; PAGE_BYTES / 3],
+                tombstone: false,
+                expires_at_ms: None,
+            };
             a.update(format!("big{i}").as_bytes(), |d| d.update(&Context::new(), "n1", sib, false)).unwrap();
         }
         for (initiator, peer, what) in [(&b, &a, "b fetches from a"), (&a, &c, "a pushes to c")] {

@@ -218,7 +218,7 @@ pub(super) async fn serial(ctx: &Ctx, key: Vec<u8>, op: SerialOp, level: Level, 
 
         // Decide, then propose the decision (a no-op when nothing changes).
         let value = match &op {
-            SerialOp::Cas { expect, new } if condition_holds(merged.as_ref(), expect.as_deref()) => {
+            SerialOp::Cas { expect, new } if condition_holds(merged.as_ref(), expect.as_deref(), ctx.wall_ms()) => {
                 Some(ctx.cas_version(merged.as_ref(), new.clone().unwrap_or_default(), new.is_none())?)
             }
             _ => None,
@@ -339,7 +339,7 @@ mod tests {
 
     fn pending() -> Option<Pending> {
         let hlc = Hlc { wall_ms: 1, logical: 0, node: "n1".into() };
-        Some(Pending { ballot: hlc.clone(), sibling: Sibling { hlc, value: b"v".to_vec(), tombstone: false }, dot: 1 })
+        Some(Pending { ballot: hlc.clone(), sibling: Sibling { hlc, value: b"v".to_vec(), tombstone: false, expires_at_ms: None }, dot: 1 })
     }
 
     #[test]

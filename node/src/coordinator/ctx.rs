@@ -30,7 +30,7 @@ use crate::record;
 use crate::ring::Ring;
 use crate::shared::Shared;
 use crate::store::Ticket;
-use crate::version::{Context, DvvSet, Sibling};
+use crate::version::{expiry_for, Context, DvvSet, Sibling};
 
 /// One replica's answer: who, what, and how long it took.
 pub(crate) type ReplicaFuture<T> = BoxFuture<'static, (String, Result<T>, Duration)>;
@@ -128,8 +128,11 @@ impl Ctx {
 
     /// Applies a write to this replica's own version of `key`: observes the
     /// key's stored timestamps (so the HLC is monotonic per key), then adds
-    /// the new sibling under this incarnation's dot.
-    pub fn stamp(&self, key: &[u8], value: Vec<u8>, tombstone: bool, context: Option<Context>) -> Result<(DvvSet, Ticket)> {
+    /// the new sibling under this incarnation's dot. A TTL becomes an
+    /// absolute expiry from the new timestamp's wall time, and siblings
+    /// already expired by this node's clock are turned into tombstones on
+    /// the way (`version/expiry.rs`; any replica may do that at any time).
+    pub fn stamp(&self, key: &[u8], value: Vec<u8>, tombstone: bool, ttl_ms: u64, context: Option<Context>) -> Result<(DvvSet, Ticket)> {
         let blind = context.is_none();
         let ctx = context.unwrap_or_default();
         let (hlc, clock, actor) = (&self.s.hlc, &self.s.clock, &self.s.actor);
@@ -137,10 +140,18 @@ impl Ctx {
             if let Some(seen) = d.max_hlc() {
                 hlc.observe(seen);
             }
-            let sibling = Sibling { hlc: hlc.now(clock.wall_ms()), value, tombstone };
-            d.update(&ctx, actor, sibling, blind)
+            let now = clock.wall_ms();
+            d.expire(now);
+            let stamp = hlc.now(now);
+            let expires_at_ms = expiry_for(stamp.wall_ms, ttl_ms, tombstone)?;
+            d.update(&ctx, actor, Sibling { hlc: stamp, value, tombstone, expires_at_ms }, blind)
         })?;
         Ok((dvv, ticket))
+    }
+
+    /// This node's wall clock, in ms: the instant reads judge expiry at.
+    pub fn wall_ms(&self) -> u64 {
+        self.s.clock.wall_ms()
     }
 
     /// A scan answer from peer `from`, admitted whole (`admit.rs`).
@@ -150,12 +161,13 @@ impl Ctx {
 
     /// A version of a write that no stored history continues: its dot gets
     /// the one-off id `node~hlc` (ANY kept only as hints).
-    pub fn one_off(&self, value: Vec<u8>, tombstone: bool, context: Option<Context>) -> Result<DvvSet> {
+    pub fn one_off(&self, value: Vec<u8>, tombstone: bool, ttl_ms: u64, context: Option<Context>) -> Result<DvvSet> {
         let now = self.s.hlc.now(self.s.clock.wall_ms());
         let dot_id = format!("{}~{}.{}", self.me(), now.wall_ms, now.logical);
+        let expires_at_ms = expiry_for(now.wall_ms, ttl_ms, tombstone)?;
         let mut dvv = DvvSet::default();
         let blind = context.is_none();
-        dvv.update(&context.unwrap_or_default(), &dot_id, Sibling { hlc: now, value, tombstone }, blind)?;
+        dvv.update(&context.unwrap_or_default(), &dot_id, Sibling { hlc: now, value, tombstone, expires_at_ms }, blind)?;
         Ok(dvv)
     }
 
@@ -273,7 +285,7 @@ impl Ctx {
         if let Some(seen) = d.max_hlc() {
             self.s.hlc.observe(seen);
         }
-        let sibling = Sibling { hlc: self.s.hlc.now(self.s.clock.wall_ms()), value, tombstone };
+        let sibling = Sibling { hlc: self.s.hlc.now(self.s.clock.wall_ms()), value, tombstone, expires_at_ms: None };
         let seen = d.context();
         d.update(&seen, &self.paxos_actor(), sibling, false)?;
         Ok(d)

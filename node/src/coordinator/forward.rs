@@ -32,6 +32,7 @@ pub(super) async fn forward(ctx: &Ctx, w: Write, alive: &[String], start: Instan
             ..Default::default()
         }),
         from: ctx.me().to_string(),
+        ttl_ms: w.ttl_ms,
     };
     let mut last = None;
     // Set once an attempt failed in a way that does not prove the write

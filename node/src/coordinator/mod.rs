@@ -119,6 +119,7 @@ impl Coordinator {
                 w.level.as_str()
             )));
         }
+        crate::version::check_ttl(w.ttl_ms, w.tombstone)?;
         // A client's context is distrusted: bounded here, and capped to
         // what the key has issued by `DvvSet::update`.
         w.context.as_ref().map(crate::version::check_context).transpose()?;

@@ -211,12 +211,12 @@ mod tests {
         let mut d = on.cloned().unwrap_or_default();
         let ctx: Context = d.context();
         let hlc = Hlc { wall_ms, logical: 0, node: actor.into() };
-        d.update(&ctx, actor, Sibling { hlc, value: value.into(), tombstone: false }, false).expect("a test context");
+        d.update(&ctx, actor, Sibling { hlc, value: value.into(), tombstone: false, expires_at_ms: None }, false).expect("a test context");
         d
     }
 
     fn values(d: &DvvSet) -> Vec<String> {
-        let mut v: Vec<String> = d.live().iter().map(|s| String::from_utf8(s.value.clone()).unwrap()).collect();
+        let mut v: Vec<String> = d.live(0).iter().map(|s| String::from_utf8(s.value.clone()).unwrap()).collect();
         v.sort();
         v
     }

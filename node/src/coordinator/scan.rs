@@ -6,7 +6,8 @@
 //! range must have that many of its replicas answering (ARCHITECTURE.md,
 //! Deviations). Below the *horizon*, the least last key of the node pages
 //! that were cut short, every answering node has listed every key it
-//! holds, so merged versions there are complete. Tombstoned keys are
+//! holds, so merged versions there are complete. Tombstoned keys, and keys
+//! whose every value has expired by this coordinator's clock, are
 //! dropped before the page is cut to `limit` keys and [`PAGE_BYTES`]
 //! bytes, and the page names the key to resume after, which may lie past
 //! its last entry: a run of deleted keys yields a short or empty page that
@@ -39,6 +40,9 @@ pub struct ScanResult {
     pub next_start_after: Vec<u8>,
     /// Which nodes answered.
     pub receipt: pb::Receipt,
+    /// The instant (this node's wall ms) expiry was judged at: the
+    /// entries' siblings live at it are the ones to return.
+    pub now_ms: u64,
 }
 
 /// One page of live keys under `prefix`, merged across replicas.
@@ -97,10 +101,11 @@ pub(super) async fn scan(
         }
     }
     check_coverage(&ring, n, level, &answered)?;
-    let (entries, next_start_after) = cut_page(merged, horizon, limit);
+    let now_ms = ctx.wall_ms();
+    let (entries, next_start_after) = cut_page(merged, horizon, limit, now_ms);
     receipt.acked = answered.len() as u32;
     receipt.latency_us = start.elapsed().as_micros() as u64;
-    Ok(ScanResult { entries, more: next_start_after.is_some(), next_start_after: next_start_after.unwrap_or_default(), receipt })
+    Ok(ScanResult { entries, more: next_start_after.is_some(), next_start_after: next_start_after.unwrap_or_default(), receipt, now_ms })
 }
 
 /// `Unavailable` unless every token range of `ring` has `level` of its
@@ -125,9 +130,10 @@ fn check_coverage(ring: &Ring, n: usize, level: Level, answered: &[String]) -> R
 /// Keys in order, with their merged versions.
 type Entries = Vec<(Vec<u8>, DvvSet)>;
 
-/// The live entries of `merged` up to the horizon, cut to `limit` keys and
-/// [`PAGE_BYTES`], and the key to resume after (`None` when done).
-fn cut_page(merged: BTreeMap<Vec<u8>, DvvSet>, horizon: Option<Vec<u8>>, limit: usize) -> (Entries, Option<Vec<u8>>) {
+/// The entries of `merged` live at `now_ms`, up to the horizon, cut to
+/// `limit` keys and [`PAGE_BYTES`], and the key to resume after (`None`
+/// when done).
+fn cut_page(merged: BTreeMap<Vec<u8>, DvvSet>, horizon: Option<Vec<u8>>, limit: usize, now_ms: u64) -> (Entries, Option<Vec<u8>>) {
     let mut entries = Vec::new();
     let mut page = Page::new(limit, PAGE_BYTES);
     // The page ends at the horizon, unless it fills first.
@@ -137,7 +143,7 @@ fn cut_page(merged: BTreeMap<Vec<u8>, DvvSet>, horizon: Option<Vec<u8>>, limit: 
         if horizon.as_ref().is_some_and(|h| key > *h) {
             break;
         }
-        let live = version.live();
+        let live = version.live(now_ms);
         if !live.is_empty() {
             let size = key.len() + live.iter().map(|s| s.value.len()).sum::<usize>();
             if !page.admit(size) {
@@ -159,8 +165,13 @@ mod tests {
     fn version(tombstone: bool) -> DvvSet {
         let mut d = DvvSet::default();
         let hlc = Hlc { wall_ms: 1, logical: 0, node: "a".into() };
-        d.update(&Default::default(), "a", Sibling { hlc, value: if tombstone { vec![] } else { b"v".to_vec() }, tombstone }, true)
-            .expect("an empty context");
+        d.update(
+            &Default::default(),
+            "a",
+            Sibling { hlc, value: if tombstone { vec![] } else { b"v".to_vec() }, tombstone, expires_at_ms: None },
+            true,
+        )
+        .expect("an empty context");
         d
     }
 
@@ -180,22 +191,35 @@ mod tests {
     #[test]
     fn a_full_page_resumes_after_the_last_key_examined() {
         // k1 is deleted: skipped, but examined.
-        let (entries, next) = cut_page(keys(&[true, false, true, true]), None, 2);
+        let (entries, next) = cut_page(keys(&[true, false, true, true]), None, 2, 0);
         assert_eq!(names(&entries), ["k0", "k2"]);
         assert_eq!(next, key("k2"));
     }
 
     #[test]
     fn the_page_stops_at_the_horizon_even_past_a_run_of_deleted_keys() {
-        let (entries, next) = cut_page(keys(&[false, false, false, true]), key("k2"), 10);
+        let (entries, next) = cut_page(keys(&[false, false, false, true]), key("k2"), 10, 0);
         assert!(entries.is_empty(), "every key up to the horizon is deleted");
         assert_eq!(next, key("k2"), "but the page still moves on");
     }
 
     #[test]
     fn everything_listed_and_no_horizon_ends_the_scan() {
-        let (entries, next) = cut_page(keys(&[true, false, true]), None, 10);
+        let (entries, next) = cut_page(keys(&[true, false, true]), None, 10, 0);
         assert_eq!(names(&entries), ["k0", "k2"]);
+        assert_eq!(next, None);
+    }
+
+    #[test]
+    fn expired_keys_are_skipped_like_deleted_ones() {
+        let mut merged = keys(&[true, true, true]);
+        let hlc = Hlc { wall_ms: 5, logical: 0, node: "b".into() };
+        let expiring = Sibling { expires_at_ms: Some(1_000), ..Sibling::value(hlc, b"t".to_vec()) };
+        merged.get_mut(b"k1".as_slice()).unwrap().update(&Default::default(), "b", expiring, true).unwrap();
+        let (entries, _) = cut_page(merged.clone(), None, 10, 999);
+        assert_eq!(names(&entries), ["k0", "k1", "k2"], "before its expiry");
+        let (entries, next) = cut_page(merged, None, 10, 1_000);
+        assert_eq!(names(&entries), ["k0", "k2"], "from its expiry on");
         assert_eq!(next, None);
     }
 

@@ -45,6 +45,9 @@ pub struct Write {
     pub context: Option<Context>,
     /// A delete.
     pub tombstone: bool,
+    /// Time to live in ms; 0 never expires. The coordinating replica turns
+    /// it into an absolute expiry from its HLC. Refused on a delete.
+    pub ttl_ms: u64,
     /// Replicas that must acknowledge.
     pub level: Level,
     /// Deadline for the whole request.
@@ -75,8 +78,8 @@ pub(super) async fn write(ctx: &Ctx, w: Write, forwarded_from: Option<String>) -
         return forward::forward(ctx, w, &alive, start).await;
     }
 
-    let Write { key, value, context, tombstone, level, timeout, .. } = w;
-    let (dvv, ticket) = ctx.stamp(&key, value, tombstone, context)?;
+    let Write { key, value, context, tombstone, ttl_ms, level, timeout, .. } = w;
+    let (dvv, ticket) = ctx.stamp(&key, value, tombstone, ttl_ms, context)?;
     let encoded = record::encode(&dvv);
     let stand_in = |si: String, target: String| ctx.store_hint(si, target, key.clone(), encoded.clone(), timeout);
     let mut pending: FuturesUnordered<ReplicaFuture<()>> = FuturesUnordered::new();
@@ -168,7 +171,7 @@ fn hint_owner<'a>(stand_ins: &'a [(String, String)], id: &'a str) -> &'a str {
 /// one-off id, since this node keeps no history of the key to continue
 /// a counter from.
 async fn hint_only(ctx: &Ctx, w: Write, plan: &Plan, start: Instant) -> Result<(Context, pb::Receipt)> {
-    let dvv = ctx.one_off(w.value, w.tombstone, w.context)?;
+    let dvv = ctx.one_off(w.value, w.tombstone, w.ttl_ms, w.context)?;
     let mut receipt = receipt::new(ctx.me(), w.level, 1, &plan.prefs, |id| ctx.is_up(id));
     let mut last = None;
     for target in &plan.prefs {

@@ -18,7 +18,7 @@ const MAJORITY: usize = 2;
 
 fn value(name: &str) -> DvvSet {
     let mut d = DvvSet::default();
-    let s = Sibling { hlc: Hlc { wall_ms: 1, logical: 0, node: name.into() }, value: name.into(), tombstone: false };
+    let s = Sibling { hlc: Hlc { wall_ms: 1, logical: 0, node: name.into() }, value: name.into(), tombstone: false, expires_at_ms: None };
     d.update(&Default::default(), name, s, false).expect("a fresh set takes a dot");
     d
 }

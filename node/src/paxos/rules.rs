@@ -141,12 +141,13 @@ pub fn in_flight<'a>(promises: impl IntoIterator<Item = &'a Promise>) -> Option<
     best.filter(|b| b.value.is_some() && committed.is_none_or(|c| b.ballot > *c))
 }
 
-/// Whether the key's current version meets a CAS condition: `expect`
-/// `None` holds when no live sibling is left (absent or deleted);
+/// Whether the key's current version meets a CAS condition at wall time
+/// `now_ms`: `expect` `None` holds when no live sibling is left (absent,
+/// deleted or expired);
 /// `Some(v)` when there is at least one live sibling and every one equals
 /// `v` (siblings only arise from non-SERIAL writes to the key).
-pub fn condition_holds(current: Option<&DvvSet>, expect: Option<&[u8]>) -> bool {
-    let live = current.map(|d| d.live()).unwrap_or_default();
+pub fn condition_holds(current: Option<&DvvSet>, expect: Option<&[u8]>, now_ms: u64) -> bool {
+    let live = current.map(|d| d.live(now_ms)).unwrap_or_default();
     match expect {
         None => live.is_empty(),
         Some(v) => !live.is_empty() && live.iter().all(|s| s.value == v),
@@ -164,7 +165,7 @@ mod tests {
 
     fn version(value: &str) -> DvvSet {
         let mut d = DvvSet::default();
-        let s = Sibling { hlc: b(1, "a"), value: value.into(), tombstone: false };
+        let s = Sibling { hlc: b(1, "a"), value: value.into(), tombstone: false, expires_at_ms: None };
         d.update(&Default::default(), "a", s, false).unwrap();
         d
     }
@@ -247,17 +248,23 @@ mod tests {
     #[test]
     fn a_condition_compares_every_live_sibling() {
         let x = version("x");
-        assert!(condition_holds(None, None));
-        assert!(!condition_holds(Some(&x), None));
-        assert!(condition_holds(Some(&x), Some(b"x")));
-        assert!(!condition_holds(Some(&x), Some(b"y")));
-        assert!(!condition_holds(None, Some(b"x")));
+        assert!(condition_holds(None, None, 0));
+        assert!(!condition_holds(Some(&x), None, 0));
+        assert!(condition_holds(Some(&x), Some(b"x"), 0));
+        assert!(!condition_holds(Some(&x), Some(b"y"), 0));
+        assert!(!condition_holds(None, Some(b"x"), 0));
         let mut gone = x.clone();
-        let t = Sibling { hlc: b(2, "a"), value: vec![], tombstone: true };
+        let t = Sibling { hlc: b(2, "a"), value: vec![], tombstone: true, expires_at_ms: None };
         gone.update(&gone.context(), "a", t, false).unwrap();
-        assert!(condition_holds(Some(&gone), None), "a tombstone reads as absent");
+        assert!(condition_holds(Some(&gone), None, 0), "a tombstone reads as absent");
         let mut two = x.clone();
-        two.update(&Default::default(), "b", Sibling { hlc: b(3, "b"), value: "y".into(), tombstone: false }, false).unwrap();
-        assert!(!condition_holds(Some(&two), Some(b"x")), "siblings x and y are not x");
+        two.update(&Default::default(), "b", Sibling { hlc: b(3, "b"), value: "y".into(), tombstone: false, expires_at_ms: None }, false)
+            .unwrap();
+        assert!(!condition_holds(Some(&two), Some(b"x"), 0), "siblings x and y are not x");
+        let mut expiring = DvvSet::default();
+        let s = Sibling { hlc: b(4, "a"), value: "x".into(), tombstone: false, expires_at_ms: Some(100) };
+        expiring.update(&Default::default(), "a", s, false).unwrap();
+        assert!(condition_holds(Some(&expiring), Some(b"x"), 99), "x before its expiry");
+        assert!(condition_holds(Some(&expiring), None, 100), "an expired value reads as absent");
     }
 }

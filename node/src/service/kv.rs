@@ -10,6 +10,8 @@ use super::timeout;
 use crate::coordinator::{decode_context, encode_context, Coordinator, Read, SerialOp, Write};
 use crate::error::Error;
 use crate::quorum::Level;
+use crate::rate_limit::Client;
+use crate::security::{grants_of, remote_ip, Grants};
 use crate::shared::Shared;
 
 /// Default and largest page for `Scan`.
@@ -50,6 +52,7 @@ impl KvService {
         value: Vec<u8>,
         context: Option<Vec<u8>>,
         tombstone: bool,
+        ttl_ms: u64,
         options: Option<&pb::RequestOptions>,
     ) -> Result<Write, Error> {
         Ok(Write {
@@ -57,6 +60,7 @@ impl KvService {
             value,
             context: context.as_deref().map(decode_context).transpose()?,
             tombstone,
+            ttl_ms,
             level: Level::from_proto(options.map_or(0, |o| o.consistency))?,
             timeout: timeout(options, &self.s.config),
             sloppy: options.is_some_and(|o| o.sloppy),
@@ -71,19 +75,26 @@ fn read_repair(options: Option<&pb::RequestOptions>) -> Result<ReadRepair, Error
 }
 
 impl KvService {
-    /// The client's rate limit: refused before any work when it is over.
-    fn admit_client<T>(&self, req: &Request<T>) -> Result<(), Error> {
-        let remote = req.extensions().get::<crate::transport::ConnInfo>().and_then(|c| c.remote).map(|a| a.ip());
-        self.s.rate_limits.check(remote)
+    /// Who the client is (the gate authenticated it) and its rate limit:
+    /// refused before any work when it is over.
+    fn admit_client<T>(&self, req: &Request<T>) -> Result<Grants, Error> {
+        let grants = grants_of(req)?.clone();
+        let client = match &grants.name {
+            Some(name) => Client::Principal(name.clone()),
+            None => Client::Address(remote_ip(req.extensions())),
+        };
+        self.s.rate_limits.check(&client, grants.rate_limit)?;
+        Ok(grants)
     }
 }
 
 #[tonic::async_trait]
 impl pb::kv_server::Kv for KvService {
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
-        self.admit_client(&req)?;
+        let grants = self.admit_client(&req)?;
         let _counted = InFlight::new(&self.s.in_flight);
         let req = req.into_inner();
+        grants.check_read(&req.key)?;
         let options = req.options.as_ref();
         let read = Read {
             key: req.key,
@@ -92,35 +103,40 @@ impl pb::kv_server::Kv for KvService {
             timeout: timeout(options, &self.s.config),
         };
         let result = self.coordinator.read(read).await?;
+        // Expiry is judged once, here, by this coordinator's clock.
+        let now = self.s.clock.wall_ms();
         let (siblings, context) = match &result.version {
-            Some(v) => (v.live().into_iter().map(Into::into).collect(), encode_context(&v.context())),
+            Some(v) => (v.live(now).into_iter().map(Into::into).collect(), encode_context(&v.context())),
             None => (Vec::new(), Vec::new()),
         };
         Ok(Response::new(pb::GetResponse { siblings, context, receipt: Some(result.receipt) }))
     }
 
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
-        self.admit_client(&req)?;
+        let grants = self.admit_client(&req)?;
         let _counted = InFlight::new(&self.s.in_flight);
         let req = req.into_inner();
-        let write = self.write(req.key, req.value, req.context, false, req.options.as_ref())?;
+        grants.check_write(&req.key)?;
+        let write = self.write(req.key, req.value, req.context, false, req.ttl_ms, req.options.as_ref())?;
         let (ctx, receipt) = self.coordinator.write(write, None).await?;
         Ok(Response::new(pb::PutResponse { context: encode_context(&ctx), receipt: Some(receipt) }))
     }
 
     async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
-        self.admit_client(&req)?;
+        let grants = self.admit_client(&req)?;
         let _counted = InFlight::new(&self.s.in_flight);
         let req = req.into_inner();
-        let write = self.write(req.key, Vec::new(), req.context, true, req.options.as_ref())?;
+        grants.check_write(&req.key)?;
+        let write = self.write(req.key, Vec::new(), req.context, true, 0, req.options.as_ref())?;
         let (_, receipt) = self.coordinator.write(write, None).await?;
         Ok(Response::new(pb::DeleteResponse { receipt: Some(receipt) }))
     }
 
     async fn scan(&self, req: Request<pb::ScanRequest>) -> Result<Response<pb::ScanResponse>, Status> {
-        self.admit_client(&req)?;
+        let grants = self.admit_client(&req)?;
         let _counted = InFlight::new(&self.s.in_flight);
         let req = req.into_inner();
+        grants.check_scan(&req.prefix)?;
         let options = req.options.as_ref();
         let limit = match req.limit as usize {
             0 => SCAN_DEFAULT_LIMIT,
@@ -132,13 +148,14 @@ impl pb::kv_server::Kv for KvService {
         let level = Level::from_proto(options.map_or(0, |o| o.consistency))?;
         let page = self.coordinator.scan(req.prefix, req.start_after, limit, level, timeout(options, &self.s.config)).await?;
         // The coordinator returns live keys only, and a resume key that
-        // moves past deleted ones.
+        // moves past deleted (and expired) ones.
+        let now = page.now_ms;
         let entries = page
             .entries
             .into_iter()
             .map(|(key, v)| pb::ScanEntry {
                 key,
-                siblings: v.live().into_iter().map(Into::into).collect(),
+                siblings: v.live(now).into_iter().map(Into::into).collect(),
                 context: encode_context(&v.context()),
             })
             .collect();
@@ -151,9 +168,12 @@ impl pb::kv_server::Kv for KvService {
     }
 
     async fn cas(&self, req: Request<pb::CasRequest>) -> Result<Response<pb::CasResponse>, Status> {
-        self.admit_client(&req)?;
+        let grants = self.admit_client(&req)?;
         let _counted = InFlight::new(&self.s.in_flight);
         let req = req.into_inner();
+        // A cas writes, and answers the current value when not applied.
+        grants.check_write(&req.key)?;
+        grants.check_read(&req.key)?;
         let options = req.options.as_ref();
         let level = match options.map_or(0, |o| o.consistency) {
             0 => Level::Serial,
@@ -169,8 +189,9 @@ impl pb::kv_server::Kv for KvService {
         let new = (!req.delete).then_some(req.value);
         let op = SerialOp::Cas { expect: req.expect, new };
         let done = self.coordinator.cas(req.key, op, level, timeout(options, &self.s.config)).await?;
+        let now = self.s.clock.wall_ms();
         let (current, context) = match &done.version {
-            Some(v) => (v.live().into_iter().map(Into::into).collect(), encode_context(&v.context())),
+            Some(v) => (v.live(now).into_iter().map(Into::into).collect(), encode_context(&v.context())),
             None => (Vec::new(), Vec::new()),
         };
         Ok(Response::new(pb::CasResponse { applied: done.applied, current, context, receipt: Some(done.receipt) }))

@@ -25,7 +25,12 @@ impl From<&Hlc> for pb::Hlc {
 
 impl From<&Sibling> for pb::Sibling {
     fn from(s: &Sibling) -> Self {
-        pb::Sibling { value: s.value.clone(), tombstone: s.tombstone, hlc: Some((&s.hlc).into()) }
+        pb::Sibling {
+            value: s.value.clone(),
+            tombstone: s.tombstone,
+            hlc: Some((&s.hlc).into()),
+            expires_at_ms: s.expires_at_ms.unwrap_or(0),
+        }
     }
 }
 

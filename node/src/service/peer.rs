@@ -119,6 +119,7 @@ impl pb::peer_server::Peer for PeerService {
             value: req.value,
             context: req.context.as_deref().map(decode_context).transpose()?,
             tombstone: req.tombstone,
+            ttl_ms: req.ttl_ms,
             level: Level::from_proto(options.map_or(0, |o| o.consistency))?,
             timeout: timeout(options, &self.s.config),
             sloppy: options.is_some_and(|o| o.sloppy),
@@ -195,7 +196,7 @@ impl pb::peer_server::Peer for PeerService {
             .into());
         }
         let r = req.range.unwrap_or_default();
-        let purged = purge_tombstones(&self.s.store, r.start, r.end, req.cutoff_wall_ms)?;
+        let purged = purge_tombstones(&self.s.store, r.start, r.end, req.cutoff_wall_ms, self.s.clock.wall_ms())?;
         Ok(Response::new(pb::PurgeResponse { purged }))
     }
 

@@ -279,7 +279,7 @@ mod tests {
 
     /// A sibling written by n1 at time 1; the other files' tests use it too.
     pub(super) fn sib(v: &str) -> Sibling {
-        Sibling { hlc: Hlc { wall_ms: 1, logical: 0, node: "n1".into() }, value: v.into(), tombstone: false }
+        Sibling { hlc: Hlc { wall_ms: 1, logical: 0, node: "n1".into() }, value: v.into(), tombstone: false, expires_at_ms: None }
     }
 
     #[test]

@@ -4,25 +4,15 @@
 //! Invariants kept here (the essay in `version/mod.rs` explains why):
 //! entry `(n, l)` means `l[i]` is dot `n - i`; no sibling is older than the
 //! floor; `merge` is a join (commutative, associative, idempotent), which
-//! the proptests below check against `shared/models/dvv_floor.py`.
+//! `proptests.rs` checks against `shared/models/dvv_floor.py`.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::Hlc;
+use super::sibling::settle;
+use super::{Hlc, Sibling};
 use crate::error::{Error, Result};
-
-/// One value of a key, live or deleted.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Sibling {
-    /// When it was written.
-    pub hlc: Hlc,
-    /// The bytes; empty for a tombstone.
-    pub value: Vec<u8>,
-    /// A delete.
-    pub tombstone: bool,
-}
 
 /// What a reader has seen: one counter per coordinating node.
 pub type Context = BTreeMap<String, u64>;
@@ -83,9 +73,10 @@ impl DvvSet {
         all
     }
 
-    /// The live (non-tombstone) siblings, newest HLC first.
-    pub fn live(&self) -> Vec<&Sibling> {
-        self.siblings().into_iter().filter(|s| !s.tombstone).collect()
+    /// The siblings a read at `now_ms` returns: neither deleted nor
+    /// expired, newest HLC first.
+    pub fn live(&self, now_ms: u64) -> Vec<&Sibling> {
+        self.siblings().into_iter().filter(|s| s.is_live(now_ms)).collect()
     }
 
     /// The highest timestamp stored for this key, floor included.
@@ -193,7 +184,9 @@ impl DvvSet {
 }
 
 /// Riak's `merge`: keep the longer causal history, and of its siblings only
-/// those the other side has not already covered.
+/// those the other side has not already covered. A dot live on both sides
+/// is [`settle`]d, so a value and its expired tombstone meet on the
+/// tombstone whichever side holds which (`sibling.rs`).
 ///
 /// Saturating arithmetic: [`DvvSet::check_shape`] keeps malformed entries
 /// out, and should one get in anyway it must not panic under a stripe lock.
@@ -202,29 +195,36 @@ fn merge_entry(a: Entry, b: Entry) -> Entry {
     // Dots above these bounds are live on each side.
     let hi_base = hi.counter.saturating_sub(hi.siblings.len() as u64);
     let lo_base = lo.counter.saturating_sub(lo.siblings.len() as u64);
-    if hi_base >= lo_base {
-        hi
-    } else {
+    let mut siblings = hi.siblings;
+    if lo_base > hi_base {
         // `lo` has covered dots up to lo_base, so `hi` keeps only the dots above it.
-        let keep = usize::try_from(hi.counter - lo_base).unwrap_or(usize::MAX);
-        let mut siblings = hi.siblings;
-        siblings.truncate(keep);
-        Entry { counter: hi.counter, siblings }
+        siblings.truncate(usize::try_from(hi.counter - lo_base).unwrap_or(usize::MAX));
     }
+    // Dots live on both sides: lo's i-th is dot lo.counter - i, which is
+    // hi's (hi.counter - dot)-th, if hi kept it.
+    for (i, theirs) in lo.siblings.into_iter().enumerate() {
+        let dot = lo.counter.saturating_sub(i as u64);
+        // Further dots of `lo` lie below everything `hi` kept.
+        let Some(ours) = hi.counter.checked_sub(dot).and_then(|j| usize::try_from(j).ok()).and_then(|j| siblings.get_mut(j)) else {
+            break;
+        };
+        if *ours != theirs {
+            *ours = settle(std::mem::replace(ours, Sibling::tombstone(Hlc::default())), theirs);
+        }
+    }
+    Entry { counter: hi.counter, siblings }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::version::HlcClock;
-    use proptest::prelude::*;
 
     fn sib(wall: u64, node: &str, v: &str) -> Sibling {
-        Sibling { hlc: Hlc { wall_ms: wall, logical: 0, node: node.into() }, value: v.into(), tombstone: false }
+        Sibling::value(Hlc { wall_ms: wall, logical: 0, node: node.into() }, v.into())
     }
 
     fn values(d: &DvvSet) -> Vec<String> {
-        let mut v: Vec<String> = d.live().iter().map(|s| String::from_utf8(s.value.clone()).unwrap()).collect();
+        let mut v: Vec<String> = d.live(0).iter().map(|s| String::from_utf8(s.value.clone()).unwrap()).collect();
         v.sort();
         v
     }
@@ -286,9 +286,9 @@ mod tests {
         let mut a = DvvSet::default();
         a.update(&Context::new(), "a", sib(1, "a", "x"), false).unwrap();
         let ctx = a.context();
-        let tomb = Sibling { hlc: Hlc { wall_ms: 2, logical: 0, node: "a".into() }, value: vec![], tombstone: true };
+        let tomb = Sibling::tombstone(Hlc { wall_ms: 2, logical: 0, node: "a".into() });
         a.update(&ctx, "a", tomb, false).unwrap();
-        assert!(a.live().is_empty());
+        assert!(a.live(0).is_empty());
         assert_eq!(a.siblings().len(), 1);
         assert_eq!(a.context()["a"], 2);
     }
@@ -350,146 +350,6 @@ mod tests {
             // Had one been stored, merging it still does not panic.
             let _ = set(&good).merged(&set(bad));
             let _ = set(bad).merged(&set(&good));
-        }
-    }
-
-    // ---- property tests: mirror shared/models/dvv_floor.py ----
-
-    const NODES: [&str; 3] = ["a", "b", "c"];
-
-    #[derive(Clone, Debug)]
-    enum Op {
-        /// Replica `r` coordinates a write. It uses the context of replica
-        /// `ctx_from` (None: no context), is blind or not, and is a
-        /// tombstone or not. `dt` advances time; `jitter` skews r's clock.
-        Write { r: usize, ctx_from: Option<usize>, blind: bool, tomb: bool, dt: u64, jitter: i64 },
-        /// Replica `r` merges replica `o`'s state.
-        Sync { r: usize, o: usize },
-    }
-
-    fn op() -> impl Strategy<Value = Op> {
-        prop_oneof![
-            (
-                0..3usize,
-                proptest::option::weighted(0.8, 0..3usize),
-                proptest::bool::weighted(0.35),
-                proptest::bool::weighted(0.15),
-                0..4u64,
-                -2..3i64
-            )
-                .prop_map(|(r, ctx_from, blind, tomb, dt, jitter)| Op::Write { r, ctx_from, blind, tomb, dt, jitter }),
-            (0..3usize, 0..3usize).prop_map(|(r, o)| Op::Sync { r, o }),
-        ]
-    }
-
-    /// One acknowledged write, for the loss check.
-    struct Written {
-        node: String,
-        dot: u64,
-        hlc: Hlc,
-        value: Vec<u8>,
-    }
-
-    /// What a history left behind.
-    type History = (Vec<DvvSet>, Vec<DvvSet>, Vec<Written>, Vec<Context>, Vec<Hlc>);
-
-    /// Runs a history; returns every state seen, the final replicas, the
-    /// writes, and the contexts and blind timestamps that may supersede them.
-    fn run(ops: &[Op]) -> History {
-        let mut reps = vec![DvvSet::default(); 3];
-        let clocks: Vec<HlcClock> = NODES.iter().map(|n| HlcClock::new(*n, u64::MAX / 2)).collect();
-        let (mut seen, mut writes, mut ctxs, mut blinds) = (vec![], vec![], vec![], vec![]);
-        let mut t: u64 = 10;
-        for (i, op) in ops.iter().enumerate() {
-            match *op {
-                Op::Write { r, ctx_from, blind, tomb, dt, jitter } => {
-                    t += dt;
-                    // The coordinator observes what it stores before stamping.
-                    if let Some(h) = reps[r].max_hlc() {
-                        clocks[r].observe(h);
-                    }
-                    let hlc = clocks[r].now(t.saturating_add_signed(jitter));
-                    let value = format!("w{i}").into_bytes();
-                    let s = Sibling { hlc: hlc.clone(), value: if tomb { vec![] } else { value.clone() }, tombstone: tomb };
-                    // A blind write carries no context, as in the API.
-                    let ctx = match (blind, ctx_from) {
-                        (false, Some(src)) => reps[src].context(),
-                        _ => Context::new(),
-                    };
-                    reps[r].update(&ctx, NODES[r], s, blind).unwrap();
-                    ctxs.push(ctx);
-                    if blind {
-                        blinds.push(hlc.clone());
-                    }
-                    if !tomb {
-                        writes.push(Written { node: NODES[r].into(), dot: reps[r].entries[NODES[r]].counter, hlc, value });
-                    }
-                }
-                Op::Sync { r, o } => {
-                    let other = reps[o].clone();
-                    reps[r].merge(&other);
-                }
-            }
-            seen.push(reps[op_replica(op)].clone());
-        }
-        (seen, reps, writes, ctxs, blinds)
-    }
-
-    fn op_replica(op: &Op) -> usize {
-        match op {
-            Op::Write { r, .. } | Op::Sync { r, .. } => *r,
-        }
-    }
-
-    fn converge(reps: &mut [DvvSet]) {
-        for _ in 0..2 {
-            for p in 0..reps.len() {
-                for q in 0..reps.len() {
-                    let other = reps[q].clone();
-                    reps[p].merge(&other);
-                }
-            }
-        }
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(512))]
-
-        #[test]
-        fn merge_is_a_join(ops in proptest::collection::vec(op(), 1..40), picks in proptest::collection::vec(any::<proptest::sample::Index>(), 3)) {
-            let (seen, _, _, _, _) = run(&ops);
-            let x = &seen[picks[0].index(seen.len())];
-            let y = &seen[picks[1].index(seen.len())];
-            let z = &seen[picks[2].index(seen.len())];
-            prop_assert_eq!(x.merged(y), y.merged(x), "commutative");
-            prop_assert_eq!(&x.merged(x), x, "idempotent");
-            prop_assert_eq!(x.merged(y).merged(z), x.merged(&y.merged(z)), "associative");
-        }
-
-        #[test]
-        fn replicas_converge_after_pairwise_sync(ops in proptest::collection::vec(op(), 1..40)) {
-            let (_, mut reps, _, _, _) = run(&ops);
-            converge(&mut reps);
-            prop_assert_eq!(&reps[0], &reps[1]);
-            prop_assert_eq!(&reps[1], &reps[2]);
-        }
-
-        #[test]
-        fn acknowledged_write_lost_only_when_superseded(ops in proptest::collection::vec(op(), 1..40)) {
-            let (_, mut reps, writes, ctxs, blinds) = run(&ops);
-            converge(&mut reps);
-            let live: Vec<&Sibling> = reps[0].live();
-            for w in &writes {
-                let present = live.iter().any(|s| s.value == w.value);
-                let covered = ctxs.iter().any(|c| c.get(&w.node).is_some_and(|&n| n >= w.dot));
-                let outvoted = blinds.iter().any(|b| b > &w.hlc);
-                prop_assert!(present || covered || outvoted,
-                    "write {:?} vanished without a covering context or a newer blind write", String::from_utf8_lossy(&w.value));
-                // Conversely, a surviving write is never one a context covered.
-                if present {
-                    prop_assert!(!blinds.iter().any(|b| b > &w.hlc), "a sibling below the floor survived");
-                }
-            }
         }
     }
 }

@@ -33,6 +33,10 @@
 //!   partition, `unavailable` on the minority side.
 //! - [`sweep`]: the randomized nemesis sweep, each seed in a fresh process,
 //!   and the check that one seed replays the same history.
+//! - [`ttl`]: expiring keys: read at once, gone after the expiry through
+//!   every replica, the same tombstone everywhere, purged after the grace;
+//!   a replica with a clock ahead hides the value sooner, by at most its
+//!   skew, and the replicas still converge.
 //!
 //! This file holds the helpers that more than one topic uses.
 
@@ -44,6 +48,7 @@ mod membership;
 mod scenarios;
 mod serial;
 mod sweep;
+mod ttl;
 
 use std::time::Duration;
 

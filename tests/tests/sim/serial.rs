@@ -108,7 +108,7 @@ fn a_serial_read_completes_a_proposal_chosen_but_never_committed() {
         let now = turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64 + 1_800_000_000_000;
         let ballot = Hlc { wall_ms: now, logical: 0, node: "ghost".into() };
         let mut value = DvvSet::default();
-        let sibling = Sibling { hlc: ballot.clone(), value: b"chosen".to_vec(), tombstone: false };
+        let sibling = Sibling { hlc: ballot.clone(), value: b"chosen".to_vec(), tombstone: false, expires_at_ms: None };
         value.update(&Default::default(), "ghost@1+cas", sibling, false)?;
         let state =
             AcceptorState { promised: Some(ballot.clone()), accepted: Some(Proposal { ballot, value: Some(value) }), committed: None };
