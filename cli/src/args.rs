@@ -308,7 +308,7 @@ pub enum TokenAction {
     Add {
         /// The principal's name.
         name: String,
-        /// A role it holds (repeatable): admin, peer, readwrite, readonly, or one under [roles] in the file.
+        /// A role it holds (repeatable): admin, peer, readwrite, readonly, or one under `[roles]` in the file.
         #[arg(long = "role", required = true)]
         roles: Vec<String>,
         /// The token file.

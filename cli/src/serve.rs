@@ -85,7 +85,7 @@ pub async fn cluster(a: ClusterArgs) -> Result<()> {
     let mut cluster = match &a.secure {
         None => LocalCluster::start(&exe, &addrs, root, &|_| a.serve_args.clone(), |m| eprintln!("{m}")).await?,
         Some(dir) => {
-            let files = SecureFiles::prepare(dir, a.nodes)?;
+            let files = SecureFiles::prepare(dir, &addrs)?;
             let extra = |i| [files.serve_args(i), a.serve_args.clone()].concat();
             LocalCluster::start_with(&exe, &addrs, root, &extra, files.credentials()?, |m| eprintln!("{m}")).await?
         }

@@ -25,18 +25,20 @@ pub struct SecureFiles {
 }
 
 impl SecureFiles {
-    /// Makes whatever is missing in `dir` for nodes `n1`..`n{nodes}`: the CA
-    /// (`ringkv cert init`), their certificates, and `tokens.toml` with an
-    /// `admin` principal.
-    pub fn prepare(dir: &Path, nodes: usize) -> Result<Self> {
+    /// Makes whatever is missing in `dir` for nodes `n1`.. at `addrs`
+    /// (`ip:port`, n1 first): the CA (`ringkv cert init`), their
+    /// certificates (naming their IPs, which clients verify), and
+    /// `tokens.toml` with an `admin` principal.
+    pub fn prepare(dir: &Path, addrs: &[String]) -> Result<Self> {
         let ca = CaFiles::new(dir);
         if !ca.ca_cert().exists() {
             ca.init()?;
         }
-        for i in 1..=nodes {
-            let name = format!("n{i}");
+        for (i, addr) in addrs.iter().enumerate() {
+            let name = format!("n{}", i + 1);
+            let ip = addr.rsplit_once(':').map_or(addr.as_str(), |(ip, _)| ip).to_string();
             if !ca.pair(&name).0.exists() {
-                ca.issue(CertKind::Node, &name, &[])?;
+                ca.issue(CertKind::Node, &name, &[ip])?;
             }
         }
         let token_path = dir.join("admin.token");

@@ -120,7 +120,7 @@ pub async fn run(cfg: &RunConfig) -> Result<Report> {
         a.extend(node_args.iter().cloned());
         a
     };
-    let secure = if cfg.secure { Some(SecureFiles::prepare(&cfg.out.join("secure"), cfg.nodes)?) } else { None };
+    let secure = if cfg.secure { Some(SecureFiles::prepare(&cfg.out.join("secure"), &addrs)?) } else { None };
     let credentials = secure.as_ref().map(SecureFiles::credentials).transpose()?.unwrap_or_default();
     let extra = |i: usize| [secure.as_ref().map(|s| s.serve_args(i)).unwrap_or_default(), extra(i)].concat();
     let mut cluster = LocalCluster::start_with(&cfg.ringkv, &addrs, &nodes_dir, &extra, credentials.clone(), say).await?;

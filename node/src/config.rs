@@ -401,6 +401,21 @@ mod tests {
     }
 
     #[test]
+    fn off_loopback_a_node_needs_tls_or_insecure() {
+        for listen in ["127.0.0.1:7101", "[::1]:7101", "localhost:7101", "127.0.0.11:7101"] {
+            Config { listen: listen.into(), ..Config::default() }.validate().unwrap_or_else(|e| panic!("{listen}: {e}"));
+        }
+        for listen in ["0.0.0.0:7101", "10.0.0.5:7101", "db1.example.internal:7101", "[::]:7101"] {
+            let open = Config { listen: listen.into(), ..Config::default() };
+            let e = open.validate().unwrap_err().to_string();
+            assert!(e.contains("not loopback") && e.contains("ringkv cert init") && e.contains("--insecure"), "{listen}: {e}");
+            Config { insecure: true, ..open.clone() }.validate().unwrap();
+            let tls = |p: &str| Some(PathBuf::from(p));
+            Config { tls_ca: tls("ca.crt"), tls_cert: tls("n1.crt"), tls_key: tls("n1.key"), ..open }.validate().unwrap();
+        }
+    }
+
+    #[test]
     fn a_hint_window_as_long_as_the_tombstone_grace_is_rejected() {
         let c = Config { max_hint_window: Duration::from_secs(60), tombstone_grace: Duration::from_secs(60), ..Config::default() };
         let err = c.validate().unwrap_err().to_string();

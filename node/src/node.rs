@@ -30,7 +30,7 @@ use crate::hints::{self, Hints};
 use crate::membership::{self, DetectorConfig, Member, Membership, NodeState};
 use crate::peer_client::{Peers, MAX_MESSAGE_BYTES};
 use crate::ring::Token;
-use crate::security::{Gate, Security, Surface};
+use crate::security::{record_path, Gate, Security, Surface};
 use crate::service::{AdminService, KvService, PeerService};
 pub use crate::shared::Shared;
 use crate::storage::{self, Storage};
@@ -175,6 +175,8 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
     if let Some(tls) = security.server_tls() {
         builder = builder.tls_config(tls).map_err(|e| Error::Config(format!("TLS settings: {e}")))?;
     }
+    // The gates need the RPC's path, which interceptors do not see.
+    let mut builder = builder.layer(tower::util::MapRequestLayer::new(record_path::<tonic::body::Body>));
     let gate = |surface| Gate::new(security.clone(), surface);
     let kv = KvServer::new(KvService::new(shared.clone())).max_decoding_message_size(limit).max_encoding_message_size(limit);
     let peer = PeerServer::new(PeerService::new(shared.clone())).max_decoding_message_size(limit).max_encoding_message_size(limit);

@@ -54,7 +54,7 @@ impl RateLimits {
     /// `burst` (0: the same as `per_sec`). `per_sec` 0 turns the default
     /// off; principals whose roles set a limit are still held to it.
     pub fn new(per_sec: u32, burst: u32) -> Self {
-        let default = (per_sec > 0).then(|| (per_sec, if burst == 0 { per_sec } else { burst }));
+        let default = (per_sec > 0).then_some((per_sec, if burst == 0 { per_sec } else { burst }));
         Self { default, limiters: RwLock::default(), clock: DefaultClock::default() }
     }
 

@@ -183,14 +183,25 @@ async fn tls_refuses_clients_without_the_cluster_ca_and_tokens_grant_only_their_
     assert!(matches!(web.scan(b"", b"", 10, one()).await, Err(Error::PermissionDenied { .. })), "a scan wider than the grant");
     assert_eq!(writer.get(b"other/1", one()).await.unwrap().siblings[0].value, b"secret", "nothing was lost to the refusals");
 
-    // Admin needs admin: a write token is denied, naming what it lacks.
-    match writer.status().await {
+    // Admin needs admin: a write token is denied, naming what it lacks...
+    match writer.inspect(b"other/1").await {
         Err(Error::PermissionDenied { message }) => assert!(message.contains("admin"), "{message}"),
-        other => panic!("a write token called Admin: {other:?}"),
+        other => panic!("a write token called Admin.Inspect: {other:?}"),
     }
+    // ...except the cluster view routing needs, so a policy-driven client
+    // with an ordinary token discovers the ring and routes to replicas.
+    assert!(writer.status().await.is_ok() && writer.ring().await.is_ok());
+    let routed = Client::builder()
+        .endpoints([node.addr.as_str()])
+        .policy(Box::new(ringkv_client::policy::TokenAware::new(Box::new(ringkv_client::policy::LeastOutstanding))))
+        .credentials(files.client(Some(&files.web)))
+        .build()
+        .await
+        .expect("a prefix token discovers the ring");
+    assert_eq!(routed.get(b"app/1", one()).await.unwrap().siblings[0].value, b"hello");
     let ops = Client::connect_with([node.addr.as_str()], files.client(Some(&files.admin))).await.unwrap();
     assert!(ops.status().await.is_ok());
-    assert!(matches!(ops.get(b"logs/1", one()).await, Ok(_)), "admin reads everything");
+    assert!(ops.get(b"logs/1", one()).await.is_ok(), "admin reads everything");
 
     // Peer needs a node certificate: a client certificate or a token is denied, nothing is unknown.
     for (cert, token, who) in [(Some("web"), None, "client certificate"), (None, Some(files.admin.as_str()), "admin token")] {

@@ -26,6 +26,23 @@ pub enum Surface {
     Peer,
 }
 
+/// The Admin RPCs any authenticated caller may make: the read-only view of
+/// the cluster that the client library's routing policies discover.
+const ROUTING_VIEW: [&str; 2] = ["/ringkv.v1.Admin/Status", "/ringkv.v1.Admin/Ring"];
+
+/// The path of the RPC being called (`/ringkv.v1.Admin/Status`), put in the
+/// request's extensions by [`record_path`] before the gates run: tonic's
+/// interceptors see metadata and extensions, not the URI.
+#[derive(Clone, Debug)]
+pub struct RpcPath(pub String);
+
+/// Records each request's [`RpcPath`]; the server applies it as a layer.
+pub fn record_path<B>(mut req: http::Request<B>) -> http::Request<B> {
+    let path = RpcPath(req.uri().path().to_string());
+    req.extensions_mut().insert(path);
+    req
+}
+
 /// The interceptor for one surface.
 #[derive(Clone)]
 pub struct Gate {
@@ -42,8 +59,13 @@ impl Gate {
     fn admit(&self, req: &Request<()>) -> Result<Grants, Error> {
         let presented = presented(req.metadata(), req.extensions())?;
         let grants = authenticate(self.security.mode(), &presented, &self.security.tokens())?;
+        let path = req.extensions().get::<RpcPath>().map_or("", |p| p.0.as_str());
         match self.surface {
             Surface::Kv => {}
+            // The cluster view a client needs to route (members, zones,
+            // tokens, liveness) is open to every principal; the rest of
+            // Admin (faults, removals, repairs, inspecting values) is not.
+            Surface::Admin if ROUTING_VIEW.contains(&path) => {}
             Surface::Admin => grants.check_admin()?,
             Surface::Peer => grants.check_peer()?,
         }

@@ -27,7 +27,7 @@ use std::sync::{Arc, RwLock};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
 pub use authz::{Grants, Mode};
-pub use gate::{grants_of, remote_ip, Gate, Surface};
+pub use gate::{grants_of, record_path, remote_ip, Gate, RpcPath, Surface};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
