@@ -80,6 +80,12 @@ pub enum LevelArg {
     LocalQuorum,
     /// Writes only: any node, hint holders included.
     Any,
+    /// Linearizable, by a Paxos round over a majority of the key's
+    /// replicas: `cas` and `get` only.
+    Serial,
+    /// SERIAL over the replicas in the coordinator's zone.
+    #[value(name = "local_serial")]
+    LocalSerial,
 }
 
 /// A switch.
@@ -121,6 +127,35 @@ pub struct RequestArgs {
     pub explain: bool,
 }
 
+/// `ringkv cas KEY (--expect VALUE | --absent) (--set NEW | --delete)`.
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("condition").required(true).args(["expect", "absent"])))]
+#[command(group(clap::ArgGroup::new("change").required(true).args(["set", "delete"])))]
+pub struct CasArgs {
+    pub key: String,
+    /// Apply only if every live value of KEY equals this.
+    #[arg(long)]
+    pub expect: Option<String>,
+    /// Apply only if KEY is absent or deleted.
+    #[arg(long)]
+    pub absent: bool,
+    /// The new value.
+    #[arg(long)]
+    pub set: Option<String>,
+    /// Delete KEY instead (a tombstone).
+    #[arg(long)]
+    pub delete: bool,
+    /// serial (the default) or local_serial.
+    #[arg(short = 'c', long = "consistency", value_enum, default_value = "serial")]
+    pub level: LevelArg,
+    /// Deadline for the whole request, e.g. 500ms or 2s (default: the node's request_timeout).
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+    /// Print the receipt, Paxos rounds included.
+    #[arg(long)]
+    pub explain: bool,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run one node in the foreground.
@@ -151,6 +186,9 @@ pub enum Command {
         #[command(flatten)]
         req: RequestArgs,
     },
+    /// Compare-and-set at SERIAL: set (or delete) KEY only if its value is
+    /// still the one expected; prints applied or not, and the current value.
+    Cas(CasArgs),
     /// Delete a key (writes a tombstone).
     Delete {
         key: String,
@@ -533,6 +571,8 @@ impl ConfigOverrides {
             enable_fault_injection,
             rate_limit_per_sec,
             rate_limit_burst,
+            // Set from RINGKV_BREAK_PAXOS by `serve`, never by a flag.
+            break_paxos: _,
             tls_ca,
             tls_cert,
             tls_key,
@@ -643,6 +683,9 @@ pub enum Workload {
     Write,
     /// A no-op RPC: the gRPC floor.
     Ping,
+    /// Half puts at --write-level, half SERIAL cas on the same keys
+    /// (--keys 1 makes every client race on one key).
+    Cas,
 }
 
 /// What `ringkv bench` measures.

@@ -1,7 +1,7 @@
 //! `ringkv bench`: a YCSB-style load generator.
 //!
 //! Workloads A (50/50 read/update), B (95/5), C (read only), write (update
-//! only) and ping (a no-op RPC on the node, the gRPC floor of the same
+//! only), cas (half QUORUM puts, half SERIAL cas: `bench_cas.rs`) and ping (a no-op RPC on the node, the gRPC floor of the same
 //! cluster in the same run). Keys are uniform or zipfian (θ = 0.99, as in
 //! YCSB). Up to `--concurrency` requests run at once until `--duration` or
 //! `--ops`, optionally rate-limited.
@@ -39,6 +39,11 @@ struct Tally {
     writes: Option<Histogram<u64>>,
     errors: BTreeMap<String, u64>,
     coordinators: BTreeMap<String, u64>,
+    /// `--workload cas`: cas latencies, applied and not, and contention retries.
+    cas: Option<Histogram<u64>>,
+    cas_applied: u64,
+    cas_not_applied: u64,
+    cas_retries: u64,
 }
 
 fn key(i: u64) -> String {
@@ -55,6 +60,9 @@ pub async fn run(
 ) -> Result<()> {
     if a.keys == 0 || a.concurrency == 0 {
         anyhow::bail!("--keys and --concurrency must be at least 1");
+    }
+    if a.workload == Workload::Cas && a.target != TargetKind::Ringkv {
+        anyhow::bail!("--workload cas runs against ringkv only");
     }
     if a.workload == Workload::Ping && a.target == TargetKind::Etcd {
         anyhow::bail!("--workload ping has no etcd counterpart here; use it with --target ringkv or redis");
@@ -77,6 +85,7 @@ pub async fn run(
     let tally = Arc::new(Mutex::new(Tally {
         reads: Some(Histogram::new_with_bounds(1, 60_000_000, 3)?),
         writes: Some(Histogram::new_with_bounds(1, 60_000_000, 3)?),
+        cas: Some(Histogram::new_with_bounds(1, 60_000_000, 3)?),
         coordinators: if a.workload == Workload::Ping { BTreeMap::new() } else { members.into_iter().map(|m| (m, 0)).collect() },
         ..Default::default()
     }));
@@ -88,7 +97,9 @@ pub async fn run(
     let mut workers = Vec::new();
     for w in 0..a.concurrency {
         let (target, tally, done, value, a) = (target.clone(), tally.clone(), done.clone(), value.clone(), a.clone());
+        let cas_client = target.client().cloned();
         workers.push(tokio::spawn(async move {
+            let mut known = std::collections::HashMap::new();
             let mut rng = StdRng::seed_from_u64(0xbe7c4 + w as u64);
             let zipf = Zipf::new(a.keys as f64, 0.99).expect("valid zipf");
             let per_worker_rate = if a.rate == 0 { 0.0 } else { a.rate as f64 / a.concurrency as f64 };
@@ -111,9 +122,33 @@ pub async fn run(
                     Workload::A => 0.5,
                     Workload::B => 0.95,
                     Workload::C => 1.0,
-                    Workload::Write | Workload::Ping => 0.0,
+                    Workload::Write | Workload::Ping | Workload::Cas => 0.0,
                 };
                 let t0 = Instant::now();
+                if let Some(client) = cas_client.as_ref().filter(|_| a.workload == Workload::Cas && rng.random_bool(0.5)) {
+                    let fresh = format!("w{w}-{n}").into_bytes();
+                    // Keys of their own, so puts never change what a cas expects.
+                    let cas_key = format!("cas-{}", key(k));
+                    let outcome = crate::bench_cas::cas(client, cas_key.as_bytes(), &fresh, &mut known).await;
+                    let us = t0.elapsed().as_micros().max(1) as u64;
+                    let mut t = tally.lock().expect("tally lock");
+                    match outcome {
+                        Ok(d) => {
+                            let _ = t.cas.as_mut().expect("histogram").record(us);
+                            if d.applied {
+                                t.cas_applied += 1;
+                            } else {
+                                t.cas_not_applied += 1;
+                            }
+                            t.cas_retries += u64::from(d.retries);
+                            if let Some(c) = d.coordinator {
+                                *t.coordinators.entry(c).or_default() += 1;
+                            }
+                        }
+                        Err(kind) => *t.errors.entry(kind).or_default() += 1,
+                    }
+                    continue;
+                }
                 let (is_read, outcome) = if a.workload == Workload::Ping {
                     (true, target.ping().await)
                 } else if rng.random_bool(read_share) {
@@ -190,8 +225,9 @@ fn percentiles(h: &Histogram<u64>) -> Value {
 }
 
 fn report(a: &BenchArgs, target: &str, policy: &str, t: &Tally, secs: f64, json_mode: bool) {
-    let (reads, writes) = (t.reads.as_ref().expect("histogram"), t.writes.as_ref().expect("histogram"));
-    let ok = reads.len() + writes.len();
+    let (reads, writes, cas) =
+        (t.reads.as_ref().expect("histogram"), t.writes.as_ref().expect("histogram"), t.cas.as_ref().expect("histogram"));
+    let ok = reads.len() + writes.len() + cas.len();
     let counts: Vec<u64> = t.coordinators.values().copied().collect();
     let skew = if counts.is_empty() {
         0.0
@@ -209,6 +245,10 @@ fn report(a: &BenchArgs, target: &str, policy: &str, t: &Tally, secs: f64, json_
         "ops_per_sec": ok as f64 / secs,
         "reads": percentiles(reads),
         "writes": percentiles(writes),
+        "cas": percentiles(cas),
+        "cas_applied": t.cas_applied,
+        "cas_not_applied": t.cas_not_applied,
+        "cas_contention_retries": t.cas_retries,
         "errors": t.errors,
         "coordinators": t.coordinators,
         "coordinator_skew": skew,
@@ -220,7 +260,7 @@ fn report(a: &BenchArgs, target: &str, policy: &str, t: &Tally, secs: f64, json_
     println!("{target}: workload {:?}, {:?} keys, policy {policy}, {} in flight, {secs:.1} s", a.workload, a.distribution, a.concurrency);
     println!("{ok} ops, {:.0} ops/s, errors {:?}", ok as f64 / secs, t.errors);
     println!("{:<7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}", "op", "count", "p50 ms", "p95 ms", "p99 ms", "p99.9 ms", "max ms");
-    for (name, h) in [("read", reads), ("write", writes)] {
+    for (name, h) in [("read", reads), ("write", writes), ("cas", cas)] {
         if h.is_empty() {
             continue;
         }
@@ -234,6 +274,9 @@ fn report(a: &BenchArgs, target: &str, policy: &str, t: &Tally, secs: f64, json_
             ms(0.999),
             h.max() as f64 / 1000.0
         );
+    }
+    if !cas.is_empty() {
+        println!("cas: {} applied, {} not applied, {} contention retries", t.cas_applied, t.cas_not_applied, t.cas_retries);
     }
     if !t.coordinators.is_empty() {
         println!("requests per coordinator: {:?} (skew max/mean {skew:.2})", t.coordinators);

@@ -64,6 +64,14 @@ fn uri(endpoint: &str) -> String {
 }
 
 impl Target {
+    /// The ringkv client, for operations only ringkv has (cas).
+    pub fn client(&self) -> Option<&Client> {
+        match self {
+            Target::Ringkv { client, .. } => Some(client),
+            _ => None,
+        }
+    }
+
     /// Connects to `endpoints` as `kind` says. For ringkv, `client` is used.
     pub async fn connect(
         kind: TargetKind,

@@ -21,6 +21,8 @@ impl From<LevelArg> for Level {
             LevelArg::All => Level::All,
             LevelArg::LocalQuorum => Level::LocalQuorum,
             LevelArg::Any => Level::Any,
+            LevelArg::Serial => Level::Serial,
+            LevelArg::LocalSerial => Level::LocalSerial,
         }
     }
 }
@@ -38,7 +40,7 @@ fn options(req: &RequestArgs, repair: Option<RepairArg>) -> Options {
     }
 }
 
-fn print(json_mode: bool, value: Value, text: impl FnOnce() -> String) {
+pub(crate) fn print(json_mode: bool, value: Value, text: impl FnOnce() -> String) {
     if json_mode {
         println!("{value}");
     } else {
@@ -121,6 +123,7 @@ pub async fn run(cmd: Command, endpoints: &[String], policy: &PolicyName, creden
                 },
             );
         }
+        Command::Cas(args) => crate::cas::run(&client, args, json_mode).await?,
         Command::Delete { key, context, req } => {
             let ctx = context.as_deref().map(unb64).transpose()?;
             let resp = client.delete(key.as_bytes(), ctx, options(&req, None)).await?;

@@ -165,6 +165,18 @@ pub async fn run(a: DemoArgs, json_mode: bool) -> Result<()> {
         say(&format!("   {:<8} {:>22} {:>22}", name(level), cell(&cells[0]), cell(&cells[1])));
         ch3.push(json!({ "level": name(level), "majority": { "put": cells[0].0, "get": cells[0].1 }, "minority": { "put": cells[1].0, "get": cells[1].1 } }));
     }
+    // SERIAL: a cas stands in for the put, a SERIAL read for the get.
+    let mut cells = Vec::new();
+    for (side, client) in [("majority", &c1), ("minority", &c3)] {
+        let key = format!("demo:part:SERIAL:{side}");
+        let serial = Options::level(Level::Serial);
+        let cas = outcome(client.cas(key.as_bytes(), None, Some(b"v"), serial).await.map(|_| ()));
+        let get = outcome(client.get(key.as_bytes(), serial).await.map(|_| ()));
+        cells.push((cas, get));
+    }
+    let cell = |(p, g): &(&str, &str)| format!("cas {p:<5} get {g:<5}");
+    say(&format!("   {:<8} {:>22} {:>22}", "SERIAL", cell(&cells[0]), cell(&cells[1])));
+    ch3.push(json!({ "level": "SERIAL", "majority": { "cas": cells[0].0, "get": cells[0].1 }, "minority": { "cas": cells[1].0, "get": cells[1].1 } }));
     say("   (ok = served; unav = refused as unavailable before any data was sent)");
     report.insert("partition".into(), Value::Array(ch3));
 

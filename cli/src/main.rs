@@ -4,7 +4,9 @@
 
 mod args;
 mod bench;
+mod bench_cas;
 mod bench_target;
+mod cas;
 mod commands;
 mod demo;
 mod output;

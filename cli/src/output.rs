@@ -96,6 +96,12 @@ pub fn receipt_json(r: Option<&pb::Receipt>) -> Value {
             "stale": x.stale, "repaired": x.repaired, "error": x.error,
             "hinted": x.hinted, "stand_in_for": x.stand_in_for, "speculative": x.speculative,
         })).collect::<Vec<_>>(),
+        "paxos": r.paxos.as_ref().map_or(Value::Null, |p| json!({
+            "ballot": hlc_json(p.ballot.as_ref()),
+            "promised": p.promised, "accepted": p.accepted,
+            "round_trips": p.round_trips, "contention_retries": p.contention_retries,
+            "in_flight_completed": p.in_flight_completed,
+        })),
     })
 }
 
@@ -134,6 +140,17 @@ pub fn receipt_text(r: Option<&pb::Receipt>) -> String {
             flags.push_str(" · speculative retry");
         }
         out.push_str(&format!("  {:<6} {state}{flags}\n", x.node));
+    }
+    if let Some(p) = &r.paxos {
+        out.push_str(&format!(
+            "paxos: ballot {} · promised by {} · accepted by {} · {} round trips · {} contention retries · {} in-flight completed\n",
+            hlc_text(p.ballot.as_ref()),
+            if p.promised.is_empty() { "-".into() } else { p.promised.join(",") },
+            if p.accepted.is_empty() { "-".into() } else { p.accepted.join(",") },
+            p.round_trips,
+            p.contention_retries,
+            p.in_flight_completed
+        ));
     }
     out.trim_end().to_string()
 }

@@ -54,7 +54,18 @@ pub async fn run(a: ServeArgs) -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&a.log));
     use std::io::IsTerminal;
     tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(std::io::stderr().is_terminal()).init();
-    let config = load_config(&a)?;
+    let mut config = load_config(&a)?;
+    // A deliberately broken Paxos, for showing jepsen-lite catches it;
+    // honoured only where faults may be injected anyway.
+    if let Ok(raw) = std::env::var("RINGKV_BREAK_PAXOS") {
+        let broken: ringkv_node::paxos::Break = raw.parse().map_err(anyhow::Error::msg)?;
+        if config.enable_fault_injection {
+            tracing::warn!(node = %config.id, ?broken, "RINGKV_BREAK_PAXOS: SERIAL is deliberately broken in this process");
+            config.break_paxos = broken;
+        } else if broken != ringkv_node::paxos::Break::None {
+            anyhow::bail!("RINGKV_BREAK_PAXOS={raw} is only honoured with --enable-fault-injection; unset it");
+        }
+    }
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
     let env = Env::real(&config);

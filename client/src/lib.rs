@@ -45,12 +45,14 @@
 //! lets the policy pick the coordinator of each request.
 #![warn(missing_docs)]
 
+mod cas;
 mod connect;
 mod duration;
 mod error;
 pub mod policy;
 mod routing;
 
+pub use cas::CasResult;
 pub use connect::Credentials;
 pub use duration::parse_duration;
 pub use error::Error;

@@ -115,8 +115,10 @@ pub fn read_your_writes(h: &History, n: usize) -> Vec<String> {
             continue;
         }
         match &op.kind {
-            Kind::Put { .. } => {
-                last_write.insert((op.client, &op.key), op);
+            Kind::Put { .. } | Kind::Cas { .. } => {
+                if op.written().is_some() {
+                    last_write.insert((op.client, &op.key), op);
+                }
             }
             Kind::Get { values } => {
                 if let Some(w) = last_write.get(&(op.client, op.key.as_str())) {

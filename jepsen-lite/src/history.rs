@@ -40,7 +40,21 @@ pub enum Kind {
         /// The live siblings read.
         values: Vec<String>,
     },
+    /// A compare-and-set at SERIAL of a unique value.
+    Cas {
+        /// The value the key had to hold; `None`: absent.
+        expect: Option<String>,
+        /// The value it would write.
+        value: String,
+        /// The node answered that it applied (ok ops only).
+        applied: bool,
+        /// When not applied: the live values the condition saw.
+        current: Vec<String>,
+    },
 }
+
+/// The `level` recorded for SERIAL operations (cas and SERIAL reads).
+pub const SERIAL_LEVEL: usize = 4;
 
 /// What the cluster said about an operation, beyond its outcome.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,23 +101,27 @@ pub struct Op {
 }
 
 impl Op {
-    /// True for a put that may have been applied (ok or info).
+    /// True for a put or cas that may have been applied (ok or info; an
+    /// ok cas only when it applied).
     pub fn may_have_written(&self) -> bool {
-        matches!(self.kind, Kind::Put { .. }) && self.outcome != Outcome::Fail
+        self.written().is_some() && self.outcome != Outcome::Fail
     }
 
-    /// The value written, for a put.
+    /// The value written: a put's, or a cas's unless it was answered "not
+    /// applied".
     pub fn written(&self) -> Option<&str> {
         match &self.kind {
             Kind::Put { value } => Some(value),
-            Kind::Get { .. } => None,
+            Kind::Cas { value, applied, .. } if *applied || self.outcome != Outcome::Ok => Some(value),
+            Kind::Get { .. } | Kind::Cas { .. } => None,
         }
     }
 
-    /// The values read, for a successful get.
+    /// The values read, for a successful get, or what an unapplied cas saw.
     pub fn read(&self) -> Option<&[String]> {
         match &self.kind {
             Kind::Get { values } if self.outcome == Outcome::Ok => Some(values),
+            Kind::Cas { applied: false, current, .. } if self.outcome == Outcome::Ok => Some(current),
             _ => None,
         }
     }
@@ -115,6 +133,7 @@ pub fn level_name(level: usize) -> &'static str {
         1 => "ONE",
         2 => "QUORUM",
         3 => "ALL",
+        SERIAL_LEVEL => "SERIAL",
         _ => "OTHER",
     }
 }

@@ -5,11 +5,15 @@
 //!   read-your-writes, monotonic reads);
 //! - [`staleness`]: how stale each read was (k-staleness and the PBS
 //!   t-visibility curve);
-//! - [`linearizability`]: a per-key WGL search, diagnostic only.
+//! - [`linearizability`]: a per-key WGL search, diagnostic only for the
+//!   blind-write levels;
+//! - [`cas_check`]: the same search over a compare-and-set register, a
+//!   hard check for SERIAL operations (the `cas` workload).
 //!
 //! The shells around them drive real processes:
 //! - [`nemesis`]: the seeded fault schedule and each fault's start and heal;
-//! - [`workload`]: clients that record every operation;
+//! - [`workload`]: clients that record every operation ([`cas_workload`]
+//!   for SERIAL compare-and-set);
 //! - [`run`]: one whole run, from start to report;
 //! - [`report`]: the text, `report.json` and `report.html`.
 //!
@@ -18,6 +22,8 @@
 //! ([`ringkv_harness::chart`]) come from the harness crate, which the
 //! `ringkv` binary shares without linking this one.
 
+pub mod cas_check;
+pub mod cas_workload;
 pub mod checkers;
 pub mod history;
 pub mod linearizability;

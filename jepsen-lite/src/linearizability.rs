@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde::Serialize;
 
-use crate::history::{History, Kind, Op, Outcome};
+use crate::history::{History, Kind, Op, Outcome, SERIAL_LEVEL};
 
 /// Steps of the search per segment before it gives up with `unknown`.
 pub const STEP_BUDGET: usize = 200_000;
@@ -58,28 +58,46 @@ impl SOp {
 
 /// Is `ops` (one segment) linearizable from `init`? `None` when out of steps.
 fn wgl(ops: &[SOp], init: Option<usize>) -> Option<bool> {
+    let spans: Vec<(u64, u64)> = ops.iter().map(|o| (o.invoke, o.complete)).collect();
+    search(&spans, init, |i, s| ops[i].step(s).into_iter().collect(), |_| true)
+}
+
+/// The Wing–Gong search with Lowe's memoisation over a register whose
+/// states are interned values (`None`: absent). `spans[i]` is operation
+/// i's (invoke, complete); `step(i, state)` lists the states operation i
+/// may leave when applied in `state` (empty: it cannot happen there; more
+/// than one: it may or may not take effect). A linearization counts only if
+/// `accept_end` accepts the state it ends in. `None` when out of steps.
+pub(crate) fn search(
+    spans: &[(u64, u64)],
+    init: Option<usize>,
+    step: impl Fn(usize, Option<usize>) -> Vec<Option<usize>>,
+    accept_end: impl Fn(Option<usize>) -> bool,
+) -> Option<bool> {
+    if spans.is_empty() {
+        return Some(accept_end(init));
+    }
     // Events: (time, is_return, op). Calls sort before returns at equal
     // times, which treats touching operations as concurrent.
-    let mut events: Vec<(u64, bool, usize)> =
-        ops.iter().enumerate().flat_map(|(i, o)| [(o.invoke, false, i), (o.complete, true, i)]).collect();
+    let mut events: Vec<(u64, bool, usize)> = spans.iter().enumerate().flat_map(|(i, o)| [(o.0, false, i), (o.1, true, i)]).collect();
     events.sort();
     let n = events.len();
     // A doubly linked list over the events, with a head sentinel at n.
     let mut next: Vec<usize> = (1..=n).collect();
     let mut prev: Vec<usize> = (0..n).map(|i| if i == 0 { n } else { i - 1 }).collect();
-    next.push(if n == 0 { usize::MAX } else { 0 });
+    next.push(0);
     prev.push(usize::MAX);
     let end = n; // next[i] == n means the end of the list
     next[n - 1] = end;
     let head = n;
-    let mut ret_of = vec![0; ops.len()];
+    let mut ret_of = vec![0; spans.len()];
     for (e, &(_, is_ret, op)) in events.iter().enumerate() {
         if is_ret {
             ret_of[op] = e;
         }
     }
     let first = |next: &Vec<usize>| next[head];
-    let mut linearized = vec![0u64; ops.len().div_ceil(64)];
+    let mut linearized = vec![0u64; spans.len().div_ceil(64)];
     let mut cache: HashSet<(Vec<u64>, Option<usize>)> = HashSet::new();
     let mut stack: Vec<(usize, Option<usize>)> = Vec::new();
     let mut state = init;
@@ -99,42 +117,55 @@ fn wgl(ops: &[SOp], init: Option<usize>) -> Option<bool> {
             prev[nx] = e;
         }
     };
-    while first(&next) != end {
+    loop {
         steps += 1;
         if steps > STEP_BUDGET {
             return None;
         }
-        let (_, is_ret, op) = events[entry];
-        if !is_ret {
-            let mut placed = false;
-            if let Some(new_state) = ops[op].step(state) {
-                let mut lin = linearized.clone();
-                lin[op / 64] |= 1 << (op % 64);
-                if cache.insert((lin.clone(), new_state)) {
-                    stack.push((entry, state));
-                    state = new_state;
-                    linearized = lin;
-                    unlink(&mut next, &mut prev, entry);
-                    unlink(&mut next, &mut prev, ret_of[op]);
-                    entry = first(&next);
-                    placed = true;
-                }
+        let backtrack = if first(&next) == end {
+            if accept_end(state) {
+                return Some(true);
             }
-            if !placed {
-                entry = next[entry];
-            }
+            true
         } else {
-            // A return whose call is not linearized: backtrack.
+            let (_, is_ret, op) = events[entry];
+            if !is_ret {
+                let mut placed = false;
+                for new_state in step(op, state) {
+                    let mut lin = linearized.clone();
+                    lin[op / 64] |= 1 << (op % 64);
+                    if cache.insert((lin.clone(), new_state)) {
+                        stack.push((entry, state));
+                        state = new_state;
+                        linearized = lin;
+                        unlink(&mut next, &mut prev, entry);
+                        unlink(&mut next, &mut prev, ret_of[op]);
+                        entry = first(&next);
+                        placed = true;
+                        break;
+                    }
+                }
+                if !placed {
+                    entry = next[entry];
+                }
+                false
+            } else {
+                // A return whose call is not linearized.
+                true
+            }
+        };
+        if backtrack {
             let Some((e, s)) = stack.pop() else { return Some(false) };
             let op = events[e].2;
             linearized[op / 64] &= !(1 << (op % 64));
             relink(&mut next, &mut prev, ret_of[op]);
             relink(&mut next, &mut prev, e);
             state = s;
-            entry = next[e];
+            // Retry the same call: an alternative outcome not yet tried
+            // (the cache skips those tried) comes first, then later calls.
+            entry = e;
         }
     }
-    Some(true)
 }
 
 /// Checks every key at each read level found in `h`.
@@ -143,7 +174,9 @@ pub fn check(h: &History) -> BTreeMap<usize, LevelResult> {
     for o in &h.ops {
         keys.entry(&o.key).or_default().push(o);
     }
-    let levels: std::collections::BTreeSet<usize> = h.ops.iter().filter(|o| o.read().is_some()).map(|o| o.level).collect();
+    // SERIAL operations get the hard check of `cas_check.rs` instead.
+    let levels: std::collections::BTreeSet<usize> =
+        h.ops.iter().filter(|o| o.read().is_some() && o.level < SERIAL_LEVEL).map(|o| o.level).collect();
     let mut out = BTreeMap::new();
     for level in levels {
         let mut result = LevelResult::default();
@@ -162,6 +195,7 @@ fn check_key(key: &str, ops: &[&Op], level: usize, result: &mut LevelResult) {
         .filter(|o| match &o.kind {
             Kind::Put { .. } => o.outcome != Outcome::Fail,
             Kind::Get { .. } => o.outcome == Outcome::Ok && o.level == level,
+            Kind::Cas { .. } => false,
         })
         .collect();
     if !chosen.iter().any(|o| o.read().is_some()) {
@@ -233,6 +267,7 @@ fn check_key(key: &str, ops: &[&Op], level: usize, result: &mut LevelResult) {
                         .map(|o| match &o.kind {
                             Kind::Put { value } => format!("put {value} {}..{} {:?}", o.invoke_ms, o.complete_ms, o.outcome),
                             Kind::Get { values } => format!("get {values:?} {}..{}", o.invoke_ms, o.complete_ms),
+                            Kind::Cas { .. } => String::new(),
                         })
                         .collect();
                     result.examples.push(format!("{key} at {}..{} ms: {}", seg[0].invoke_ms, open_until, ops.join("; ")));

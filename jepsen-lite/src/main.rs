@@ -35,7 +35,7 @@ struct Args {
     /// Concurrent clients.
     #[arg(long, default_value_t = 6)]
     clients: usize,
-    /// register (hot keys), set (a fresh key per write), or both (half the clients each).
+    /// register (hot keys), set (a fresh key per write), both (half the clients each), or cas (SERIAL cas and reads, hard linearizability check).
     #[arg(long, value_enum, default_value_t = Workload::Both)]
     workload: Workload,
     /// Hot keys of the register workload.

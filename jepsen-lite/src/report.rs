@@ -9,8 +9,9 @@ use hdrhistogram::Histogram;
 use ringkv_harness::chart::{render, render_lines, Group, LineChart, Panel};
 use serde::Serialize;
 
+use crate::cas_check;
 use crate::checkers;
-use crate::history::{level_name, History, Kind, NemesisEvent, Outcome};
+use crate::history::{level_name, History, Kind, NemesisEvent, Op, Outcome, SERIAL_LEVEL};
 use crate::linearizability::{self, LevelResult};
 use crate::staleness::{self, Bucket};
 
@@ -200,10 +201,12 @@ fn windows(h: &History, end_ms: u64) -> Vec<Window> {
 
 fn latency(h: &History) -> Vec<Latency> {
     let mut out = Vec::new();
-    for level in 1..=3 {
+    let serial = h.ops.iter().any(|o| o.level == SERIAL_LEVEL);
+    for level in (1..=3).chain(serial.then_some(SERIAL_LEVEL)) {
         let hist = |put: bool| {
             let mut hg = Histogram::<u64>::new_with_bounds(1, 600_000, 3).expect("histogram bounds");
-            for o in h.ops.iter().filter(|o| o.level == level && o.outcome == Outcome::Ok && matches!(o.kind, Kind::Put { .. }) == put) {
+            let write = |o: &Op| matches!(o.kind, Kind::Put { .. } | Kind::Cas { .. });
+            for o in h.ops.iter().filter(|o| o.level == level && o.outcome == Outcome::Ok && write(o) == put) {
                 let _ = hg.record((o.complete_ms - o.invoke_ms).max(1) * 1000);
             }
             hg
@@ -259,6 +262,9 @@ impl Report {
             vec!["the replicas' Merkle roots still differed after the passive wait and an explicit repair".to_string()]
         };
         checks.push(check("replicas converge after the final heal", conv));
+        if h.ops.iter().any(|o| o.level == SERIAL_LEVEL) {
+            checks.push(check("SERIAL cas and reads are linearizable (hard WGL check)", cas_check::check(h)));
+        }
         let passed = checks.iter().filter(|c| c.passed).count();
         Report {
             header,
@@ -294,10 +300,10 @@ impl Report {
         );
         let _ = writeln!(t, "operations: {}", self.ops.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", "));
         let _ = writeln!(t, "\navailability (acknowledged / attempted) by fault kind:");
-        let _ = writeln!(t, "  {:<10} {:>8} {:>8} {:>8}", "", "ONE", "QUORUM", "ALL");
+        let _ = writeln!(t, "  {:<10} {:>8} {:>8} {:>8} {:>8}", "", "ONE", "QUORUM", "ALL", "SERIAL");
         for (fault, levels) in &self.availability {
             let cell = |l: &str| levels.get(l).map_or("-".into(), |v| format!("{:.1}%", v * 100.0));
-            let _ = writeln!(t, "  {:<10} {:>8} {:>8} {:>8}", fault, cell("ONE"), cell("QUORUM"), cell("ALL"));
+            let _ = writeln!(t, "  {:<10} {:>8} {:>8} {:>8} {:>8}", fault, cell("ONE"), cell("QUORUM"), cell("ALL"), cell("SERIAL"));
         }
         let _ = writeln!(t, "\nlatency of acknowledged operations (ms):");
         let _ = writeln!(t, "  {:<8} {:>9} {:>9} {:>9} {:>9}", "", "put p50", "put p99", "get p50", "get p99");

@@ -139,6 +139,7 @@ pub async fn run(cfg: &RunConfig) -> Result<Report> {
     };
     let deadline = rec.start + cfg.duration;
 
+    let rec_ref = &rec;
     let mut clients = Vec::new();
     for id in 0..cfg.clients {
         let client = Client::builder()
@@ -163,7 +164,12 @@ pub async fn run(cfg: &RunConfig) -> Result<Report> {
             op_timeout: cfg.op_timeout,
             seed: cfg.seed ^ (id as u64 + 1) << 32,
         };
-        clients.push(run_client(client, spec, &rec, deadline));
+        clients.push(async move {
+            match spec.workload {
+                Workload::Cas => crate::cas_workload::run_client(client, spec, rec_ref, deadline).await,
+                _ => run_client(client, spec, rec_ref, deadline).await,
+            }
+        });
     }
     let workload = futures::future::join_all(clients);
     let faults = async {

@@ -31,6 +31,9 @@ pub enum Workload {
     Set,
     /// Half the clients each.
     Both,
+    /// Hot keys driven only by SERIAL compare-and-set and SERIAL reads,
+    /// checked by the hard linearizability checker (`cas_workload.rs`).
+    Cas,
 }
 
 /// The levels operations draw from, and their replicas-required number.

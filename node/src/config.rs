@@ -146,6 +146,11 @@ pub struct Config {
     /// Requests a client may send at once above the sustained rate; 0
     /// means the same as `rate_limit_per_sec`.
     pub rate_limit_burst: u32,
+    /// A deliberately broken Paxos rule, for proving jepsen-lite catches
+    /// it. Not a config-file field: the binary sets it from
+    /// `RINGKV_BREAK_PAXOS`, and only with `enable_fault_injection`.
+    #[serde(skip)]
+    pub break_paxos: crate::paxos::Break,
     /// The cluster CA's certificate (PEM). With `tls_cert` and `tls_key`
     /// it turns TLS on: clients must trust this CA, and peers prove they are
     /// nodes with a certificate it signed (security/).
@@ -206,6 +211,7 @@ impl Default for Config {
             enable_fault_injection: false,
             rate_limit_per_sec: 0,
             rate_limit_burst: 0,
+            break_paxos: crate::paxos::Break::None,
             tls_ca: None,
             tls_cert: None,
             tls_key: None,

@@ -130,6 +130,8 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
     let hlc = Arc::new(HlcClock::new(config.id.clone(), millis(config.max_clock_skew)));
     let admit = Arc::new(Admit::new(&config, hlc.clone(), env.clock.clone()));
     let (rate_limit_per_sec, rate_limit_burst) = (config.rate_limit_per_sec, config.rate_limit_burst);
+    let accept_lower = config.enable_fault_injection && config.break_paxos == crate::paxos::Break::AcceptLowerBallot;
+    let paxos = Arc::new(crate::paxos::Acceptor::open(store.clone(), accept_lower)?);
     let shared = Arc::new(Shared {
         hlc,
         admit,
@@ -148,6 +150,7 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
         rate_limits: crate::rate_limit::RateLimits::new(rate_limit_per_sec, rate_limit_burst),
         security: security.clone(),
         shutdown: shutdown.clone(),
+        paxos,
     });
     let c = &shared.config;
     tracing::info!(
@@ -200,6 +203,8 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
     );
     tasks.spawn(replayer.run(shutdown.clone()));
     tasks.spawn(readiness(shared.clone(), health, shutdown.clone()));
+    let blocking = shared.store.engine().blocking();
+    tasks.spawn(crate::paxos::gc::run(shared.paxos.clone(), shared.clock.clone(), blocking, shared.config.id.clone(), shutdown.clone()));
     if security.tokens_file().is_some() {
         tasks.spawn(reload_on_hangup(security.clone(), shutdown.clone()));
     }

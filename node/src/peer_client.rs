@@ -268,6 +268,21 @@ impl Peers {
         self.call(id, timeout, |mut c| async move { c.store_hint(req).await }).await.map(|_| ())
     }
 
+    /// Paxos phase 1 (SERIAL): prepare a ballot, read the replica's version.
+    pub async fn paxos_prepare(&self, id: &str, req: pb::PaxosPrepareRequest, timeout: Duration) -> Result<pb::PaxosPrepareResponse> {
+        self.call(id, timeout, |mut c| async move { c.paxos_prepare(req).await }).await
+    }
+
+    /// Paxos phase 2 (SERIAL): propose.
+    pub async fn paxos_propose(&self, id: &str, req: pb::PaxosProposeRequest, timeout: Duration) -> Result<pb::PaxosProposeResponse> {
+        self.call(id, timeout, |mut c| async move { c.paxos_propose(req).await }).await
+    }
+
+    /// Paxos phase 3 (SERIAL): commit the chosen version.
+    pub async fn paxos_commit(&self, id: &str, req: pb::PaxosCommitRequest, timeout: Duration) -> Result<()> {
+        self.call(id, timeout, |mut c| async move { c.paxos_commit(req).await }).await.map(|_| ())
+    }
+
     /// A liveness probe.
     pub async fn ping(&self, id: &str) -> Result<()> {
         self.call(id, self.timeout, |mut c| async move { c.ping(pb::PingRequest {}).await }).await.map(|_| ())

@@ -25,6 +25,11 @@ pub enum Level {
     LocalQuorum,
     /// Writes only: any node durably holding the write, a hint included.
     Any,
+    /// Linearizable (Paxos) over a majority of the key's replicas: `Cas`
+    /// and reads only.
+    Serial,
+    /// [`Level::Serial`] over the replicas in the coordinator's zone.
+    LocalSerial,
 }
 
 impl Level {
@@ -37,6 +42,7 @@ impl Level {
             Level::All => n,
             Level::LocalQuorum => n / 2 + 1,
             Level::Any => 1,
+            Level::Serial | Level::LocalSerial => n / 2 + 1,
         }
     }
 
@@ -49,6 +55,8 @@ impl Level {
             Level::All => "ALL",
             Level::LocalQuorum => "LOCAL_QUORUM",
             Level::Any => "ANY",
+            Level::Serial => "SERIAL",
+            Level::LocalSerial => "LOCAL_SERIAL",
         }
     }
 
@@ -61,7 +69,14 @@ impl Level {
             Level::All => Consistency::All,
             Level::LocalQuorum => Consistency::LocalQuorum,
             Level::Any => Consistency::Any,
+            Level::Serial => Consistency::Serial,
+            Level::LocalSerial => Consistency::LocalSerial,
         }
+    }
+
+    /// Whether this is a Paxos level (SERIAL or LOCAL_SERIAL).
+    pub fn is_serial(self) -> bool {
+        matches!(self, Level::Serial | Level::LocalSerial)
     }
 
     /// Reads the wire form; unspecified means QUORUM.
@@ -73,7 +88,11 @@ impl Level {
             Ok(Consistency::All) => Ok(Level::All),
             Ok(Consistency::LocalQuorum) => Ok(Level::LocalQuorum),
             Ok(Consistency::Any) => Ok(Level::Any),
-            Err(_) => Err(Error::InvalidArgument(format!("unknown consistency level {raw}; expected ONE, TWO, QUORUM or ALL"))),
+            Ok(Consistency::Serial) => Ok(Level::Serial),
+            Ok(Consistency::LocalSerial) => Ok(Level::LocalSerial),
+            Err(_) => Err(Error::InvalidArgument(format!(
+                "unknown consistency level {raw}; expected ONE, TWO, QUORUM, ALL, LOCAL_QUORUM, ANY, SERIAL or LOCAL_SERIAL"
+            ))),
         }
     }
 }

@@ -60,6 +60,8 @@ pub struct Shared {
     pub in_flight: Arc<std::sync::atomic::AtomicU64>,
     /// Per-client rate limits on the client surface (`rate_limit.rs`).
     pub rate_limits: crate::rate_limit::RateLimits,
+    /// This replica's Paxos acceptor (SERIAL, `paxos/`).
+    pub paxos: Arc<crate::paxos::Acceptor>,
     /// TLS, principals and the gates in front of each surface.
     pub security: Arc<crate::security::Security>,
 }

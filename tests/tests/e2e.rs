@@ -126,6 +126,16 @@ fn demo_shows_the_price_of_each_level_and_writes_its_chart() {
     assert_eq!(part[1]["majority"]["put"], "ok", "QUORUM on the majority side: {part}");
     assert_eq!(part[1]["minority"]["put"], "unav", "QUORUM on the minority side: {part}");
     assert_eq!(part[2]["majority"]["get"], "unav", "ALL anywhere: {part}");
+    assert_eq!(
+        (&part[3]["level"], &part[3]["majority"]["cas"], &part[3]["majority"]["get"]),
+        (&"SERIAL".into(), &"ok".into(), &"ok".into()),
+        "{part}"
+    );
+    assert_eq!(
+        (&part[3]["minority"]["cas"], &part[3]["minority"]["get"]),
+        (&"unav".into(), &"unav".into()),
+        "SERIAL on the minority side: {part}"
+    );
     assert_eq!(r["read_repair"]["n3_after"], true);
     let chart = std::fs::read_to_string(&svg).expect("the chart was written");
     assert!(chart.starts_with("<svg") && chart.contains("P(fresh read)"));

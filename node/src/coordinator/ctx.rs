@@ -25,6 +25,7 @@ use super::plan::{self, Ask, Plan, View};
 use crate::error::{Error, Result};
 use crate::hints::{Limits, Stored};
 use crate::paging::{Page, PAGE_BYTES};
+use crate::paxos::{Ballot, Break, Promise, Proposal};
 use crate::record;
 use crate::ring::Ring;
 use crate::shared::Shared;
@@ -253,6 +254,149 @@ impl Ctx {
     /// Hands a write to another node to coordinate.
     pub async fn forward_write(&self, target: &str, req: pb::ForwardWriteRequest, timeout: Duration) -> Result<pb::ForwardWriteResponse> {
         self.s.peers.forward_write(target, req, timeout).await
+    }
+
+    /// A fresh Paxos ballot from this node's HLC: above every ballot and
+    /// timestamp it issued or observed. It names this incarnation's actor
+    /// (`<id>@<generation>`), not just the node: a node restarted with its
+    /// clock stepped back could otherwise issue a ballot it issued before
+    /// the crash, and Paxos needs every ballot to be unique.
+    pub fn ballot(&self) -> Ballot {
+        Ballot { node: self.s.actor.clone(), ..self.s.hlc.now(self.s.clock.wall_ms()) }
+    }
+
+    /// Moves the HLC past a ballot that beat ours, so the next is higher.
+    pub fn observe(&self, seen: &Ballot) {
+        self.s.hlc.observe(seen)
+    }
+
+    /// The actor id on the dots of committed SERIAL writes: distinct from
+    /// the one non-serial writes use, so every dot it issued on a key comes
+    /// from a chosen proposal, and a quorum read (which holds every chosen
+    /// proposal) always knows its next counter, even on a non-replica.
+    pub fn paxos_actor(&self) -> String {
+        format!("{}+cas", self.s.actor)
+    }
+
+    /// Builds the version a CAS proposes: `read` (the quorum's merge)
+    /// superseded by one new sibling, so its context covers everything read.
+    pub fn cas_version(&self, read: Option<&DvvSet>, value: Vec<u8>, tombstone: bool) -> Result<DvvSet> {
+        let mut d = read.cloned().unwrap_or_default();
+        if let Some(seen) = d.max_hlc() {
+            self.s.hlc.observe(seen);
+        }
+        let sibling = Sibling { hlc: self.s.hlc.now(self.s.clock.wall_ms()), value, tombstone, expires_at_ms: None };
+        let seen = d.context();
+        d.update(&seen, &self.paxos_actor(), sibling, false)?;
+        Ok(d)
+    }
+
+    /// The deliberately broken Paxos rule in force (fault injection only).
+    pub fn break_paxos(&self) -> Break {
+        if self.s.config.enable_fault_injection {
+            self.s.config.break_paxos
+        } else {
+            Break::None
+        }
+    }
+
+    /// A random back-off in `0..max`, from the node's seeded RNG.
+    pub fn jitter(&self, max: Duration) -> Duration {
+        use rand::Rng;
+        let ms = max.as_millis().max(1) as u64;
+        Duration::from_millis(self.s.rng.lock().expect("rng lock").random_range(0..ms))
+    }
+
+    /// This replica's own version of `key`.
+    pub fn local_version(&self, key: &[u8]) -> Result<Option<DvvSet>> {
+        self.s.store.read(key)
+    }
+
+    /// Paxos prepare at replica `id`: its promise and its version of `key`.
+    pub fn paxos_prepare(&self, id: String, key: Vec<u8>, ballot: Ballot, timeout: Duration) -> ReplicaFuture<(Promise, Option<DvvSet>)> {
+        let s = self.s.clone();
+        async move {
+            let t0 = Instant::now();
+            let r = async {
+                if id == s.config.id {
+                    let (promise, version, ticket) = s.paxos.prepare_and_read(&key, &ballot)?;
+                    if let Some(t) = ticket {
+                        s.store.durable(t).await?;
+                    }
+                    return Ok((promise, version));
+                }
+                let req = pb::PaxosPrepareRequest { key: key.clone(), ballot: record::encode(&ballot), from: s.config.id.clone() };
+                let resp = s.peers.paxos_prepare(&id, req, timeout).await?;
+                let promise: Promise = record::decode(&key, &resp.promise)?;
+                let version = resp.version.map(|raw| record::decode::<DvvSet>(&key, &raw)).transpose()?;
+                if let Some(v) = &version {
+                    s.admit.check(&key, v)?;
+                }
+                Ok((promise, version))
+            }
+            .await;
+            (id, r, t0.elapsed())
+        }
+        .boxed()
+    }
+
+    /// Paxos propose at replica `id`: `Ok(Ok(()))` accepted, `Ok(Err(b))`
+    /// refused for the higher promise `b`.
+    pub fn paxos_propose(
+        &self,
+        id: String,
+        key: Vec<u8>,
+        proposal: Arc<Proposal>,
+        timeout: Duration,
+    ) -> ReplicaFuture<std::result::Result<(), Ballot>> {
+        let s = self.s.clone();
+        async move {
+            let t0 = Instant::now();
+            let r = async {
+                if id == s.config.id {
+                    return match s.paxos.accept(&key, &proposal)? {
+                        Ok(ticket) => s.store.durable(ticket).await.map(Ok),
+                        Err(b) => Ok(Err(b)),
+                    };
+                }
+                let req = pb::PaxosProposeRequest { key: key.clone(), proposal: record::encode(&*proposal), from: s.config.id.clone() };
+                let resp = s.peers.paxos_propose(&id, req, timeout).await?;
+                if resp.accepted {
+                    Ok(Ok(()))
+                } else {
+                    Ok(Err(record::decode(&key, &resp.promised)?))
+                }
+            }
+            .await;
+            (id, r, t0.elapsed())
+        }
+        .boxed()
+    }
+
+    /// Paxos commit at replica `id`: it merges `version` durably and ends
+    /// the instance at `ballot`.
+    pub fn paxos_commit(&self, id: String, key: Vec<u8>, ballot: Ballot, version: Arc<Vec<u8>>, timeout: Duration) -> ReplicaFuture<()> {
+        let s = self.s.clone();
+        async move {
+            let t0 = Instant::now();
+            let r = async {
+                if id == s.config.id {
+                    let dvv: DvvSet = record::decode(&key, &version)?;
+                    let ticket = s.paxos.commit_version(&key, &ballot, &dvv)?;
+                    return s.store.durable(ticket).await;
+                }
+                let req = pb::PaxosCommitRequest {
+                    key: key.clone(),
+                    ballot: record::encode(&ballot),
+                    version: (*version).clone(),
+                    from: s.config.id.clone(),
+                };
+                s.peers.paxos_commit(&id, req, timeout).await
+            }
+            .await;
+            (id, r, t0.elapsed())
+        }
+        .boxed()
     }
 
     /// One page of node `id`'s own keys under the request's prefix, deleted

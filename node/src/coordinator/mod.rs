@@ -30,6 +30,12 @@
 //! (`off`). Answers that arrive late are compared and repaired in the
 //! background.
 //!
+//! **SERIAL** (`cas.rs`). `Cas` and SERIAL/LOCAL_SERIAL reads run a
+//! Paxos round over a majority of the key's replicas: prepare (with the
+//! read riding on it), finish any interrupted proposal, propose the new
+//! version or a no-op, commit. The acceptor and the pure rules are in
+//! `paxos/`.
+//!
 //! **Scans** (`scan.rs`) ask every live node for a page under the prefix
 //! and merge per key; every token range must have its level of replicas
 //! answering.
@@ -42,6 +48,8 @@
 //! per replica message, which goes to the local store when the replica is
 //! this node and through `PeerClient` (`peer_client.rs`) otherwise.
 
+mod cas;
+mod cas_phases;
 mod ctx;
 mod forward;
 mod plan;
@@ -50,6 +58,7 @@ mod receipt;
 mod scan;
 mod write;
 
+pub use cas::{SerialOp, SerialResult, MAX_CONTENTION_RETRIES};
 pub use read::{Read, ReadResult};
 pub use scan::ScanResult;
 pub use write::Write;
@@ -104,6 +113,12 @@ impl Coordinator {
     pub async fn write(&self, w: Write, forwarded_from: Option<String>) -> Result<(Context, pb::Receipt)> {
         self.check_key(&w.key)?;
         self.check_value(&w.value)?;
+        if w.level.is_serial() {
+            return Err(Error::InvalidArgument(format!(
+                "put and delete do not run at {}; a linearizable write is a cas (ringkv cas KEY --expect OLD --set NEW)",
+                w.level.as_str()
+            )));
+        }
         crate::version::check_ttl(w.ttl_ms, w.tombstone)?;
         // A client's context is distrusted: bounded here, and capped to
         // what the key has issued by `DvvSet::update`.
@@ -111,10 +126,28 @@ impl Coordinator {
         write::write(&self.ctx, w, forwarded_from).await
     }
 
-    /// Coordinates a read.
+    /// Coordinates a read. A SERIAL or LOCAL_SERIAL read runs a Paxos
+    /// round (`cas.rs`), completing any in-flight proposal first.
     pub async fn read(&self, r: Read) -> Result<ReadResult> {
         self.check_key(&r.key)?;
+        if r.level.is_serial() {
+            let done = cas::serial(&self.ctx, r.key, SerialOp::Read, r.level, r.timeout).await?;
+            return Ok(ReadResult { version: done.version, receipt: done.receipt });
+        }
         read::read(&self.ctx, r).await
+    }
+
+    /// Coordinates a compare-and-set at `level` (SERIAL or LOCAL_SERIAL):
+    /// sets `key` to `new` (`None`: a tombstone) only if its live value is
+    /// `expect` (`None`: absent or deleted).
+    pub async fn cas(&self, key: Vec<u8>, op: SerialOp, level: Level, timeout: Duration) -> Result<SerialResult> {
+        self.check_key(&key)?;
+        if let SerialOp::Cas { expect, new } = &op {
+            for v in expect.iter().chain(new) {
+                self.check_value(v)?;
+            }
+        }
+        cas::serial(&self.ctx, key, op, level, timeout).await
     }
 
     /// One page of live keys under `prefix`, merged across replicas. Every
@@ -130,6 +163,9 @@ impl Coordinator {
     /// its last entry: a run of deleted keys yields a short or empty page
     /// that still moves on.
     pub async fn scan(&self, prefix: Vec<u8>, start_after: Vec<u8>, limit: usize, level: Level, timeout: Duration) -> Result<ScanResult> {
+        if level.is_serial() {
+            return Err(Error::InvalidArgument("scans do not run at SERIAL; read single keys at SERIAL, or scan at QUORUM".into()));
+        }
         scan::scan(&self.ctx, prefix, start_after, limit, level, timeout).await
     }
 

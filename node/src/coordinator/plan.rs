@@ -13,6 +13,7 @@
 //!   owners holds every acknowledged write.
 //! - **LOCAL_QUORUM** counts only the replicas (current and pending) in the
 //!   coordinator's zone, and needs a majority of the current ones.
+//!   LOCAL_SERIAL's Paxos participants are planned the same way.
 //! - **Sloppy quorum** (Dynamo §4.6). Each down replica whose answer counts
 //!   may be replaced by a live node further round the ring. The stand-in
 //!   holds the write as a hint for that replica and counts toward W; the
@@ -94,7 +95,7 @@ pub(crate) fn plan(view: &View, key: &[u8], ask: Ask) -> Result<Plan> {
     let prefs = ring.preference_list(key, n);
     let pending: Vec<String> =
         if write { view.future.preference_list(key, n).into_iter().filter(|p| !prefs.contains(p)).collect() } else { Vec::new() };
-    let (counted, required) = if level == Level::LocalQuorum {
+    let (counted, required) = if matches!(level, Level::LocalQuorum | Level::LocalSerial) {
         let zone = view.zone;
         let local: Vec<String> = prefs.iter().filter(|p| ring.zone(p) == zone).cloned().collect();
         if local.is_empty() {

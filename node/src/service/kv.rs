@@ -7,7 +7,7 @@ use ringkv_proto::v1::ReadRepair;
 use tonic::{Request, Response, Status};
 
 use super::timeout;
-use crate::coordinator::{decode_context, encode_context, Coordinator, Read, Write};
+use crate::coordinator::{decode_context, encode_context, Coordinator, Read, SerialOp, Write};
 use crate::error::Error;
 use crate::quorum::Level;
 use crate::rate_limit::Client;
@@ -165,5 +165,35 @@ impl pb::kv_server::Kv for KvService {
             receipt: Some(page.receipt),
             next_start_after: page.next_start_after,
         }))
+    }
+
+    async fn cas(&self, req: Request<pb::CasRequest>) -> Result<Response<pb::CasResponse>, Status> {
+        let grants = self.admit_client(&req)?;
+        let _counted = InFlight::new(&self.s.in_flight);
+        let req = req.into_inner();
+        // A cas writes, and answers the current value when not applied.
+        grants.check_write(&req.key)?;
+        grants.check_read(&req.key)?;
+        let options = req.options.as_ref();
+        let level = match options.map_or(0, |o| o.consistency) {
+            0 => Level::Serial,
+            raw => Level::from_proto(raw)?,
+        };
+        if !level.is_serial() {
+            return Err(Error::InvalidArgument(format!(
+                "cas runs at SERIAL or LOCAL_SERIAL, not {}; leave the level unset (SERIAL) or pass serial / local_serial",
+                level.as_str()
+            ))
+            .into());
+        }
+        let new = (!req.delete).then_some(req.value);
+        let op = SerialOp::Cas { expect: req.expect, new };
+        let done = self.coordinator.cas(req.key, op, level, timeout(options, &self.s.config)).await?;
+        let now = self.s.clock.wall_ms();
+        let (current, context) = match &done.version {
+            Some(v) => (v.live(now).into_iter().map(Into::into).collect(), encode_context(&v.context())),
+            None => (Vec::new(), Vec::new()),
+        };
+        Ok(Response::new(pb::CasResponse { applied: done.applied, current, context, receipt: Some(done.receipt) }))
     }
 }

@@ -22,7 +22,9 @@ use crate::error::Error;
 use crate::hints::{Limits, Stored};
 use crate::membership::{Member, NodeState};
 use crate::paging::{Page, PAGE_BYTES};
+use crate::paxos::{Ballot, Proposal};
 use crate::quorum::Level;
+use crate::record;
 use crate::ring::token_of;
 use crate::shared::Shared;
 use crate::store::Ticket;
@@ -227,6 +229,46 @@ impl pb::peer_server::Peer for PeerService {
             }
             .into()),
         }
+    }
+
+    async fn paxos_prepare(&self, req: Request<pb::PaxosPrepareRequest>) -> Result<Response<pb::PaxosPrepareResponse>, Status> {
+        let req = req.into_inner();
+        crate::admit::check_key(&req.key, self.s.config.max_key_bytes)?;
+        let ballot: Ballot = record::decode(&req.key, &req.ballot)?;
+        // A ballot far ahead of this clock would fence every proposer for as long.
+        self.s.hlc.check(&ballot, self.s.clock.wall_ms())?;
+        let (promise, version, ticket) = self.s.paxos.prepare_and_read(&req.key, &ballot)?;
+        if let Some(t) = ticket {
+            self.s.store.durable(t).await?;
+        }
+        Ok(Response::new(pb::PaxosPrepareResponse { promise: record::encode(&promise), version: version.map(|v| record::encode(&v)) }))
+    }
+
+    async fn paxos_propose(&self, req: Request<pb::PaxosProposeRequest>) -> Result<Response<pb::PaxosProposeResponse>, Status> {
+        let req = req.into_inner();
+        crate::admit::check_key(&req.key, self.s.config.max_key_bytes)?;
+        let proposal: Proposal = record::decode(&req.key, &req.proposal)?;
+        self.s.hlc.check(&proposal.ballot, self.s.clock.wall_ms())?;
+        if let Some(v) = &proposal.value {
+            self.s.admit.check(&req.key, v)?;
+        }
+        match self.s.paxos.accept(&req.key, &proposal)? {
+            Ok(ticket) => {
+                self.s.store.durable(ticket).await?;
+                Ok(Response::new(pb::PaxosProposeResponse { accepted: true, promised: Vec::new() }))
+            }
+            Err(b) => Ok(Response::new(pb::PaxosProposeResponse { accepted: false, promised: record::encode(&b) })),
+        }
+    }
+
+    async fn paxos_commit(&self, req: Request<pb::PaxosCommitRequest>) -> Result<Response<pb::PaxosCommitResponse>, Status> {
+        let req = req.into_inner();
+        let ballot: Ballot = record::decode(&req.key, &req.ballot)?;
+        self.s.hlc.check(&ballot, self.s.clock.wall_ms())?;
+        let version = self.s.admit.pushed(&req.key, &req.version, &req.from)?;
+        let ticket = self.s.paxos.commit_version(&req.key, &ballot, &version)?;
+        self.s.store.durable(ticket).await?;
+        Ok(Response::new(pb::PaxosCommitResponse {}))
     }
 
     async fn ping(&self, _req: Request<pb::PingRequest>) -> Result<Response<pb::PingResponse>, Status> {

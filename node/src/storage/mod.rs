@@ -1,8 +1,9 @@
 //! Storage engines behind one small synchronous trait.
 //!
-//! An engine stores opaque bytes in four trees: `Data` (key to framed
+//! An engine stores opaque bytes in five trees: `Data` (key to framed
 //! DVVSet), `Tokens` (a token-ordered index of `Data`), `Hints` (target
-//! and key to mutation) and `Meta` (node id, tokens). Framing, merging and durability waits live above, in
+//! and key to mutation), `Meta` (node id, tokens) and `Paxos` (per-key
+//! acceptor state for SERIAL). Framing, merging and durability waits live above, in
 //! `store/`, so every engine gets them the same way.
 //!
 //! Engines (DESIGN §8; README "Storage" has the measurements behind the
@@ -52,11 +53,14 @@ pub enum Tree {
     Meta,
     /// Token-ordered index of the data tree: token (big-endian) ++ key.
     Tokens,
+    /// Per-key Paxos acceptor state (SERIAL, `paxos/acceptor.rs`).
+    Paxos,
 }
 
 impl Tree {
     /// Every tree, for engines that create them up front.
-    pub const ALL: [Tree; 4] = [Tree::Data, Tree::Hints, Tree::Meta, Tree::Tokens];
+    /// New trees go last: the commit log names a tree by its position here.
+    pub const ALL: [Tree; 5] = [Tree::Data, Tree::Hints, Tree::Meta, Tree::Tokens, Tree::Paxos];
 
     /// The tree's name inside an engine.
     pub fn name(self) -> &'static str {
@@ -65,6 +69,7 @@ impl Tree {
             Tree::Hints => "hints",
             Tree::Meta => "meta",
             Tree::Tokens => "tokens",
+            Tree::Paxos => "paxos",
         }
     }
 }

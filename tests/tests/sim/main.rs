@@ -28,6 +28,9 @@
 //! - [`scenarios`]: each fault kind of the sweep's nemesis alone under the
 //!   workload, then every checker; and targeted fault cases (a lost ack, a
 //!   late release, split brain, a skewed clock).
+//! - [`serial`]: SERIAL compare-and-set: concurrent cas from one value
+//!   applies exactly once per round; SERIAL on the majority side of a
+//!   partition, `unavailable` on the minority side.
 //! - [`sweep`]: the randomized nemesis sweep, each seed in a fresh process,
 //!   and the check that one seed replays the same history.
 //! - [`ttl`]: expiring keys: read at once, gone after the expiry through
@@ -43,6 +46,7 @@ mod failover;
 mod large_values;
 mod membership;
 mod scenarios;
+mod serial;
 mod sweep;
 mod ttl;
 
