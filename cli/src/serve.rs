@@ -171,12 +171,20 @@ mod tests {
             "--enable-fault-injection",
             "--rate-limit-per-sec=24",
             "--rate-limit-burst=25",
+            "--ca=ca.crt",
+            "--cert=n9.crt",
+            "--key=n9.key",
+            "--tokens-file=tokens.toml",
+            "--peer-token=rkv_peer",
+            "--insecure",
+            "--health-listen=127.0.0.9:7110",
         ];
         let got = toml::Value::try_from(config_from(&flags).unwrap()).unwrap();
         let default = toml::Value::try_from(ringkv_node::Config::default()).unwrap();
         let got = got.as_table().unwrap();
         // Every field, the optional ones included, is in the serialized config.
-        assert_eq!(got.len(), default.as_table().unwrap().len() + 2, "advertise and rng_seed are set");
+        let optional = ["advertise", "rng_seed", "tls_ca", "tls_cert", "tls_key", "tokens_file", "peer_token", "health_listen"];
+        assert_eq!(got.len(), default.as_table().unwrap().len() + optional.len(), "the optional fields are set too: {optional:?}");
         for (field, value) in got {
             assert_ne!(Some(value), default.get(field), "the flag for {field} had no effect");
         }
@@ -184,7 +192,9 @@ mod tests {
 
     fn config_from(flags: &[&str]) -> anyhow::Result<ringkv_node::Config> {
         let cli = Cli::try_parse_from(["ringkv", "serve"].iter().chain(flags))?;
-        let Command::Serve(args) = cli.command else { panic!("not serve") };
+        let Command::Serve(mut args) = cli.command else { panic!("not serve") };
+        // As main does: the global --ca/--cert/--key are the node's TLS files.
+        args.overrides.tls = super::tls_files(&cli.auth)?;
         super::load_config(&args)
     }
 
