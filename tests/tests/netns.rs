@@ -78,6 +78,13 @@ impl Hosts {
         hosts
     }
 
+    /// `--ca`, `--cert` and `--key` for node `i`: its TLS files when it
+    /// serves, and its credentials when the CLI speaks for it.
+    fn tls_args(&self, i: usize) -> [std::ffi::OsString; 6] {
+        let file = |name: String| self.certs.path().join(name).into_os_string();
+        ["--ca".into(), file("ca.crt".into()), "--cert".into(), file(format!("n{i}.crt")), "--key".into(), file(format!("n{i}.key"))]
+    }
+
     /// Starts node `i` in its namespace, with every node's address as seeds.
     fn spawn(&mut self, i: usize, data: &Path) -> Child {
         let seeds: Vec<String> = (1..=NODES).map(Self::addr).collect();
@@ -87,12 +94,7 @@ impl Hosts {
             .args(["netns", "exec", &self.node_ns(i)])
             .arg(ringkv_bin())
             .args(["serve", "--id", &format!("n{i}"), "--listen", &Self::addr(i), "--seeds", &seeds.join(",")])
-            .arg("--ca")
-            .arg(self.certs.path().join("ca.crt"))
-            .arg("--cert")
-            .arg(self.certs.path().join(format!("n{i}.crt")))
-            .arg("--key")
-            .arg(self.certs.path().join(format!("n{i}.key")))
+            .args(self.tls_args(i))
             .arg("--data-dir")
             .arg(&dir)
             .stdin(Stdio::null())
@@ -109,14 +111,9 @@ impl Hosts {
             .args(["netns", "exec", &self.node_ns(i)])
             .arg(ringkv_bin())
             .args(["--endpoints", &Self::addr(i)])
-            .arg("--ca")
-            .arg(self.certs.path().join("ca.crt"))
             // The admin commands (status, ring, repair) need an admin: with
             // TLS and no token file, that is a node certificate.
-            .arg("--cert")
-            .arg(self.certs.path().join(format!("n{i}.crt")))
-            .arg("--key")
-            .arg(self.certs.path().join(format!("n{i}.key")))
+            .args(self.tls_args(i))
             .args(args)
             .output()
             .expect("run ringkv in a namespace")

@@ -53,6 +53,16 @@ impl Proposer {
         let ballot = Hlc { wall_ms: *clock, logical: 0, node: self.name.clone() };
         self.phase = Phase::Preparing { ballot, unsent: (0..ACCEPTORS).collect(), promises: Vec::new() };
     }
+
+    /// After a phase that reached too few acceptors: a new round, as after a
+    /// timeout, for at most four rounds.
+    fn retry_or_give_up(&mut self, clock: &mut u64) {
+        if self.round < 4 {
+            self.start(clock);
+        } else {
+            self.phase = Phase::Done;
+        }
+    }
 }
 
 /// Runs one random schedule; returns the distinct values a majority accepted.
@@ -75,12 +85,8 @@ fn schedule(seed: u64, accept_lower: bool) -> Vec<DvvSet> {
             Phase::Done => {}
             Phase::Preparing { ballot, unsent, promises } => {
                 if unsent.is_empty() {
-                    // Too few promises arrived: a new round, as after a timeout.
-                    if p.round < 4 {
-                        p.start(&mut clock);
-                    } else {
-                        p.phase = Phase::Done;
-                    }
+                    // Too few promises arrived.
+                    p.retry_or_give_up(&mut clock);
                     continue;
                 }
                 let a = unsent.swap_remove(rng.random_range(0..unsent.len()));
@@ -101,11 +107,7 @@ fn schedule(seed: u64, accept_lower: bool) -> Vec<DvvSet> {
             }
             Phase::Proposing { proposal, unsent, accepted } => {
                 if unsent.is_empty() {
-                    if p.round < 4 {
-                        p.start(&mut clock);
-                    } else {
-                        p.phase = Phase::Done;
-                    }
+                    p.retry_or_give_up(&mut clock);
                     continue;
                 }
                 let a = unsent.swap_remove(rng.random_range(0..unsent.len()));

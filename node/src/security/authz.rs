@@ -14,8 +14,16 @@
 //! gets [`Grants::all`]. That is the loopback development mode; off
 //! loopback a node refuses to start that way unless given `--insecure`.
 
+use std::sync::{Arc, LazyLock};
+
 use super::tokens::Role;
 use crate::error::Error;
+
+/// The grants of every caller of an open node, built once: each request
+/// takes a reference, not a copy of the prefix lists.
+static OPEN: LazyLock<Arc<Grants>> = LazyLock::new(|| Arc::new(Grants::all(None)));
+/// The grants of an anonymous client of a TLS-only node, built once.
+static KV_ONLY: LazyLock<Arc<Grants>> = LazyLock::new(|| Arc::new(Grants::kv_only()));
 
 /// What a caller may do.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -155,10 +163,12 @@ pub struct Mode {
 }
 
 /// Authenticates a caller. A token wins over a certificate when both come.
-pub fn authenticate(mode: Mode, presented: &Presented, tokens: &super::tokens::Tokens) -> Result<Grants, Error> {
+/// The grants are shared (the token file's, or the open modes'), so a
+/// request clones a pointer, not the prefix lists.
+pub fn authenticate(mode: Mode, presented: &Presented, tokens: &super::tokens::Tokens) -> Result<Arc<Grants>, Error> {
     use super::identity::CertKind;
     if !mode.tls && !mode.principals {
-        return Ok(Grants::all(None));
+        return Ok(OPEN.clone());
     }
     match presented {
         Presented::Token(t) => tokens.by_token(t).cloned().ok_or_else(|| {
@@ -167,10 +177,10 @@ pub fn authenticate(mode: Mode, presented: &Presented, tokens: &super::tokens::T
                     .into(),
             )
         }),
-        Presented::Certificate(id) if id.kind == CertKind::Node => Ok(Grants::all(Some(format!("node:{}", id.name)))),
+        Presented::Certificate(id) if id.kind == CertKind::Node => Ok(Arc::new(Grants::all(Some(format!("node:{}", id.name))))),
         Presented::Certificate(id) => match tokens.by_name(&id.name) {
             Some(g) => Ok(g.clone()),
-            None if !mode.principals => Ok(Grants { name: Some(id.name.clone()), ..Grants::kv_only() }),
+            None if !mode.principals => Ok(Arc::new(Grants { name: Some(id.name.clone()), ..Grants::kv_only() })),
             None => Err(Error::Unauthenticated(format!(
                 "client certificate {:?} names no principal in this node's token file; add one with that name, or send a token",
                 id.name
@@ -179,7 +189,7 @@ pub fn authenticate(mode: Mode, presented: &Presented, tokens: &super::tokens::T
         Presented::Nothing if mode.principals => Err(Error::Unauthenticated(
             "this node requires a bearer token: pass --token or set RINGKV_TOKEN (ringkv token add makes one)".into(),
         )),
-        Presented::Nothing => Ok(Grants::kv_only()),
+        Presented::Nothing => Ok(KV_ONLY.clone()),
     }
 }
 
@@ -206,7 +216,7 @@ mod tests {
     #[test]
     fn open_mode_grants_everything_and_tls_only_mode_grants_kv_to_anyone() {
         let t = file().0.compile().unwrap();
-        assert_eq!(authenticate(Mode { tls: false, principals: false }, &Presented::Nothing, &t).unwrap(), Grants::all(None));
+        assert_eq!(*authenticate(Mode { tls: false, principals: false }, &Presented::Nothing, &t).unwrap(), Grants::all(None));
         let anon = authenticate(Mode { tls: true, principals: false }, &Presented::Nothing, &t).unwrap();
         assert!(anon.may_write(b"x") && !anon.admin && !anon.peer);
         let client = authenticate(Mode { tls: true, principals: false }, &cert(CertKind::Client, "ci"), &t).unwrap();

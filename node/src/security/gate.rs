@@ -32,14 +32,16 @@ const ROUTING_VIEW: [&str; 2] = ["/ringkv.v1.Admin/Status", "/ringkv.v1.Admin/Ri
 
 /// The path of the RPC being called (`/ringkv.v1.Admin/Status`), put in the
 /// request's extensions by [`record_path`] before the gates run: tonic's
-/// interceptors see metadata and extensions, not the URI.
+/// interceptors see metadata and extensions, not the URI. A clone of the
+/// URI's own path (reference-counted bytes), so recording it copies nothing.
 #[derive(Clone, Debug)]
-pub struct RpcPath(pub String);
+pub struct RpcPath(pub http::uri::PathAndQuery);
 
 /// Records each request's [`RpcPath`]; the server applies it as a layer.
 pub fn record_path<B>(mut req: http::Request<B>) -> http::Request<B> {
-    let path = RpcPath(req.uri().path().to_string());
-    req.extensions_mut().insert(path);
+    if let Some(path) = req.uri().path_and_query().cloned() {
+        req.extensions_mut().insert(RpcPath(path));
+    }
     req
 }
 
@@ -56,10 +58,10 @@ impl Gate {
         Self { security, surface }
     }
 
-    fn admit(&self, req: &Request<()>) -> Result<Grants, Error> {
+    fn admit(&self, req: &Request<()>) -> Result<Arc<Grants>, Error> {
         let presented = presented(req.metadata(), req.extensions())?;
         let grants = authenticate(self.security.mode(), &presented, &self.security.tokens())?;
-        let path = req.extensions().get::<RpcPath>().map_or("", |p| p.0.as_str());
+        let path = req.extensions().get::<RpcPath>().map_or("", |p| p.0.path());
         match self.surface {
             Surface::Kv => {}
             // The cluster view a client needs to route (members, zones,
@@ -113,8 +115,8 @@ pub fn remote_ip(extensions: &Extensions) -> Option<IpAddr> {
 }
 
 /// The grants the gate attached to a request.
-pub fn grants_of<T>(req: &Request<T>) -> Result<&Grants, Error> {
+pub fn grants_of<T>(req: &Request<T>) -> Result<&Arc<Grants>, Error> {
     req.extensions()
-        .get::<Grants>()
+        .get::<Arc<Grants>>()
         .ok_or_else(|| Error::Unauthenticated("the request reached a handler without passing the gate; this is a bug".into()))
 }

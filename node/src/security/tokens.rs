@@ -24,6 +24,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -153,6 +154,7 @@ impl TokenFile {
                 grants.add(&role);
             }
             grants.name = Some(p.name.clone());
+            let grants = Arc::new(grants);
             if by_name.insert(p.name.clone(), grants.clone()).is_some() {
                 return bad(format!("principal {:?} is listed twice", p.name));
             }
@@ -184,18 +186,18 @@ impl TokenFile {
 /// The compiled token file: who a token or a certificate name is.
 #[derive(Clone, Debug, Default)]
 pub struct Tokens {
-    by_hash: HashMap<String, Grants>,
-    by_name: HashMap<String, Grants>,
+    by_hash: HashMap<String, Arc<Grants>>,
+    by_name: HashMap<String, Arc<Grants>>,
 }
 
 impl Tokens {
     /// The principal a bearer token names.
-    pub fn by_token(&self, token: &str) -> Option<&Grants> {
+    pub fn by_token(&self, token: &str) -> Option<&Arc<Grants>> {
         self.by_hash.get(&hash(token))
     }
 
     /// The principal with this name (a client certificate's common name).
-    pub fn by_name(&self, name: &str) -> Option<&Grants> {
+    pub fn by_name(&self, name: &str) -> Option<&Arc<Grants>> {
         self.by_name.get(name)
     }
 

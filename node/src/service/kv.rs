@@ -77,7 +77,7 @@ fn read_repair(options: Option<&pb::RequestOptions>) -> Result<ReadRepair, Error
 impl KvService {
     /// Who the client is (the gate authenticated it) and its rate limit:
     /// refused before any work when it is over.
-    fn admit_client<T>(&self, req: &Request<T>) -> Result<Grants, Error> {
+    fn admit_client<T>(&self, req: &Request<T>) -> Result<Arc<Grants>, Error> {
         let grants = grants_of(req)?.clone();
         let client = match &grants.name {
             Some(name) => Client::Principal(name.clone()),
