@@ -30,14 +30,7 @@ fn main() {
     let dir = tempfile::tempdir_in(base).expect("temp dir");
     println!("{:<9} {:>14} {:>14} {:>16}", "engine", "fsync ops/s", "group ops/s", "group vs memory");
     let mut memory = 0.0;
-    for (kind, log) in [
-        (Engine::Memory, false),
-        (Engine::Redb, false),
-        (Engine::Redb, true),
-        (Engine::Sled, false),
-        (Engine::Sled, true),
-        (Engine::Fjall, false),
-    ] {
+    for (kind, log) in [(Engine::Memory, false), (Engine::Redb, false), (Engine::Redb, true), (Engine::Fjall, false)] {
         let engine: Arc<dyn Storage> = storage::open(kind, &dir.path().join(format!("{kind}-{log}")), log).expect("open");
         let name = if log { format!("{kind}+log") } else { kind.to_string() };
         let fsync = rate(&*engine, 1_000, 1, "f");

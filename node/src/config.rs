@@ -67,7 +67,7 @@ pub struct Config {
     /// Cassandra's `initial_token`); empty chooses `vnodes` tokens that
     /// minimise skew. Ignored once the node has stored tokens.
     pub initial_tokens: Vec<u64>,
-    /// Storage engine: `fjall`, `redb`, `sled` or `memory`.
+    /// Storage engine: `fjall`, `redb` or `memory`.
     pub storage: Engine,
     /// Put a commit log in front of a disk engine: an acknowledged write is
     /// one append plus a share of one fdatasync, and the engine is made

@@ -246,12 +246,6 @@ impl From<Error> for tonic::Status {
     }
 }
 
-impl From<sled::Error> for Error {
-    fn from(e: sled::Error) -> Self {
-        Error::Storage(format!("sled: {e}"))
-    }
-}
-
 macro_rules! redb_errors {
     ($($t:ty),*) => {$(
         impl From<$t> for Error {

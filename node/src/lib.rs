@@ -27,6 +27,7 @@ pub mod peer_client;
 pub mod quorum;
 pub mod rate_limit;
 pub mod record;
+pub mod replicate_queue;
 pub mod ring;
 pub mod security;
 pub mod service;

@@ -10,7 +10,9 @@
 //! bytes, and sends them as one `ReplicateBatch` call, with at most
 //! [`BATCHES_IN_FLIGHT`] calls outstanding. An idle peer gets each message at once; a busy one gets
 //! them in batches, which saves the per-call cost that dominated a
-//! profiled write load.
+//! profiled write load. The queue is bounded (`replicate_queue.rs`): a peer
+//! far behind has new messages refused at once, and messages whose caller
+//! gave up are dropped unsent.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -20,7 +22,7 @@ use std::time::Duration;
 use ringkv_proto::channel::Channel;
 use ringkv_proto::v1 as pb;
 use ringkv_proto::v1::peer_client::PeerClient as PbPeerClient;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tonic::Code;
 
 use ringkv_proto::delivery::Delivery;
@@ -31,6 +33,7 @@ use crate::fault::{Faults, Verdict};
 use crate::membership::{Member, Membership};
 use crate::paging::{Page, PAGE_BYTES};
 use crate::record;
+use crate::replicate_queue::{self, Pending, QueueReceiver, QueueSender};
 use crate::security::PeerCredentials;
 use crate::transport::{dial, Transport};
 use crate::version::DvvSet;
@@ -50,7 +53,7 @@ pub struct Peers {
     credentials: PeerCredentials,
     clients: Mutex<HashMap<String, PeerClient>>,
     /// Per (peer id, address): the queue of its batching task.
-    batchers: Mutex<HashMap<(String, String), mpsc::UnboundedSender<Pending>>>,
+    batchers: Mutex<HashMap<(String, String), QueueSender>>,
     read_latencies: Mutex<HashMap<String, VecDeque<Duration>>>,
 }
 
@@ -59,12 +62,6 @@ pub struct Peers {
 pub const MAX_BATCH: usize = 128;
 /// Batch calls outstanding per peer; later messages queue and join a batch.
 pub const BATCHES_IN_FLIGHT: usize = 2;
-
-/// One queued replicate message and where its outcome goes.
-struct Pending {
-    req: pb::ReplicateRequest,
-    reply: oneshot::Sender<Result<()>>,
-}
 
 /// Read latencies kept per peer for speculative retry.
 const LATENCY_WINDOW: usize = 128;
@@ -167,9 +164,8 @@ impl Peers {
         let queue = self.batcher(id, &addr)?;
         let (reply, outcome) = oneshot::channel();
         let req = pb::ReplicateRequest { key: key.to_vec(), version, from: from.to_string() };
-        queue
-            .send(Pending { req, reply })
-            .map_err(|_| Error::NotSent { peer: id.to_string(), reason: "the batching task stopped".into() })?;
+        // Refused (full or stopped) means never sent: the caller hints it.
+        queue.send(req, reply).map_err(|refused| Error::NotSent { peer: id.to_string(), reason: refused.to_string() })?;
         let limit = timeout.min(self.timeout);
         match tokio::time::timeout(limit, outcome).await {
             Ok(Ok(result)) => result,
@@ -180,7 +176,7 @@ impl Peers {
 
     /// The queue of the batching task for peer `id` at `addr`, started on
     /// first use.
-    fn batcher(&self, id: &str, addr: &str) -> Result<mpsc::UnboundedSender<Pending>> {
+    fn batcher(&self, id: &str, addr: &str) -> Result<QueueSender> {
         let mut batchers = self.batchers.lock().expect("lock");
         let slot = (id.to_string(), addr.to_string());
         if let Some(tx) = batchers.get(&slot).filter(|tx| !tx.is_closed()) {
@@ -189,7 +185,7 @@ impl Peers {
         let rpc = self.client(addr)?.rpc;
         // A peer that moved: its old queue goes, which ends the old task.
         batchers.retain(|(i, a), _| i != id || a == addr);
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = replicate_queue::queue();
         tokio::spawn(run_batcher(id.to_string(), rpc, self.membership.clone(), self.timeout, rx));
         batchers.insert(slot, tx.clone());
         Ok(tx)
@@ -360,15 +356,8 @@ fn status_to_error(peer: &str, status: tonic::Status) -> Error {
 /// [`BATCHES_IN_FLIGHT`] calls are outstanding, and sends it as one call.
 /// A message that does not fit waits at the head of the next batch.
 /// Ends when every sender is gone.
-async fn run_batcher(
-    id: String,
-    rpc: PbPeerClient<Channel>,
-    membership: Arc<Membership>,
-    timeout: Duration,
-    mut rx: mpsc::UnboundedReceiver<Pending>,
-) {
+async fn run_batcher(id: String, rpc: PbPeerClient<Channel>, membership: Arc<Membership>, timeout: Duration, mut rx: QueueReceiver) {
     let slots = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
-    let size = |p: &Pending| p.req.key.len() + p.req.version.len() + p.req.from.len();
     let mut held: Option<Pending> = None;
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
@@ -380,10 +369,10 @@ async fn run_batcher(
             },
         };
         let mut page = Page::new(MAX_BATCH, PAGE_BYTES);
-        page.admit(size(&first));
+        page.admit(first.size());
         let mut batch = vec![first];
-        while let Ok(p) = rx.try_recv() {
-            if !page.admit(size(&p)) {
+        while let Some(p) = rx.try_recv() {
+            if !page.admit(p.size()) {
                 held = Some(p);
                 break;
             }

@@ -87,11 +87,6 @@ fn fjall_group_keeps_acknowledged_writes_across_kill_9() {
 }
 
 #[test]
-fn sled_fsync_keeps_acknowledged_writes_across_kill_9() {
-    kill_9_keeps_every_acknowledged_write("sled", "fsync");
-}
-
-#[test]
-fn sled_group_keeps_acknowledged_writes_across_kill_9() {
-    kill_9_keeps_every_acknowledged_write("sled", "group");
+fn fjall_fsync_keeps_acknowledged_writes_across_kill_9() {
+    kill_9_keeps_every_acknowledged_write("fjall", "fsync");
 }

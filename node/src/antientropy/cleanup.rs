@@ -62,16 +62,13 @@ pub fn drop_unowned(store: &Store, current: &Ring, future: &Ring, me: &str, n: u
             continue;
         }
         out.ranges += 1;
-        let (items, _) = store.token_range(start, end, crate::paging::Page::unbounded())?;
-        for (key, raw) in items {
-            if future.replicas_of(token_of(&key), n).iter().any(|r| r == me) {
-                continue;
-            }
-            if store.purge(&key, &raw)? {
+        store.for_each_in_range(start, end, |key, raw| {
+            if !future.replicas_of(token_of(key), n).iter().any(|r| r == me) && store.purge(key, raw)? {
                 out.keys += 1;
                 out.bytes += (key.len() + raw.len()) as u64;
             }
-        }
+            Ok(())
+        })?;
     }
     Ok(out)
 }

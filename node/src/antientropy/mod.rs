@@ -23,4 +23,4 @@ pub mod sync;
 mod trees;
 
 pub use pass::{purge_tombstones, run_pass, run_worker, Repair, Stats};
-pub use trees::{Slot, Trees};
+pub use trees::{Slot, SlotState, Trees};

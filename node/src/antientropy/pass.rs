@@ -126,18 +126,19 @@ impl SyncPeer for Remote<'_> {
 /// `cutoff_wall_ms`: every sibling dead (deleted, or expired, converted or
 /// not) since before it. Returns how many keys were dropped.
 pub fn purge_tombstones(store: &Store, start: Token, end: Token, cutoff_wall_ms: u64, now_ms: u64) -> Result<u32> {
-    let (items, _) = store.token_range(start, end, crate::paging::Page::unbounded())?;
     let mut purged = 0;
-    for (key, mut raw) in items {
-        let mut v: DvvSet = record::decode(&key, &raw)?;
+    store.for_each_in_range(start, end, |key, raw| {
+        let mut v: DvvSet = record::decode(key, raw)?;
+        let mut raw = std::borrow::Cow::Borrowed(raw);
         if v.has_expired(now_ms) {
-            v = store.merge(&key, &v.expired_at(now_ms))?.version;
-            raw = record::encode(&v);
+            v = store.merge(key, &v.expired_at(now_ms))?.version;
+            raw = record::encode(&v).into();
         }
-        if v.purgeable(cutoff_wall_ms) && store.purge(&key, &raw)? {
+        if v.purgeable(cutoff_wall_ms) && store.purge(key, &raw)? {
             purged += 1;
         }
-    }
+        Ok(())
+    })?;
     Ok(purged)
 }
 

@@ -241,7 +241,7 @@ pub fn answer_nodes(store: &Store, start: Token, end: Token, level: u32, indices
     let trees = store.trees();
     let slot = trees.get(start, end)?;
     let guard = slot.lock();
-    guard.as_ref().map(|t| t.nodes(level, indices))
+    guard.built().map(|t| t.nodes(level, indices))
 }
 
 /// Every key of one leaf with a digest of its stored version.
@@ -250,8 +250,13 @@ pub fn leaf_digest(store: &Store, start: Token, end: Token, leaf: u32) -> Result
     if lo == hi {
         return Ok(Vec::new());
     }
-    let (items, _) = store.token_range(lo, hi, Page::unbounded())?;
-    Ok(items.into_iter().map(|(key, raw)| pb::KeyDigest { key, hash: version_digest(&raw).to_vec() }).collect())
+    // Keys and digests only: the values are hashed as the walk reads them.
+    let mut out = Vec::new();
+    store.for_each_in_range(lo, hi, |key, raw| {
+        out.push(pb::KeyDigest { key: key.to_vec(), hash: version_digest(raw).to_vec() });
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 /// The answers a replica gives, shared by the gRPC service and [`LocalPeer`].
@@ -285,7 +290,7 @@ pub mod answer {
             return Err(Error::InvalidArgument(format!("LeafDigest leaf {} does not exist; a tree has {LEAVES} leaves", req.leaf)));
         }
         let r = req.range.unwrap_or_default();
-        if store.trees().get(r.start, r.end).is_none_or(|s| s.lock().is_none()) {
+        if store.trees().get(r.start, r.end).is_none_or(|s| !s.lock().is_built()) {
             return Ok(pb::LeafDigestResponse { ready: false, items: Vec::new() });
         }
         Ok(pb::LeafDigestResponse { ready: true, items: leaf_digest(store, r.start, r.end, req.leaf)? })
@@ -382,7 +387,7 @@ mod tests {
     }
 
     fn roots(s: &Store) -> Vec<Hash> {
-        s.trees().slots().iter().map(|slot| slot.lock().as_ref().unwrap().root()).collect()
+        s.trees().slots().iter().map(|slot| slot.lock().built().unwrap().root()).collect()
     }
 
     #[tokio::test]

@@ -33,8 +33,9 @@ use crate::antientropy::sync::RateLimit;
 use crate::antientropy::Trees;
 use crate::error::{Error, Result};
 use crate::handles::{Gossip, Handles};
-use crate::paging::{self, Page, PAGE_BYTES};
+use crate::paging::{Page, PAGE_BYTES};
 use crate::ring::{choose_tokens, Ring, Token};
+use crate::store::RangeCursor;
 
 /// Gossip rounds to wait after announcing a join or leave, so that every
 /// node has heard of it before data moves (Cassandra's RING_DELAY).
@@ -303,12 +304,17 @@ pub async fn decommission(g: &Gossip, stop: CancellationToken) -> Result<pb::Dec
     for (start, end) in Trees::ranges_of(&current, &me, n) {
         let now: Vec<String> = current.replicas_of(end, n);
         let next: Vec<String> = future.replicas_of(end, n).into_iter().filter(|p| !now.contains(p)).collect();
-        let (items, _) = s.store.token_range(start, end, Page::unbounded())?;
-        for owner in &next {
-            for chunk in paging::chunks(&items, PUSH_KEYS, PAGE_BYTES, |(key, version)| key.len() + version.len()) {
-                let entries = chunk.iter().map(|(key, version)| pb::KeyVersion { key: key.clone(), version: version.clone() }).collect();
-                s.peers.push_keys(owner, pb::PushKeysRequest { from: me.clone(), entries }).await?;
-                pushed += chunk.len() as u64;
+        // A page at a time, so memory stays flat whatever the range holds.
+        let mut walk = RangeCursor::new(start, end);
+        while !next.is_empty() && !walk.done() {
+            let (items, _) = s.store.next_page(&mut walk, Page::new(PUSH_KEYS, PAGE_BYTES))?;
+            if items.is_empty() {
+                continue;
+            }
+            let entries: Vec<pb::KeyVersion> = items.into_iter().map(|(key, version)| pb::KeyVersion { key, version }).collect();
+            for owner in &next {
+                s.peers.push_keys(owner, pb::PushKeysRequest { from: me.clone(), entries: entries.clone() }).await?;
+                pushed += entries.len() as u64;
             }
         }
     }

@@ -170,7 +170,7 @@ impl pb::admin_server::Admin for AdminService {
             .map(|slot| pb::RangeRoot {
                 start: slot.start,
                 end: slot.end,
-                root: slot.lock().as_ref().map(|t| t.root().to_vec()).unwrap_or_default(),
+                root: slot.lock().built().map(|t| t.root().to_vec()).unwrap_or_default(),
             })
             .collect();
         Ok(Response::new(pb::RootsResponse { node: self.s.config.id.clone(), ranges }))

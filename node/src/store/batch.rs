@@ -9,7 +9,7 @@
 use std::sync::atomic::Ordering;
 
 use super::{stripe_of, token_key, tree_delta, Merged, Store, Ticket};
-use crate::antientropy::merkle::RangeTree;
+use crate::antientropy::SlotState;
 use crate::error::{Error, Result};
 use crate::record;
 use crate::ring::{token_of, Token};
@@ -41,8 +41,7 @@ impl Store {
             items.iter().filter_map(|(k, _)| trees.find(token_of(k)).map(|s| (s.start, s))).collect();
         slots.sort_unstable_by_key(|(start, _)| *start);
         slots.dedup_by_key(|(start, _)| *start);
-        let mut ranges: Vec<(Token, std::sync::MutexGuard<'_, Option<RangeTree>>)> =
-            slots.iter().map(|(start, s)| (*start, s.lock())).collect();
+        let mut ranges: Vec<(Token, std::sync::MutexGuard<'_, SlotState>)> = slots.iter().map(|(start, s)| (*start, s.lock())).collect();
 
         // Merge in memory; the last state of each key is what gets written.
         let mut results: Vec<Result<(DvvSet, bool)>> = Vec::with_capacity(items.len());
@@ -74,12 +73,13 @@ impl Store {
             })();
             results.push(merged);
         }
-        let indexes: Vec<Vec<u8>> = pending.iter().map(|(k, _, _)| token_key(token_of(k), k)).collect();
+        let indexes: Vec<Vec<u8>> = pending.iter().filter(|(_, old, _)| old.is_none()).map(|(k, _, _)| token_key(token_of(k), k)).collect();
         let mut ops: Vec<Op<'_>> = Vec::with_capacity(pending.len() * 2);
-        for ((key, old, new), index) in pending.iter().zip(&indexes) {
+        let mut indexes = indexes.iter();
+        for (key, old, new) in &pending {
             ops.push(Op::Put(Tree::Data, key, new));
             if old.is_none() {
-                ops.push(Op::Put(Tree::Tokens, index, &[]));
+                ops.push(Op::Put(Tree::Tokens, indexes.next().expect("one index entry per new key"), &[]));
             }
         }
         // Nothing changed: no engine write and no new ticket, so an
@@ -95,9 +95,7 @@ impl Store {
             let token = token_of(key);
             let Some(slot) = trees.find(token) else { continue };
             let Some((_, guard)) = ranges.iter_mut().find(|(start, _)| *start == slot.start) else { continue };
-            if let Some(t) = guard.as_mut() {
-                t.apply(token, &tree_delta(key, old.as_deref(), new));
-            }
+            guard.apply(token, key, &tree_delta(key, old.as_deref(), new));
         }
         let ticket = if pending.is_empty() { Ticket::default() } else { self.issue() };
         for (key, _, _) in &pending {

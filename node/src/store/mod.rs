@@ -31,8 +31,10 @@
 //!   step, purge, and the `Meta` tree;
 //! - `batch.rs`: [`Store::merge_many`] and [`Store::merge_page`], many keys
 //!   in one engine batch;
-//! - `scan.rs`: the `Tokens` index, token-range and prefix scans, and
-//!   [`Store::rebuild_trees`];
+//! - `scan.rs`: the `Tokens` index, token-range walks a page at a time
+//!   ([`RangeCursor`], [`Store::for_each_in_range`]), prefix scans, and
+//!   [`Store::rebuild_trees`], chunk by chunk so writers never wait for a
+//!   whole range;
 //! - `durability.rs`: [`Ticket`], [`Store::durable`] and the group-commit
 //!   task.
 
@@ -56,6 +58,7 @@ mod durability;
 mod scan;
 
 pub use durability::Ticket;
+pub use scan::RangeCursor;
 
 use scan::token_key;
 
@@ -218,8 +221,8 @@ impl Store {
                 self.keys.fetch_add(1, Ordering::Relaxed);
             }
         }
-        if let Some(Some(t)) = tree.as_deref_mut() {
-            t.apply(token, &tree_delta(key, old, &new));
+        if let Some(t) = tree.as_deref_mut() {
+            t.apply(token, key, &tree_delta(key, old, &new));
         }
         Ok(self.issue())
     }
@@ -243,8 +246,8 @@ impl Store {
         let mut tree = trees.find(token).map(|slot| slot.lock());
         self.engine.write_batch(&[Op::Delete(Tree::Data, key), Op::Delete(Tree::Tokens, &token_key(token, key))])?;
         self.keys.fetch_sub(1, Ordering::Relaxed);
-        if let Some(Some(t)) = tree.as_deref_mut() {
-            t.apply(token, &item_hash(key, expected));
+        if let Some(t) = tree.as_deref_mut() {
+            t.apply(token, key, &item_hash(key, expected));
         }
         Ok(true)
     }
