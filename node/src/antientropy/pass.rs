@@ -225,7 +225,7 @@ async fn gc(r: &Repair, start: Token, end: Token, peers: &[String]) -> u64 {
     let s = &r.h;
     let now = r.clock.wall_ms();
     let cutoff = now.saturating_sub(crate::clock::millis(s.config.tombstone_grace));
-    let mut purged = match purge_tombstones(&s.store, start, end, cutoff, now) {
+    let mut purged = match s.store.offload(move |store| purge_tombstones(store, start, end, cutoff, now)).await {
         Ok(n) => u64::from(n),
         Err(e) => {
             tracing::warn!(error = %e, "tombstone purge failed");

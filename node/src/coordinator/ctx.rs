@@ -406,7 +406,8 @@ impl Ctx {
         async move {
             let t0 = Instant::now();
             let r = if id == s.config.id {
-                s.store.scan_prefix(&req.prefix, &req.start_after, Page::new(req.limit as usize, PAGE_BYTES)).map(|(rows, more)| {
+                let page = Page::new(req.limit as usize, PAGE_BYTES);
+                s.store.offload(move |store| store.scan_prefix(&req.prefix, &req.start_after, page)).await.map(|(rows, more)| {
                     pb::KeyVersions { entries: rows.into_iter().map(|(key, version)| pb::KeyVersion { key, version }).collect(), more }
                 })
             } else {

@@ -265,11 +265,17 @@ async fn stream_range(s: &Handles, source: &str, start: Token, end: Token, rate:
         rate.consume(bytes as u64).await;
         // One engine batch and one durability wait per page. A version that
         // fails admission is skipped (and logged), not a reason to stall the join.
-        let admitted = s.admit.pulled_page(&page.entries, source);
-        let (_, last_ticket) = s.store.merge_page(&admitted)?;
+        let (admit, from, more) = (s.admit.clone(), source.to_string(), page.more);
         merged += page.entries.len() as u64;
+        let (last_ticket, entries) = s
+            .store
+            .offload(move |store| {
+                let (_, last) = store.merge_page(&admit.pulled_page(&page.entries, &from))?;
+                Ok((last, page.entries))
+            })
+            .await?;
         s.store.durable(last_ticket).await?;
-        match (page.more, page.entries.last()) {
+        match (more, entries.last()) {
             (true, Some(last)) => after = last.key.clone(),
             _ => return Ok(merged),
         }
@@ -307,7 +313,14 @@ pub async fn decommission(g: &Gossip, stop: CancellationToken) -> Result<pb::Dec
         // A page at a time, so memory stays flat whatever the range holds.
         let mut walk = RangeCursor::new(start, end);
         while !next.is_empty() && !walk.done() {
-            let (items, _) = s.store.next_page(&mut walk, Page::new(PUSH_KEYS, PAGE_BYTES))?;
+            let (items, w) = s
+                .store
+                .offload(move |store| {
+                    let mut w = walk;
+                    Ok((store.next_page(&mut w, Page::new(PUSH_KEYS, PAGE_BYTES))?.0, w))
+                })
+                .await?;
+            walk = w;
             if items.is_empty() {
                 continue;
             }

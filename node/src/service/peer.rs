@@ -27,7 +27,7 @@ use crate::quorum::Level;
 use crate::record;
 use crate::ring::token_of;
 use crate::shared::Shared;
-use crate::store::Ticket;
+use crate::store::{Store, Ticket, OFFLOAD_ITEMS};
 use crate::version::DvvSet;
 
 /// Most keys in a page of `FetchRange` and `ScanLocal`; both are also cut
@@ -84,11 +84,18 @@ impl pb::peer_server::Peer for PeerService {
         let items = req.into_inner().items;
         check_items("ReplicateBatch items", items.len())?;
         let admitted: Vec<Result<DvvSet, Error>> = items.iter().map(|item| self.admit_replica(item)).collect();
-        let batch: Vec<(&[u8], &DvvSet)> =
-            items.iter().zip(&admitted).filter_map(|(item, a)| a.as_ref().ok().map(|v| (item.key.as_slice(), v))).collect();
-        let mut merged = self.s.store.merge_many(&batch).into_iter();
-        let outcomes: Vec<Result<Ticket, Error>> =
-            admitted.into_iter().map(|a| a.and_then(|_| merged.next().expect("one result per admitted item").map(|m| m.ticket))).collect();
+        let n = admitted.iter().filter(|a| a.is_ok()).count();
+        let merge = move |store: &Store| {
+            let batch: Vec<(&[u8], &DvvSet)> =
+                items.iter().zip(&admitted).filter_map(|(item, a)| a.as_ref().ok().map(|v| (item.key.as_slice(), v))).collect();
+            let mut merged = store.merge_many(&batch).into_iter();
+            Ok(admitted
+                .into_iter()
+                .map(|a| a.and_then(|_| merged.next().expect("one result per admitted item").map(|m| m.ticket)))
+                .collect::<Vec<Result<Ticket, Error>>>())
+        };
+        // A few items are point writes, cheaper inline than handed off.
+        let outcomes = if n >= OFFLOAD_ITEMS { self.s.store.offload(merge).await? } else { merge(&self.s.store)? };
         let newest = outcomes.iter().filter_map(|o| o.as_ref().ok()).copied().max().unwrap_or_default();
         let synced = self.s.store.durable(newest).await.map_err(|e| e.to_string());
         let results = outcomes
@@ -144,7 +151,8 @@ impl pb::peer_server::Peer for PeerService {
         // `limit` caps the keys; the page is cut by bytes too, so large
         // values never make it outgrow a message.
         let lo = if req.start_after.is_empty() { req.start_token } else { token_of(&req.start_after) };
-        let (rows, more) = self.s.store.token_range(lo, req.end_token, Page::new(page("FetchRange", req.limit)?, PAGE_BYTES))?;
+        let page = Page::new(page("FetchRange", req.limit)?, PAGE_BYTES);
+        let (rows, more) = self.s.store.offload(move |s| s.token_range(lo, req.end_token, page)).await?;
         let entries = rows.into_iter().map(|(key, version)| pb::KeyVersion { key, version }).collect();
         Ok(Response::new(pb::KeyVersions { entries, more }))
     }
@@ -152,7 +160,8 @@ impl pb::peer_server::Peer for PeerService {
     async fn scan_local(&self, req: Request<pb::ScanLocalRequest>) -> Result<Response<pb::KeyVersions>, Status> {
         let req = req.into_inner();
         let limit = page("ScanLocal", req.limit)?;
-        let (rows, more) = self.s.store.scan_prefix(&req.prefix, &req.start_after, Page::new(limit, PAGE_BYTES))?;
+        let (rows, more) =
+            self.s.store.offload(move |s| s.scan_prefix(&req.prefix, &req.start_after, Page::new(limit, PAGE_BYTES))).await?;
         let entries = rows.into_iter().map(|(key, version)| pb::KeyVersion { key, version }).collect();
         Ok(Response::new(pb::KeyVersions { entries, more }))
     }
@@ -162,17 +171,19 @@ impl pb::peer_server::Peer for PeerService {
     }
 
     async fn leaf_digest(&self, req: Request<pb::LeafDigestRequest>) -> Result<Response<pb::LeafDigestResponse>, Status> {
-        Ok(Response::new(answer::leaf(&self.s.store, &req.into_inner())?))
+        let req = req.into_inner();
+        Ok(Response::new(self.s.store.offload(move |s| answer::leaf(s, &req)).await?))
     }
 
     async fn fetch_keys(&self, req: Request<pb::FetchKeysRequest>) -> Result<Response<pb::KeyVersions>, Status> {
-        Ok(Response::new(answer::fetch(&self.s.store, &req.into_inner())?))
+        let req = req.into_inner();
+        Ok(Response::new(self.s.store.offload(move |s| answer::fetch(s, &req)).await?))
     }
 
     async fn push_keys(&self, req: Request<pb::PushKeysRequest>) -> Result<Response<pb::PushKeysResponse>, Status> {
         let req = req.into_inner();
-        let page = self.s.admit.pushed_page(&req.entries, &req.from)?;
-        let (resp, ticket) = answer::push(&self.s.store, &page)?;
+        let admit = self.s.admit.clone();
+        let (resp, ticket) = self.s.store.offload(move |s| answer::push(s, &admit.pushed_page(&req.entries, &req.from)?)).await?;
         self.s.store.durable(ticket).await?;
         Ok(Response::new(resp))
     }
@@ -196,7 +207,8 @@ impl pb::peer_server::Peer for PeerService {
             .into());
         }
         let r = req.range.unwrap_or_default();
-        let purged = purge_tombstones(&self.s.store, r.start, r.end, req.cutoff_wall_ms, self.s.clock.wall_ms())?;
+        let (cutoff, now) = (req.cutoff_wall_ms, self.s.clock.wall_ms());
+        let purged = self.s.store.offload(move |s| purge_tombstones(s, r.start, r.end, cutoff, now)).await?;
         Ok(Response::new(pb::PurgeResponse { purged }))
     }
 

@@ -36,7 +36,9 @@
 //!   [`Store::rebuild_trees`], chunk by chunk so writers never wait for a
 //!   whole range;
 //! - `durability.rs`: [`Ticket`], [`Store::durable`] and the group-commit
-//!   task.
+//!   task;
+//! - `offload.rs`: [`Store::offload`], which keeps long store work off the
+//!   runtime's worker threads.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -55,9 +57,11 @@ use crate::version::DvvSet;
 
 mod batch;
 mod durability;
+mod offload;
 mod scan;
 
 pub use durability::Ticket;
+pub use offload::OFFLOAD_ITEMS;
 pub use scan::RangeCursor;
 
 use scan::token_key;
