@@ -178,12 +178,14 @@ mod tests {
             "--peer-token=rkv_peer",
             "--insecure",
             "--health-listen=127.0.0.9:7110",
+            "--http-listen=127.0.0.9:9100",
         ];
         let got = toml::Value::try_from(config_from(&flags).unwrap()).unwrap();
         let default = toml::Value::try_from(ringkv_node::Config::default()).unwrap();
         let got = got.as_table().unwrap();
         // Every field, the optional ones included, is in the serialized config.
-        let optional = ["advertise", "rng_seed", "tls_ca", "tls_cert", "tls_key", "tokens_file", "peer_token", "health_listen"];
+        let optional =
+            ["advertise", "rng_seed", "tls_ca", "tls_cert", "tls_key", "tokens_file", "peer_token", "health_listen", "http_listen"];
         assert_eq!(got.len(), default.as_table().unwrap().len() + optional.len(), "the optional fields are set too: {optional:?}");
         for (field, value) in got {
             assert_ne!(Some(value), default.get(field), "the flag for {field} had no effect");

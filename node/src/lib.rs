@@ -20,6 +20,7 @@ pub mod fault;
 pub mod handles;
 pub mod hints;
 pub mod membership;
+pub mod metrics;
 pub mod node;
 pub mod paging;
 pub mod paxos;
