@@ -53,7 +53,15 @@ fn cancel_on_signal(token: CancellationToken) {
 pub async fn run(a: ServeArgs) -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&a.log));
     use std::io::IsTerminal;
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(std::io::stderr().is_terminal()).init();
+    // A span's close is logged: each client request's `request` span
+    // (debug, `--log info,ringkv_node::metrics=debug`) then prints one line
+    // with its receipt's fields. The node has no other spans.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
     let mut config = load_config(&a)?;
     // A deliberately broken Paxos, for showing jepsen-lite catches it;
     // honoured only where faults may be injected anyway.

@@ -342,6 +342,71 @@ mod tests {
         assert_eq!(outcome_of::<()>(&Err(tonic::Status::internal("no kind"))), "error");
     }
 
+    /// Collects every field value a span is given, at creation or later.
+    #[derive(Clone, Default)]
+    struct Capture(std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>);
+
+    struct Fields<'a>(&'a mut Vec<(String, String)>);
+
+    impl tracing::field::Visit for Fields<'_> {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            self.0.push((field.name().into(), format!("{value:?}")));
+        }
+        fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+            self.0.push((field.name().into(), value.into()));
+        }
+    }
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
+        fn on_new_span(&self, attrs: &tracing::span::Attributes<'_>, _: &tracing::span::Id, _: tracing_subscriber::layer::Context<'_, S>) {
+            attrs.record(&mut Fields(&mut self.0.lock().unwrap()));
+        }
+        fn on_record(&self, _: &tracing::span::Id, values: &tracing::span::Record<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+            values.record(&mut Fields(&mut self.0.lock().unwrap()));
+        }
+    }
+
+    #[test]
+    fn the_request_span_gets_the_receipts_fields_when_the_request_finishes() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let capture = Capture::default();
+        let subscriber = tracing_subscriber::registry().with(capture.clone());
+        tracing::subscriber::with_default(subscriber, || {
+            let mut receipt = pb::Receipt {
+                coordinator: "n1".into(),
+                required: 2,
+                acked: 2,
+                replicas: vec![report("n1", true, ""), report("n2", true, ""), report("n3", false, "peer timeout")],
+                ..Default::default()
+            };
+            receipt.replicas[1].stale = true;
+            receipt.replicas[1].repaired = true;
+            let span = request_span(Op::Get, "quorum");
+            RequestMetrics::default().finish(&span, Op::Get, "quorum", "ok", Duration::from_micros(1500), Some(&receipt));
+        });
+        let got: std::collections::BTreeMap<String, String> = capture.0.lock().unwrap().iter().cloned().collect();
+        let want = [
+            ("op", "get"),
+            ("level", "quorum"),
+            ("outcome", "ok"),
+            ("coordinator", "n1"),
+            ("required", "2"),
+            ("acked", "2"),
+            ("replicas", "3"),
+            ("answered", "2"),
+            ("failed", "1"),
+            ("stale", "1"),
+            ("repaired", "1"),
+            ("speculative", "0"),
+            ("hinted", "0"),
+            ("duration_us", "1500"),
+        ];
+        for (field, value) in want {
+            assert_eq!(got.get(field).map(String::as_str), Some(value), "field {field} in {got:?}");
+        }
+        assert!(!got.contains_key("forwarded_from"), "recorded only for a forwarded write");
+    }
+
     #[test]
     fn a_finished_request_moves_its_own_series_only() {
         let m = RequestMetrics::default();
