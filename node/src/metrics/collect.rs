@@ -77,18 +77,32 @@ fn family<L: EncodeLabelSet>(enc: &mut DescriptorEncoder, name: &str, help: &str
     Ok(())
 }
 
-/// Bytes the files under `dir` take, following no links; unreadable
-/// entries count as 0 (a file compacted away mid-walk, say).
+/// Bytes the files under `dir` take on disk, as `du` counts them (blocks
+/// allocated, so fjall's preallocated, mostly sparse 64 MiB journal counts
+/// for what it holds), following no links; unreadable entries count as 0
+/// (a file compacted away mid-walk, say).
 fn dir_bytes(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
     entries
         .flatten()
         .map(|e| match e.file_type() {
             Ok(t) if t.is_dir() => dir_bytes(&e.path()),
-            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
+            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| allocated(&m)),
             _ => 0,
         })
         .sum()
+}
+
+#[cfg(unix)]
+fn allocated(m: &std::fs::Metadata) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    // `st_blocks` is in 512-byte units whatever the file system's block size.
+    m.blocks() * 512
+}
+
+#[cfg(not(unix))]
+fn allocated(m: &std::fs::Metadata) -> u64 {
+    m.len()
 }
 
 impl NodeCollector {
@@ -202,12 +216,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dir_bytes_adds_up_nested_files() {
+    fn dir_bytes_adds_up_what_nested_files_hold_on_disk_not_their_sparse_length() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("a"), [0u8; 100]).unwrap();
+        std::fs::write(dir.path().join("a"), vec![7u8; 100_000]).unwrap();
         std::fs::create_dir(dir.path().join("sub")).unwrap();
-        std::fs::write(dir.path().join("sub").join("b"), [0u8; 23]).unwrap();
-        assert_eq!(dir_bytes(dir.path()), 123);
+        std::fs::write(dir.path().join("sub").join("b"), vec![7u8; 50_000]).unwrap();
+        let written = dir_bytes(dir.path());
+        assert!((150_000..200_000).contains(&written), "both files, rounded up to blocks: {written}");
+        // A preallocated journal: 64 MiB long, nothing written.
+        std::fs::File::create(dir.path().join("sparse")).unwrap().set_len(64 << 20).unwrap();
+        assert!(dir_bytes(dir.path()) < written + (1 << 20), "a sparse file counts for its blocks, not its length");
         assert_eq!(dir_bytes(&dir.path().join("missing")), 0);
     }
 }
