@@ -96,7 +96,7 @@ impl Store {
             let (from, started) = (*self.synced.borrow(), tokio::time::Instant::now());
             match self.sync_now().await {
                 Ok(()) => {
-                    self.commits.synced(covered - from, started.elapsed());
+                    self.commits.synced(covered.saturating_sub(from), started.elapsed());
                     self.synced.send_replace(covered);
                 }
                 Err(e) => tracing::error!(error = %e, "group commit sync failed; writes stay unacknowledged"),
