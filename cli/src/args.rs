@@ -525,6 +525,9 @@ pub struct ConfigOverrides {
     /// Also serve grpc.health.v1 alone, in plaintext, here (for probes that cannot speak TLS).
     #[arg(long)]
     pub health_listen: Option<String>,
+    /// Serve Prometheus metrics (/metrics) and HTTP probes (/healthz, /readyz) here, in plaintext; read-only.
+    #[arg(long)]
+    pub http_listen: Option<String>,
     /// Set from the global --ca/--cert/--key, which name the node's own TLS files for `serve`.
     #[arg(skip)]
     pub tls: Option<(PathBuf, PathBuf, PathBuf)>,
@@ -580,6 +583,7 @@ impl ConfigOverrides {
             peer_token,
             insecure,
             health_listen,
+            http_listen,
         } = c;
         fn set<T: Clone>(field: &mut T, flag: &Option<T>) {
             if let Some(v) = flag {
@@ -633,6 +637,7 @@ impl ConfigOverrides {
         set_some(peer_token, &self.peer_token.clone().map(ringkv_node::config::Secret));
         *insecure |= self.insecure;
         set_some(health_listen, &self.health_listen);
+        set_some(http_listen, &self.http_listen);
     }
 }
 

@@ -53,7 +53,15 @@ fn cancel_on_signal(token: CancellationToken) {
 pub async fn run(a: ServeArgs) -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&a.log));
     use std::io::IsTerminal;
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(std::io::stderr().is_terminal()).init();
+    // A span's close is logged: each client request's `request` span
+    // (debug, `--log info,ringkv_node::metrics=debug`) then prints one line
+    // with its receipt's fields. The node has no other spans.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
     let mut config = load_config(&a)?;
     // A deliberately broken Paxos, for showing jepsen-lite catches it;
     // honoured only where faults may be injected anyway.
@@ -178,12 +186,14 @@ mod tests {
             "--peer-token=rkv_peer",
             "--insecure",
             "--health-listen=127.0.0.9:7110",
+            "--http-listen=127.0.0.9:9100",
         ];
         let got = toml::Value::try_from(config_from(&flags).unwrap()).unwrap();
         let default = toml::Value::try_from(ringkv_node::Config::default()).unwrap();
         let got = got.as_table().unwrap();
         // Every field, the optional ones included, is in the serialized config.
-        let optional = ["advertise", "rng_seed", "tls_ca", "tls_cert", "tls_key", "tokens_file", "peer_token", "health_listen"];
+        let optional =
+            ["advertise", "rng_seed", "tls_ca", "tls_cert", "tls_key", "tokens_file", "peer_token", "health_listen", "http_listen"];
         assert_eq!(got.len(), default.as_table().unwrap().len() + optional.len(), "the optional fields are set too: {optional:?}");
         for (field, value) in got {
             assert_ne!(Some(value), default.get(field), "the flag for {field} had no effect");

@@ -172,6 +172,11 @@ pub struct Config {
     /// probes that cannot speak TLS (Kubernetes' gRPC probes, load
     /// balancers). It answers nothing else, so it needs no certificate.
     pub health_listen: Option<String>,
+    /// A plaintext HTTP listener for Prometheus (`GET /metrics`) and HTTP
+    /// probes (`/healthz`, `/readyz`); off when unset. It is read-only and
+    /// shows no key, value or secret, so it may listen off loopback
+    /// without TLS (`metrics/http.rs`).
+    pub http_listen: Option<String>,
 }
 
 impl Default for Config {
@@ -219,6 +224,7 @@ impl Default for Config {
             peer_token: None,
             insecure: false,
             health_listen: None,
+            http_listen: None,
         }
     }
 }
@@ -260,6 +266,17 @@ impl Config {
                 self.listen, self.id, self.id, self.id
             ));
         }
+        // The HTTP listener serves only metrics and probes, never data, so
+        // unlike `listen` it needs no TLS off loopback; it must still be
+        // an address of its own.
+        if let Some(http) = &self.http_listen {
+            if !has_port(http) {
+                return bad(format!("http_listen {http:?} is not host:port (e.g. 0.0.0.0:9100)"));
+            }
+            if Some(http) == self.health_listen.as_ref() || *http == self.listen {
+                return bad(format!("http_listen {http} is already taken by listen or health_listen; give it a port of its own"));
+            }
+        }
         // Repair purges a tombstone once `tombstone_grace` has passed. A hint
         // kept longer than that can still carry the value the tombstone
         // deleted, and replaying it to a replica that no longer holds the
@@ -285,6 +302,11 @@ impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("<redacted>")
     }
+}
+
+/// Whether `addr` is `host:port` with a numeric port (`[::1]:9100` too).
+fn has_port(addr: &str) -> bool {
+    addr.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
 }
 
 /// Whether a listen address (`ip:port` or `host:port`) is loopback only.
@@ -413,6 +435,23 @@ mod tests {
             let tls = |p: &str| Some(PathBuf::from(p));
             Config { tls_ca: tls("ca.crt"), tls_cert: tls("n1.crt"), tls_key: tls("n1.key"), ..open }.validate().unwrap();
         }
+    }
+
+    #[test]
+    fn the_http_listener_may_listen_anywhere_without_tls_but_must_be_an_address_of_its_own() {
+        // Metrics and probes only: off loopback without TLS is accepted.
+        for http in ["0.0.0.0:9100", "[::]:9100", "10.0.0.5:9100", "127.0.0.1:9100"] {
+            Config { http_listen: Some(http.into()), ..Config::default() }.validate().unwrap_or_else(|e| panic!("{http}: {e}"));
+        }
+        for bad in ["9100", ":9100", "host:port", "0.0.0.0:99999"] {
+            let e = Config { http_listen: Some(bad.into()), ..Config::default() }.validate().unwrap_err().to_string();
+            assert!(e.contains("is not host:port"), "{bad}: {e}");
+        }
+        let taken = Config { http_listen: Some("127.0.0.1:7101".into()), ..Config::default() };
+        assert!(taken.validate().unwrap_err().to_string().contains("a port of its own"));
+        let taken =
+            Config { http_listen: Some("127.0.0.1:7102".into()), health_listen: Some("127.0.0.1:7102".into()), ..Config::default() };
+        assert!(taken.validate().unwrap_err().to_string().contains("a port of its own"));
     }
 
     #[test]

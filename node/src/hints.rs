@@ -125,6 +125,8 @@ pub struct Hints {
     pub expired: AtomicU64,
     /// Hints delivered.
     pub replayed: AtomicU64,
+    /// Hints stored (a new hint, or a write merged into a pending one).
+    pub stored: AtomicU64,
 }
 
 /// What happened to a write offered as a hint.
@@ -165,6 +167,7 @@ impl Hints {
             dropped_budget: AtomicU64::new(0),
             expired: AtomicU64::new(0),
             replayed: AtomicU64::new(0),
+            stored: AtomicU64::new(0),
         })
     }
 
@@ -205,6 +208,7 @@ impl Hints {
         if old.is_none() {
             t.count += 1;
         }
+        self.stored.fetch_add(1, Ordering::Relaxed);
         Ok(Stored::Yes(ticket))
     }
 

@@ -6,7 +6,7 @@
 //! durability waits; `ring` places keys; `membership` gossips the member
 //! list; `peer_client` and `fault` carry node-to-node traffic, in `paging`'s
 //! byte-bounded pages; `quorum` and
-//! `coordinator` run requests (`paxos` holds SERIAL's acceptor and rules); `service` exposes gRPC; `node` wires it all
+//! `coordinator` run requests (`paxos` holds SERIAL's acceptor and rules); `service` exposes gRPC; `metrics` serves Prometheus metrics and HTTP probes; `node` wires it all
 //! and [`run`]s it. `ARCHITECTURE.md` tells the same story with links.
 #![warn(missing_docs)]
 
@@ -20,6 +20,7 @@ pub mod fault;
 pub mod handles;
 pub mod hints;
 pub mod membership;
+pub mod metrics;
 pub mod node;
 pub mod paging;
 pub mod paxos;

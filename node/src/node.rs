@@ -1,8 +1,9 @@
 //! Wires a node together and runs it until shutdown.
 //!
 //! [`run`] opens storage, establishes the node's identity and tokens, serves
-//! `Kv`, `Peer`, `Admin` and `grpc.health.v1` on one port, and runs the
-//! background tasks (gossip, group commit, joining). All of it hangs off one
+//! `Kv`, `Peer`, `Admin` and `grpc.health.v1` on one port (and, when set,
+//! metrics and HTTP probes on `http_listen`), and runs the background tasks
+//! (gossip, group commit, joining). All of it hangs off one
 //! `CancellationToken`. Cancel it and the server stops accepting, in-flight
 //! work drains, and a last sync runs.
 //!
@@ -28,6 +29,7 @@ use crate::error::{Error, Result};
 use crate::fault::Faults;
 use crate::hints::{self, Hints};
 use crate::membership::{self, DetectorConfig, Member, Membership, NodeState};
+use crate::metrics;
 use crate::peer_client::{Peers, MAX_MESSAGE_BYTES};
 use crate::ring::Token;
 use crate::security::{record_path, Gate, Security, Surface};
@@ -151,6 +153,7 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
         security: security.clone(),
         shutdown: shutdown.clone(),
         paxos,
+        requests: Default::default(),
     });
     let c = &shared.config;
     tracing::info!(
@@ -223,6 +226,11 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
         });
         tracing::info!(node = %shared.config.id, health_listen = %addr, "serving grpc.health.v1 in plaintext for probes");
     }
+    if let Some(addr) = &shared.config.http_listen {
+        let http = env.transport.listen(addr).await.map_err(|e| Error::Config(format!("cannot listen on {addr} (http_listen): {e}")))?;
+        tasks.spawn(serve_http(shared.clone(), http, engine.blocking()));
+        tracing::info!(node = %shared.config.id, http_listen = %addr, "serving /metrics, /healthz and /readyz over plain HTTP");
+    }
     let served = server.await;
     shutdown.cancel();
     if tokio::time::timeout(DRAIN_DEADLINE, async { while tasks.join_next().await.is_some() {} }).await.is_err() {
@@ -291,6 +299,26 @@ async fn reload_on_hangup(security: Arc<Security>, shutdown: CancellationToken) 
     shutdown.cancelled().await;
 }
 
+/// Serves `/metrics`, `/healthz` and `/readyz` on `incoming` (`metrics/`),
+/// over a registry of this node's own series. `on_disk`: the engine keeps
+/// files, whose size a scrape measures.
+async fn serve_http(s: Arc<Shared>, incoming: crate::transport::Incoming, on_disk: bool) {
+    let collector = metrics::NodeCollector {
+        membership: s.membership.clone(),
+        hints: s.hints.clone(),
+        anti_entropy: s.anti_entropy.clone(),
+        store: s.store.clone(),
+        in_flight: s.in_flight.clone(),
+        data_dir: on_disk.then(|| s.config.data_dir.clone()),
+        shutdown: s.shutdown.clone(),
+    };
+    let registry = metrics::registry(&s.requests, s.store.commit_metrics(), collector);
+    let router = metrics::router(registry, s.membership.clone(), s.shutdown.clone(), on_disk);
+    if let Err(e) = metrics::serve(incoming, router, s.shutdown.clone()).await {
+        tracing::error!(node = %s.config.id, error = %e, "the http_listen server failed; metrics and HTTP probes are down");
+    }
+}
+
 /// How often readiness looks at this node's state.
 const READINESS_POLL: Duration = Duration::from_millis(200);
 
@@ -303,7 +331,7 @@ const READINESS_POLL: Duration = Duration::from_millis(200);
 async fn readiness(s: Arc<Shared>, health: tonic_health::server::HealthReporter, shutdown: CancellationToken) {
     let mut serving = false;
     loop {
-        let normal = s.membership.member(&s.config.id).is_some_and(|m| m.state == NodeState::Normal);
+        let normal = metrics::readiness(s.membership.member(&s.config.id).as_ref(), false).is_ready();
         if normal != serving {
             serving = normal;
             if serving {

@@ -64,6 +64,8 @@ pub struct Shared {
     pub paxos: Arc<crate::paxos::Acceptor>,
     /// TLS, principals and the gates in front of each surface.
     pub security: Arc<crate::security::Security>,
+    /// The client-request series (`metrics/request.rs`), this node's own.
+    pub requests: crate::metrics::RequestMetrics,
 }
 
 impl Shared {

@@ -241,6 +241,11 @@ fn statefulset_seeds_ports_probes_and_services_agree() {
     for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
         assert_eq!(c[probe]["grpc"]["port"], health, "{probe} asks grpc.health.v1 on the health port");
     }
+    // Metrics: the container port, the flag and the scrape annotation agree.
+    let metrics = named("metrics")["containerPort"].as_u64().expect("containerPort") as u16;
+    assert_eq!(port_of(flag(&args, "--http-listen").expect("--http-listen")), metrics);
+    let annotations = &pod["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/port"], metrics.to_string(), "the scrape annotation names the metrics port");
     // TLS files and the token file come from mounted Secrets.
     let mounts = c["volumeMounts"].as_array().expect("volume mounts");
     let volumes = pod["spec"]["volumes"].as_array().expect("pod volumes");

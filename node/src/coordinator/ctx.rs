@@ -240,15 +240,22 @@ impl Ctx {
         .boxed()
     }
 
-    /// Pushes `version` of `key` to replica `id` and waits until it is durable there.
+    /// Pushes `version` of `key` to replica `id` and waits until it is
+    /// durable there. Every read repair comes through here, so it is
+    /// counted here (blocking, async and late ones alike).
     pub async fn repair(&self, id: String, key: Vec<u8>, version: DvvSet, timeout: Duration) -> Result<()> {
         let s = &self.s;
-        if id == s.config.id {
-            let ticket = s.store.merge(&key, &version)?.ticket;
-            s.store.durable(ticket).await
-        } else {
-            s.peers.replicate(&id, &key, record::encode(&version), &s.config.id, timeout).await
+        let pushed = async {
+            if id == s.config.id {
+                let ticket = s.store.merge(&key, &version)?.ticket;
+                s.store.durable(ticket).await
+            } else {
+                s.peers.replicate(&id, &key, record::encode(&version), &s.config.id, timeout).await
+            }
         }
+        .await;
+        s.requests.repaired(pushed.is_ok());
+        pushed
     }
 
     /// Hands a write to another node to coordinate.

@@ -352,6 +352,11 @@ impl Membership {
         self.inner.write().expect("lock").offsets.insert(peer.to_string(), (offset_ms, tokio::time::Instant::now()));
     }
 
+    /// Each peer's last sampled clock offset (its clock minus ours), in ms.
+    pub fn offsets(&self) -> Vec<(String, i64)> {
+        self.inner.read().expect("lock").offsets.iter().map(|(id, (ms, _))| (id.clone(), *ms)).collect()
+    }
+
     /// When more than half of the live peers' clocks differ from ours by
     /// more than `max_ms` (all in the same direction), our clock is the
     /// odd one out: returns the median offset (positive when we are

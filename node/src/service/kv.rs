@@ -1,14 +1,23 @@
 //! The client-facing `Kv` service.
+//!
+//! Each request runs inside its own `request` span and, once answered, is
+//! counted by op, level and outcome, timed, and its receipt's replicas
+//! recorded into the span and the node's metrics (`metrics/request.rs`):
+//! the public methods below do only that, around the private ones that
+//! serve.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use ringkv_proto::v1 as pb;
 use ringkv_proto::v1::ReadRepair;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use super::timeout;
 use crate::coordinator::{decode_context, encode_context, Coordinator, Read, SerialOp, Write};
 use crate::error::Error;
+use crate::metrics::{level_label, outcome_of, request_span, Op, Receipted};
 use crate::quorum::Level;
 use crate::rate_limit::Client;
 use crate::security::{grants_of, remote_ip, Grants};
@@ -88,9 +97,54 @@ impl KvService {
     }
 }
 
+impl KvService {
+    /// Serves one request inside its span, then records it.
+    async fn observed<R: Receipted>(
+        &self,
+        op: Op,
+        consistency: i32,
+        serve: impl Future<Output = Result<Response<R>, Status>>,
+    ) -> Result<Response<R>, Status> {
+        let level = level_label(consistency, op);
+        let span = request_span(op, level);
+        let started = tokio::time::Instant::now();
+        let result = serve.instrument(span.clone()).await;
+        let receipt = result.as_ref().ok().and_then(|r| r.get_ref().receipt());
+        self.s.requests.finish(&span, op, level, outcome_of(&result), started.elapsed(), receipt);
+        result
+    }
+}
+
 #[tonic::async_trait]
 impl pb::kv_server::Kv for KvService {
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        let consistency = req.get_ref().options.as_ref().map_or(0, |o| o.consistency);
+        self.observed(Op::Get, consistency, self.serve_get(req)).await
+    }
+
+    async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        let consistency = req.get_ref().options.as_ref().map_or(0, |o| o.consistency);
+        self.observed(Op::Put, consistency, self.serve_put(req)).await
+    }
+
+    async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+        let consistency = req.get_ref().options.as_ref().map_or(0, |o| o.consistency);
+        self.observed(Op::Delete, consistency, self.serve_delete(req)).await
+    }
+
+    async fn scan(&self, req: Request<pb::ScanRequest>) -> Result<Response<pb::ScanResponse>, Status> {
+        let consistency = req.get_ref().options.as_ref().map_or(0, |o| o.consistency);
+        self.observed(Op::Scan, consistency, self.serve_scan(req)).await
+    }
+
+    async fn cas(&self, req: Request<pb::CasRequest>) -> Result<Response<pb::CasResponse>, Status> {
+        let consistency = req.get_ref().options.as_ref().map_or(0, |o| o.consistency);
+        self.observed(Op::Cas, consistency, self.serve_cas(req)).await
+    }
+}
+
+impl KvService {
+    async fn serve_get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
         let grants = self.admit_client(&req)?;
         let _counted = InFlight::new(&self.s.in_flight);
         let req = req.into_inner();
@@ -112,7 +166,7 @@ impl pb::kv_server::Kv for KvService {
         Ok(Response::new(pb::GetResponse { siblings, context, receipt: Some(result.receipt) }))
     }
 
-    async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+    async fn serve_put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
         let grants = self.admit_client(&req)?;
         let _counted = InFlight::new(&self.s.in_flight);
         let req = req.into_inner();
@@ -122,7 +176,7 @@ impl pb::kv_server::Kv for KvService {
         Ok(Response::new(pb::PutResponse { context: encode_context(&ctx), receipt: Some(receipt) }))
     }
 
-    async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+    async fn serve_delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
         let grants = self.admit_client(&req)?;
         let _counted = InFlight::new(&self.s.in_flight);
         let req = req.into_inner();
@@ -132,7 +186,7 @@ impl pb::kv_server::Kv for KvService {
         Ok(Response::new(pb::DeleteResponse { receipt: Some(receipt) }))
     }
 
-    async fn scan(&self, req: Request<pb::ScanRequest>) -> Result<Response<pb::ScanResponse>, Status> {
+    async fn serve_scan(&self, req: Request<pb::ScanRequest>) -> Result<Response<pb::ScanResponse>, Status> {
         let grants = self.admit_client(&req)?;
         let _counted = InFlight::new(&self.s.in_flight);
         let req = req.into_inner();
@@ -167,7 +221,7 @@ impl pb::kv_server::Kv for KvService {
         }))
     }
 
-    async fn cas(&self, req: Request<pb::CasRequest>) -> Result<Response<pb::CasResponse>, Status> {
+    async fn serve_cas(&self, req: Request<pb::CasRequest>) -> Result<Response<pb::CasResponse>, Status> {
         let grants = self.admit_client(&req)?;
         let _counted = InFlight::new(&self.s.in_flight);
         let req = req.into_inner();

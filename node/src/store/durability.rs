@@ -26,6 +26,11 @@ impl Store {
         Ticket(self.written.fetch_add(1, Ordering::SeqCst) + 1)
     }
 
+    /// The group-commit series: writes per sync and sync time.
+    pub fn commit_metrics(&self) -> &crate::metrics::CommitMetrics {
+        &self.commits
+    }
+
     /// Waits until the write behind `ticket` is durable under this store's mode.
     pub async fn durable(&self, ticket: Ticket) -> Result<()> {
         if ticket == Ticket::default() {
@@ -41,7 +46,9 @@ impl Store {
                     return Ok(());
                 }
                 let covered = self.written.load(Ordering::SeqCst);
+                let (from, started) = (*self.synced.borrow(), tokio::time::Instant::now());
                 self.sync_now().await?;
+                self.commits.synced(covered.saturating_sub(from), started.elapsed());
                 self.synced.send_if_modified(|s| std::mem::replace(s, covered.max(*s)) < covered);
                 Ok(())
             }
@@ -86,8 +93,10 @@ impl Store {
             if covered <= *self.synced.borrow() {
                 continue;
             }
+            let (from, started) = (*self.synced.borrow(), tokio::time::Instant::now());
             match self.sync_now().await {
                 Ok(()) => {
+                    self.commits.synced(covered.saturating_sub(from), started.elapsed());
                     self.synced.send_replace(covered);
                 }
                 Err(e) => tracing::error!(error = %e, "group commit sync failed; writes stay unacknowledged"),

@@ -97,6 +97,8 @@ pub struct Store {
     synced: watch::Sender<u64>,
     kick: Notify,
     trees: RwLock<Arc<Trees>>,
+    /// Group-commit batch sizes and sync times (`durability.rs`).
+    commits: crate::metrics::CommitMetrics,
 }
 
 /// The Merkle delta of rewriting `key` from `old` (if it was stored) to
@@ -138,6 +140,7 @@ impl Store {
             synced: watch::channel(0).0,
             kick: Notify::new(),
             trees: RwLock::new(Arc::new(Trees::default())),
+            commits: Default::default(),
         }
     }
 

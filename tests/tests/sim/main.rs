@@ -25,6 +25,8 @@
 //!   sloppy quorum, speculative retry, ANY, the coordinator's deadline.
 //! - [`large_values`]: 288 MiB of 3 MiB values move by repair, join and
 //!   decommission, in pages bounded in bytes.
+//! - [`metrics`]: per-node registries: three nodes in one process, each
+//!   scraped over turmoil, count only the requests they coordinated.
 //! - [`scenarios`]: each fault kind of the sweep's nemesis alone under the
 //!   workload, then every checker; and targeted fault cases (a lost ack, a
 //!   late release, split brain, a skewed clock).
@@ -45,6 +47,7 @@ mod core;
 mod failover;
 mod large_values;
 mod membership;
+mod metrics;
 mod scenarios;
 mod serial;
 mod sweep;
