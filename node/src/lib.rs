@@ -6,7 +6,7 @@
 //! durability waits; `ring` places keys; `membership` gossips the member
 //! list; `peer_client` and `fault` carry node-to-node traffic, in `paging`'s
 //! byte-bounded pages; `quorum` and
-//! `coordinator` run requests (`paxos` holds SERIAL's acceptor and rules); `service` exposes gRPC; `node` wires it all
+//! `coordinator` run requests (`paxos` holds SERIAL's acceptor and rules); `service` exposes gRPC (`watch` serves the change log); `node` wires it all
 //! and [`run`]s it. `ARCHITECTURE.md` tells the same story with links.
 #![warn(missing_docs)]
 
@@ -35,6 +35,7 @@ pub mod storage;
 pub mod store;
 pub mod transport;
 pub mod version;
+pub mod watch;
 
 pub use clock::{Clock, SystemClock};
 pub use config::{Config, Durability};

@@ -24,6 +24,10 @@
 //!   alone is synced at once, so light load does not pay the window.
 //! - `none`: no wait.
 //!
+//! Every write that changes a stored record is also appended, under the
+//! same stripe lock, to the change log that `Kv.Watch` serves
+//! (`watch/log.rs`): one short mutex, no await.
+//!
 //! # Files
 //!
 //! - this file: the [`Store`] type, reads, [`Store::update`],
@@ -50,6 +54,7 @@ use crate::record;
 use crate::ring::token_of;
 use crate::storage::{Op, Storage, Tree};
 use crate::version::DvvSet;
+use crate::watch::ChangeLog;
 
 mod batch;
 mod durability;
@@ -90,6 +95,8 @@ pub struct Store {
     synced: watch::Sender<u64>,
     kick: Notify,
     trees: RwLock<Arc<Trees>>,
+    /// What `Kv.Watch` serves: every record this store wrote, in order.
+    changes: Arc<ChangeLog>,
 }
 
 /// The Merkle delta of rewriting `key` from `old` (if it was stored) to
@@ -131,7 +138,13 @@ impl Store {
             synced: watch::channel(0).0,
             kick: Notify::new(),
             trees: RwLock::new(Arc::new(Trees::default())),
+            changes: Arc::default(),
         }
+    }
+
+    /// The change log every changing write feeds (`watch/`).
+    pub fn changes(&self) -> &Arc<ChangeLog> {
+        &self.changes
     }
 
     /// The Merkle trees currently kept.
@@ -221,6 +234,7 @@ impl Store {
         if let Some(Some(t)) = tree.as_deref_mut() {
             t.apply(token, &tree_delta(key, old, &new));
         }
+        self.changes.append(key.to_vec(), new);
         Ok(self.issue())
     }
 
