@@ -162,7 +162,7 @@ fn is_terminal(e: &Error) -> bool {
 
 /// One node's side: subscribe, forward, and on a drop resubscribe from the
 /// last position. The first answer (its start position, or why it failed)
-/// goes to `first`, later ones into `tx`.
+/// also goes to `first`, for [`Client::watch`] to wait on.
 struct Follow {
     node: String,
     channel: Channel,
@@ -221,13 +221,13 @@ impl Follow {
                 }
                 self.position = Some(p.clone());
             }
-            match first.take() {
-                Some(f) => drop(f.send(Ok(self.position.clone().unwrap_or_default()))),
-                None => {
-                    if self.tx.send(NodeMsg::Batch { node: self.node.clone(), resp }).await.is_err() {
-                        return Ok(());
-                    }
-                }
+            if let Some(f) = first.take() {
+                drop(f.send(Ok(self.position.clone().unwrap_or_default())));
+            }
+            // The first message goes to the stream too: if `watch` stopped
+            // waiting for this node, its start position is learnt here.
+            if self.tx.send(NodeMsg::Batch { node: self.node.clone(), resp }).await.is_err() {
+                return Ok(());
             }
         }
         Ok(())
