@@ -415,6 +415,14 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_watch_log_is_refused_and_no_watches_is_allowed() {
+        for c in [Config { watch_log_changes: 0, ..Config::default() }, Config { watch_log_bytes: 0, ..Config::default() }] {
+            assert!(c.validate().unwrap_err().to_string().contains("watch_log"), "{c:?}");
+        }
+        Config { max_watches: 0, ..Config::default() }.validate().unwrap();
+    }
+
+    #[test]
     fn off_loopback_a_node_needs_tls_or_insecure() {
         for listen in ["127.0.0.1:7101", "[::1]:7101", "localhost:7101", "127.0.0.11:7101"] {
             Config { listen: listen.into(), ..Config::default() }.validate().unwrap_or_else(|e| panic!("{listen}: {e}"));

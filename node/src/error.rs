@@ -165,7 +165,7 @@ pub enum Error {
     ResyncRequired(String),
     /// This node already serves as many watches as it allows.
     #[error(
-        "unavailable: this node already serves {max} watches (max_watches); close one, watch through another node, or raise max_watches"
+        "unavailable: this node serves at most {max} watches at once (max_watches) and has no slot free; close a watch, or raise max_watches"
     )]
     TooManyWatches {
         /// The configured limit.
