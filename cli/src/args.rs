@@ -212,6 +212,20 @@ pub enum Command {
         #[command(flatten)]
         req: RequestArgs,
     },
+    /// Print changes to keys under PREFIX as they happen (puts and deletes, from every node,
+    /// without duplicates), until Ctrl-C; then print the position to resume from.
+    Watch {
+        /// Only keys starting with this (default: every key).
+        #[arg(default_value = "")]
+        prefix: String,
+        /// Resume from a position a previous watch printed (its last line on stderr, or an event's
+        /// "position" with --json); what changed since is printed first.
+        #[arg(long)]
+        resume: Option<String>,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<usize>,
+    },
     /// Nodes, state, zone, liveness and ownership as one node sees them.
     Status,
     /// Tokens and ownership per node, and skew (max / mean).
@@ -513,6 +527,15 @@ pub struct ConfigOverrides {
     /// Requests a client may burst above the rate; 0 is the rate itself.
     #[arg(long)]
     pub rate_limit_burst: Option<u32>,
+    /// Changes kept in memory for watches to resume from.
+    #[arg(long)]
+    pub watch_log_changes: Option<usize>,
+    /// Bytes the watch change log keeps at most.
+    #[arg(long)]
+    pub watch_log_bytes: Option<usize>,
+    /// Watch streams served at once; 0 turns Watch off.
+    #[arg(long)]
+    pub max_watches: Option<usize>,
     /// Principals, tokens and roles (`ringkv token add`); every client must then sign in. Re-read on SIGHUP.
     #[arg(long)]
     pub tokens_file: Option<PathBuf>,
@@ -574,6 +597,9 @@ impl ConfigOverrides {
             enable_fault_injection,
             rate_limit_per_sec,
             rate_limit_burst,
+            watch_log_changes,
+            watch_log_bytes,
+            max_watches,
             // Set from RINGKV_BREAK_PAXOS by `serve`, never by a flag.
             break_paxos: _,
             tls_ca,
@@ -630,6 +656,9 @@ impl ConfigOverrides {
         *enable_fault_injection |= self.enable_fault_injection;
         set(rate_limit_per_sec, &self.rate_limit_per_sec);
         set(rate_limit_burst, &self.rate_limit_burst);
+        set(watch_log_changes, &self.watch_log_changes);
+        set(watch_log_bytes, &self.watch_log_bytes);
+        set(max_watches, &self.max_watches);
         if let Some((ca, cert, key)) = &self.tls {
             (*tls_ca, *tls_cert, *tls_key) = (Some(ca.clone()), Some(cert.clone()), Some(key.clone()));
         }

@@ -1,5 +1,5 @@
 //! The data and admin commands: put, get, delete, scan, status, ring,
-//! inspect, fault. Each prints text, or one JSON object with `--json`.
+//! inspect, fault (watch is in watch.rs). Each prints text, or one JSON object with `--json`.
 
 use std::io::Read;
 use std::time::Duration;
@@ -165,6 +165,7 @@ pub async fn run(cmd: Command, endpoints: &[String], policy: &PolicyName, creden
                 out.join("\n")
             });
         }
+        Command::Watch { prefix, resume, count } => crate::watch::run(&client, &prefix, resume.as_deref(), count, json_mode).await?,
         Command::Status => {
             let s = client.status().await?;
             let nodes: Vec<Value> = s

@@ -12,6 +12,7 @@ mod demo;
 mod output;
 mod secure;
 mod serve;
+mod watch;
 
 use clap::Parser;
 

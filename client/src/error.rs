@@ -82,6 +82,11 @@ pub enum Error {
         /// The node's explanation.
         message: String,
     },
+    /// A watch cannot resume from its position: a node evicted it from its
+    /// bounded change log, or restarted since (its log is in memory). Scan
+    /// the prefix to catch up, then watch again from now.
+    #[error("{0}")]
+    ResyncRequired(String),
     /// Anything else the node reported.
     #[error("{kind}: {message}")]
     Other {
@@ -104,6 +109,7 @@ impl Error {
             Error::RateLimited { .. } => "rate_limited",
             Error::Unauthenticated { .. } => "unauthenticated",
             Error::PermissionDenied { .. } => "permission_denied",
+            Error::ResyncRequired(_) => "resync_required",
             Error::Other { kind, .. } => kind,
         }
     }
@@ -135,6 +141,7 @@ impl From<tonic::Status> for Error {
                 Error::Unavailable { required: number(&status, REQUIRED_HEADER), alive: number(&status, GOT_HEADER), message }
             }
             (Some(ErrorKind::Indeterminate), _) => Error::Indeterminate { message },
+            (Some(ErrorKind::ResyncRequired), _) => Error::ResyncRequired(message),
             (Some(ErrorKind::Unauthenticated), _) | (None, Code::Unauthenticated) => Error::Unauthenticated { message },
             (Some(ErrorKind::PermissionDenied), _) | (None, Code::PermissionDenied) => Error::PermissionDenied { message },
             (Some(ErrorKind::RateLimited), _) => {
@@ -183,6 +190,16 @@ mod tests {
         assert!(matches!(e, Error::RateLimited { retry_after, .. } if retry_after.as_millis() == 250), "{e:?}");
         assert!(e.is_retryable());
         assert_eq!(e.kind(), "rate_limited");
+    }
+
+    #[test]
+    fn a_resync_status_is_its_own_variant_and_not_retryable() {
+        let mut s = tonic::Status::out_of_range("resync required: evicted");
+        s.metadata_mut().insert(KIND_HEADER, ErrorKind::ResyncRequired.as_str().parse().unwrap());
+        let e = Error::from(s);
+        assert!(matches!(&e, Error::ResyncRequired(m) if m.contains("evicted")), "{e:?}");
+        assert_eq!(e.kind(), "resync_required");
+        assert!(!e.is_retryable(), "the same position fails again; scan instead");
     }
 
     #[test]

@@ -51,6 +51,7 @@ mod duration;
 mod error;
 pub mod policy;
 mod routing;
+mod watch;
 
 pub use cas::CasResult;
 pub use connect::Credentials;
@@ -60,6 +61,7 @@ pub use error::Error;
 /// presents the client's token, if any.
 pub use ringkv_proto::channel::Channel;
 pub use ringkv_proto::v1 as pb;
+pub use watch::{WatchEvent, WatchPosition, WatchStream};
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -146,6 +146,14 @@ pub struct Config {
     /// Requests a client may send at once above the sustained rate; 0
     /// means the same as `rate_limit_per_sec`.
     pub rate_limit_burst: u32,
+    /// Changes this node keeps in memory for `Kv.Watch` to resume from
+    /// (`watch/log.rs`); a watcher further behind must resync by scanning.
+    pub watch_log_changes: usize,
+    /// Bytes of keys and records the change log keeps at most.
+    pub watch_log_bytes: usize,
+    /// Watch streams this node serves at once; more are refused with
+    /// `RESOURCE_EXHAUSTED`. 0 turns `Kv.Watch` off.
+    pub max_watches: usize,
     /// A deliberately broken Paxos rule, for proving jepsen-lite catches
     /// it. Not a config-file field: the binary sets it from
     /// `RINGKV_BREAK_PAXOS`, and only with `enable_fault_injection`.
@@ -216,6 +224,9 @@ impl Default for Config {
             enable_fault_injection: false,
             rate_limit_per_sec: 0,
             rate_limit_burst: 0,
+            watch_log_changes: 100_000,
+            watch_log_bytes: 64 * 1024 * 1024,
+            max_watches: 1024,
             break_paxos: crate::paxos::Break::None,
             tls_ca: None,
             tls_cert: None,
@@ -252,6 +263,9 @@ impl Config {
         }
         if self.request_timeout.is_zero() || self.peer_timeout.is_zero() || self.gossip_interval.is_zero() {
             return bad("request_timeout, peer_timeout and gossip_interval must be positive".into());
+        }
+        if self.watch_log_changes == 0 || self.watch_log_bytes == 0 {
+            return bad("watch_log_changes and watch_log_bytes must be positive (max_watches 0 turns Watch off)".into());
         }
         if self.phi_threshold.is_nan() || self.phi_threshold <= 0.0 {
             return bad(format!("phi_threshold is {}; it must be positive", self.phi_threshold));
@@ -420,6 +434,14 @@ mod tests {
     #[test]
     fn the_defaults_validate() {
         Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn an_empty_watch_log_is_refused_and_no_watches_is_allowed() {
+        for c in [Config { watch_log_changes: 0, ..Config::default() }, Config { watch_log_bytes: 0, ..Config::default() }] {
+            assert!(c.validate().unwrap_err().to_string().contains("watch_log"), "{c:?}");
+        }
+        Config { max_watches: 0, ..Config::default() }.validate().unwrap();
     }
 
     #[test]

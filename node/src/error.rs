@@ -158,6 +158,19 @@ pub enum Error {
         /// When the next request would be admitted.
         retry_after_ms: u64,
     },
+    /// A watch cannot resume from the position it gave: the position was
+    /// evicted from this node's change log, or is from a previous
+    /// incarnation of the node. The caller must resync by scanning.
+    #[error("resync required: {0}; scan the prefix, then watch again from now")]
+    ResyncRequired(String),
+    /// This node already serves as many watches as it allows.
+    #[error(
+        "unavailable: this node serves at most {max} watches at once (max_watches) and has no slot free; close a watch, or raise max_watches"
+    )]
+    TooManyWatches {
+        /// The configured limit.
+        max: usize,
+    },
 }
 
 impl Error {
@@ -172,6 +185,7 @@ impl Error {
                 | Error::TreeNotReady { .. }
                 | Error::PeerTimeout { .. }
                 | Error::RateLimited { .. }
+                | Error::TooManyWatches { .. }
         )
     }
 
@@ -200,6 +214,8 @@ impl Error {
             Error::RateLimited { .. } => ErrorKind::RateLimited,
             Error::Unauthenticated(_) => ErrorKind::Unauthenticated,
             Error::PermissionDenied(_) => ErrorKind::PermissionDenied,
+            Error::ResyncRequired(_) => ErrorKind::ResyncRequired,
+            Error::TooManyWatches { .. } => ErrorKind::Unavailable,
             Error::Forwarded(s) => ErrorKind::of(s).unwrap_or(ErrorKind::Peer),
         }
     }
@@ -225,6 +241,8 @@ impl From<Error> for tonic::Status {
             Error::RateLimited { .. } => Code::ResourceExhausted,
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::PermissionDenied(_) => Code::PermissionDenied,
+            Error::ResyncRequired(_) => Code::OutOfRange,
+            Error::TooManyWatches { .. } => Code::ResourceExhausted,
             Error::Forwarded(_) => unreachable!("returned above"),
         };
         let mut status = tonic::Status::new(code, e.to_string());

@@ -6,7 +6,7 @@
 //! durability waits; `ring` places keys; `membership` gossips the member
 //! list; `peer_client` and `fault` carry node-to-node traffic, in `paging`'s
 //! byte-bounded pages; `quorum` and
-//! `coordinator` run requests (`paxos` holds SERIAL's acceptor and rules); `service` exposes gRPC; `metrics` serves Prometheus metrics and HTTP probes; `node` wires it all
+//! `coordinator` run requests (`paxos` holds SERIAL's acceptor and rules); `service` exposes gRPC (`watch` serves the change log); `metrics` serves Prometheus metrics and HTTP probes; `node` wires it all
 //! and [`run`]s it. `ARCHITECTURE.md` tells the same story with links.
 #![warn(missing_docs)]
 
@@ -37,6 +37,7 @@ pub mod storage;
 pub mod store;
 pub mod transport;
 pub mod version;
+pub mod watch;
 
 pub use clock::{Clock, SystemClock};
 pub use config::{Config, Durability};

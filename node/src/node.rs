@@ -98,6 +98,10 @@ pub async fn run(config: Config, env: Env, shutdown: CancellationToken) -> Resul
     let last_generation: u64 = store.meta_get("generation")?.unwrap_or(0);
     let generation = env.clock.wall_ms().max(last_generation + 1);
     store.meta_put("generation", &generation)?;
+    // The change log Watch serves is per incarnation: positions name this
+    // generation, so one from before a restart asks for a resync.
+    let retention = crate::watch::Retention { max_changes: config.watch_log_changes, max_bytes: config.watch_log_bytes };
+    store.changes().configure(generation, retention);
 
     let me = Member {
         id: config.id.clone(),

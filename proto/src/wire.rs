@@ -57,11 +57,15 @@ pub enum ErrorKind {
     Unauthenticated,
     /// The caller may not do this.
     PermissionDenied,
+    /// A watch cannot resume from the position given (too old for the
+    /// node's change log, or from a previous incarnation of the node):
+    /// scan the prefix, then watch from now.
+    ResyncRequired,
 }
 
 impl ErrorKind {
     /// Every kind, for parsing and tests.
-    pub const ALL: [ErrorKind; 13] = [
+    pub const ALL: [ErrorKind; 14] = [
         ErrorKind::Unavailable,
         ErrorKind::Indeterminate,
         ErrorKind::Timeout,
@@ -75,6 +79,7 @@ impl ErrorKind {
         ErrorKind::RateLimited,
         ErrorKind::Unauthenticated,
         ErrorKind::PermissionDenied,
+        ErrorKind::ResyncRequired,
     ];
 
     /// The name carried in [`KIND_HEADER`] and printed by `--json`.
@@ -93,6 +98,7 @@ impl ErrorKind {
             ErrorKind::RateLimited => "rate_limited",
             ErrorKind::Unauthenticated => "unauthenticated",
             ErrorKind::PermissionDenied => "permission_denied",
+            ErrorKind::ResyncRequired => "resync_required",
         }
     }
 

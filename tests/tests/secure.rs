@@ -181,6 +181,12 @@ async fn tls_refuses_clients_without_the_cluster_ca_and_tokens_grant_only_their_
     }
     assert!(matches!(web.delete(b"other/1", None, one()).await, Err(Error::PermissionDenied { .. })));
     assert!(matches!(web.scan(b"", b"", 10, one()).await, Err(Error::PermissionDenied { .. })), "a scan wider than the grant");
+    // A watch is gated like a scan: read on its whole prefix.
+    match web.watch(b"", None).await.err() {
+        Some(Error::PermissionDenied { message }) => assert!(message.contains("prefix"), "{message}"),
+        other => panic!("a watch wider than the grant: {other:?}"),
+    }
+    web.watch(b"app/", None).await.expect("a watch inside the grant");
     assert_eq!(writer.get(b"other/1", one()).await.unwrap().siblings[0].value, b"secret", "nothing was lost to the refusals");
 
     // Admin needs admin: a write token is denied, naming what it lacks...

@@ -22,6 +22,7 @@ use crate::quorum::Level;
 use crate::rate_limit::Client;
 use crate::security::{grants_of, remote_ip, Grants};
 use crate::shared::Shared;
+use crate::watch;
 
 /// Default and largest page for `Scan`.
 const SCAN_DEFAULT_LIMIT: usize = 1000;
@@ -47,12 +48,15 @@ impl Drop for InFlight<'_> {
 pub struct KvService {
     s: Arc<Shared>,
     coordinator: Coordinator,
+    /// One permit per watch stream being served (`max_watches`).
+    watches: Arc<tokio::sync::Semaphore>,
 }
 
 impl KvService {
     /// A service over the node's shared state.
     pub fn new(s: Arc<Shared>) -> Self {
-        Self { coordinator: Coordinator::new(s.clone()), s }
+        let watches = Arc::new(tokio::sync::Semaphore::new(s.config.max_watches));
+        Self { coordinator: Coordinator::new(s.clone()), s, watches }
     }
 
     fn write(
@@ -117,6 +121,21 @@ impl KvService {
 
 #[tonic::async_trait]
 impl pb::kv_server::Kv for KvService {
+    type WatchStream = tokio_stream::wrappers::ReceiverStream<watch::stream::Item>;
+
+    /// A change stream of this node's replica (`watch/`): gated like a scan
+    /// (read on the whole prefix, the client's rate limit once at the
+    /// start), and refused beyond `max_watches` streams at once.
+    async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let grants = self.admit_client(&req)?;
+        let req = req.into_inner();
+        grants.check_scan(&req.prefix)?;
+        let permit = self.watches.clone().try_acquire_owned().map_err(|_| Error::TooManyWatches { max: self.s.config.max_watches })?;
+        let log = self.s.store.changes().clone();
+        let watcher = watch::stream::start(&log, &self.s.config.id, req.prefix, req.resume.as_ref())?;
+        Ok(Response::new(watch::stream::spawn(log, watcher, self.s.shutdown.clone(), permit)))
+    }
+
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
         let consistency = req.get_ref().options.as_ref().map_or(0, |o| o.consistency);
         self.observed(Op::Get, consistency, self.serve_get(req)).await

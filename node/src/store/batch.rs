@@ -104,6 +104,9 @@ impl Store {
                 **g = ticket;
             }
         }
+        // Still under the stripes, so each key's changes reach the log in
+        // the order the store applied them.
+        self.changes.append_many(pending.into_iter().map(|(key, _, new)| (key.to_vec(), new)));
         items
             .iter()
             .zip(results)

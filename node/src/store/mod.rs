@@ -24,6 +24,10 @@
 //!   alone is synced at once, so light load does not pay the window.
 //! - `none`: no wait.
 //!
+//! Every write that changes a stored record is also appended, under the
+//! same stripe lock, to the change log that `Kv.Watch` serves
+//! (`watch/log.rs`): one short mutex, no await.
+//!
 //! # Files
 //!
 //! - this file: the [`Store`] type, reads, [`Store::update`],
@@ -54,6 +58,7 @@ use crate::record;
 use crate::ring::token_of;
 use crate::storage::{Op, Storage, Tree};
 use crate::version::DvvSet;
+use crate::watch::ChangeLog;
 
 mod batch;
 mod durability;
@@ -99,6 +104,8 @@ pub struct Store {
     trees: RwLock<Arc<Trees>>,
     /// Group-commit batch sizes and sync times (`durability.rs`).
     commits: crate::metrics::CommitMetrics,
+    /// What `Kv.Watch` serves: every record this store wrote, in order.
+    changes: Arc<ChangeLog>,
 }
 
 /// The Merkle delta of rewriting `key` from `old` (if it was stored) to
@@ -141,7 +148,13 @@ impl Store {
             kick: Notify::new(),
             trees: RwLock::new(Arc::new(Trees::default())),
             commits: Default::default(),
+            changes: Arc::default(),
         }
+    }
+
+    /// The change log every changing write feeds (`watch/`).
+    pub fn changes(&self) -> &Arc<ChangeLog> {
+        &self.changes
     }
 
     /// The Merkle trees currently kept.
@@ -231,6 +244,7 @@ impl Store {
         if let Some(t) = tree.as_deref_mut() {
             t.apply(token, key, &tree_delta(key, old, &new));
         }
+        self.changes.append(key.to_vec(), new);
         Ok(self.issue())
     }
 

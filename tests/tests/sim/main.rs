@@ -39,6 +39,8 @@
 //!   every replica, the same tombstone everywhere, purged after the grace;
 //!   a replica with a clock ahead hides the value sooner, by at most its
 //!   skew, and the replicas still converge.
+//! - [`watch`]: writes hint replay brings to a replica that was cut off
+//!   are streamed by it and still delivered once by the client.
 //!
 //! This file holds the helpers that more than one topic uses.
 
@@ -52,6 +54,7 @@ mod scenarios;
 mod serial;
 mod sweep;
 mod ttl;
+mod watch;
 
 use std::time::Duration;
 
