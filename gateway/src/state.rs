@@ -76,6 +76,6 @@ impl Gateway {
             _ => "get",
         };
         let key = req.uri().path().strip_prefix("/v1/kv/").unwrap_or("");
-        self.finish(Seen::new(op, key, "-"), Instant::now(), e.status().as_u16(), e.kind());
+        self.finish(Seen::new(op, key, "limited"), Instant::now(), e.status().as_u16(), e.kind());
     }
 }

@@ -99,10 +99,11 @@ function drawRecent(r) {
       el("span", { class: cls }, `${q.status} ${q.outcome}`), " · ", ms(q.gateway_us), " in the gateway",
       q.coordinator ? ` · coordinator ${q.coordinator} (${ms(q.coordinator_us)})` : "", el("span", { class: "muted" }, ` · ${time}`));
     const reps = el("div", { class: "replicas" }, ...q.replicas.map((x) => {
-      const notes = [x.answered ? ms(x.latency_us) : (x.error || "no answer")];
+      // Not answered and no error: the level did not wait for it (ONE).
+      const notes = [x.answered ? ms(x.latency_us) : (x.error || "not awaited")];
       if (x.stale) notes.push("stale");
       if (x.repaired) notes.push("repaired");
-      const k = "replica" + (x.stale ? " stale" : "") + (x.answered ? "" : " missed");
+      const k = "replica" + (x.stale ? " stale" : "") + (x.error ? " missed" : x.answered ? "" : " idle");
       return el("span", { class: k, "data-node": x.node }, el("span", { class: "swatch", style: `background:${color(x.node)}` }), `${x.node} ${notes.join(", ")}`);
     }));
     return el("li", { "data-key": q.key, "data-op": q.op, "data-status": q.status, "data-seq": q.seq }, head, reps);

@@ -54,9 +54,9 @@ where
 {
     let started = Instant::now();
     match key {
-        Err(e) => respond(gw, Seen::new(op, "", "-"), started, Err(e)),
+        Err(e) => respond(gw, Seen::new(op, "", "invalid"), started, Err(e)),
         Ok((key, params)) => {
-            let level = params.options().map_or("-", |o| level_name(o.level));
+            let level = params.options().map_or("invalid", |o| level_name(o.level));
             let seen = Seen::new(op, &key, level);
             respond(gw, seen, started, f(key, params).await)
         }

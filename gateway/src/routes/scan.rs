@@ -27,9 +27,9 @@ pub async fn scan(State(gw): State<Arc<Gateway>>, caller: Caller, params: Result
     let started = Instant::now();
     let params = match params {
         Ok(Query(p)) => p,
-        Err(e) => return respond(&gw, Seen::new("scan", "", "-"), started, Err(ApiError::BadRequest(e.body_text()))),
+        Err(e) => return respond(&gw, Seen::new("scan", "", "invalid"), started, Err(ApiError::BadRequest(e.body_text()))),
     };
-    let level = params.options().map_or("-", |o| level_name(o.level));
+    let level = params.options().map_or("invalid", |o| level_name(o.level));
     let seen = Seen::new("scan", &params.prefix, level);
     let result = async {
         let opts = params.options().map_err(ApiError::BadRequest)?;
