@@ -97,4 +97,4 @@ for w, name in names.items():
     print(f"  {name:<34} throughput {g['ops_per_sec'] / d['ops_per_sec']:.2f}x, p50 latency {hg['p50_ms'] / hd['p50_ms']:.2f}x")
 PY
 echo
-echo "(same machine, same run; the bench, the gateway and the nodes share its cores)"
+echo "(p50/p99: of the reads where a workload has reads, else of the writes; same machine, same run: the bench, the gateway and the nodes share its cores)"

@@ -14,7 +14,8 @@
 //!
 //! Nodes are chosen by the client's `--policy`. `--target etcd` or
 //! `--target redis` runs the same loop against a peer system
-//! (`bench_target.rs`), so `bench/compare.sh` can put them side by side.
+//! (`bench_target.rs`), so `bench/compare.sh` can put them side by side;
+//! `--target http` runs it through `ringkv gateway` (`bench/gateway.sh`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -32,7 +32,7 @@ pub struct ReplicaSeen {
 pub struct Seen {
     /// A sequence number, rising by one per request.
     pub seq: u64,
-    /// When it finished, ms since the Unix epoch.
+    /// When it arrived, ms since the Unix epoch.
     pub at_ms: u64,
     /// `get`, `put`, `delete` or `scan`.
     pub op: &'static str,
@@ -57,7 +57,7 @@ pub struct Seen {
 }
 
 impl Seen {
-    /// A request to `key` (a scan's prefix) at `level`, finishing now;
+    /// A request to `key` (a scan's prefix) at `level`, arriving now;
     /// [`Gateway::finish`](crate::state::Gateway::finish) fills in the rest.
     pub fn new(op: &'static str, key: &str, level: &str) -> Self {
         let at_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
