@@ -279,6 +279,28 @@ pub enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
+    /// HTTP/JSON in front of the cluster, with a live cluster page at `/`.
+    Gateway(GatewayArgs),
+}
+
+/// `ringkv gateway --listen ADDR --nodes A,B,C [--policy P] [--rate-limit N/s]`.
+#[derive(Args, Debug)]
+pub struct GatewayArgs {
+    /// Address the HTTP server binds.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Comma-separated node addresses to start from (default: --endpoints).
+    #[arg(long, value_delimiter = ',')]
+    pub nodes: Option<Vec<String>>,
+    /// Requests per second each client (bearer token, else remote IP) may send to /v1/kv and /v1/scan, e.g. 100/s.
+    #[arg(long)]
+    pub rate_limit: Option<ringkv_gateway::RateLimit>,
+    /// Requests the cluster page lists.
+    #[arg(long, default_value_t = ringkv_gateway::DEFAULT_RECENT)]
+    pub recent: usize,
+    /// Log filter (also RUST_LOG), e.g. info or ringkv_gateway=debug.
+    #[arg(long, default_value = "info")]
+    pub log: String,
 }
 
 /// `ringkv cert`.
@@ -732,6 +754,8 @@ pub enum TargetKind {
     Etcd,
     /// A Redis server at --endpoints.
     Redis,
+    /// This store through `ringkv gateway` at --endpoints (its HTTP addresses).
+    Http,
 }
 
 /// Key popularity.

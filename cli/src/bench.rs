@@ -14,7 +14,8 @@
 //!
 //! Nodes are chosen by the client's `--policy`. `--target etcd` or
 //! `--target redis` runs the same loop against a peer system
-//! (`bench_target.rs`), so `bench/compare.sh` can put them side by side.
+//! (`bench_target.rs`), so `bench/compare.sh` can put them side by side;
+//! `--target http` runs it through `ringkv gateway` (`bench/gateway.sh`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,8 +65,8 @@ pub async fn run(
     if a.workload == Workload::Cas && a.target != TargetKind::Ringkv {
         anyhow::bail!("--workload cas runs against ringkv only");
     }
-    if a.workload == Workload::Ping && a.target == TargetKind::Etcd {
-        anyhow::bail!("--workload ping has no etcd counterpart here; use it with --target ringkv or redis");
+    if a.workload == Workload::Ping && matches!(a.target, TargetKind::Etcd | TargetKind::Http) {
+        anyhow::bail!("--workload ping has no etcd or HTTP counterpart here; use it with --target ringkv or redis");
     }
     let value = vec![b'x'; a.value_size];
     let (client, members) = if a.target == TargetKind::Ringkv {
@@ -77,8 +78,9 @@ pub async fn run(
         (None, Vec::new())
     };
     let policy_name = client.as_ref().map_or(String::new(), |c| c.policy_name());
-    let target =
-        Arc::new(Target::connect(a.target, endpoints, client, a.read_level.into(), a.write_level.into(), a.etcd_linearizable).await?);
+    let target = Arc::new(
+        Target::connect(a.target, endpoints, client, a.read_level.into(), a.write_level.into(), a.etcd_linearizable, a.concurrency).await?,
+    );
     if a.load {
         load(&target, &a, &value, json_mode).await?;
     }

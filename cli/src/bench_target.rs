@@ -7,6 +7,11 @@
 //!   `--etcd-linearizable`; Put), one channel per endpoint, round robin.
 //! - `redis`: one multiplexed connection per endpoint, round robin; GET,
 //!   SET, PING. A single non-replicated server is the ceiling.
+//! - `http`: ringkv through `ringkv gateway` at `--endpoints` (its HTTP
+//!   addresses), with one pooled HTTP/1.1 client (keep-alive, a connection
+//!   per request in flight): `GET`/`PUT /v1/kv/{key}` at the same levels;
+//!   coordinators come from the `X-Ringkv-Coordinator` header.
+//!   `bench/gateway.sh` runs it beside `ringkv` to measure the gateway.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -36,6 +41,19 @@ pub enum Target {
         channels: Vec<Channel>,
         /// Serializable (member-local) reads.
         serializable: bool,
+        /// Round-robin cursor.
+        next: AtomicUsize,
+    },
+    /// ringkv through the HTTP gateway.
+    Http {
+        /// The pooled HTTP client.
+        http: reqwest::Client,
+        /// `http://host:port/v1/kv/` per gateway.
+        bases: Vec<String>,
+        /// `?consistency=...` for reads.
+        read: String,
+        /// `?consistency=...` for writes.
+        write: String,
         /// Round-robin cursor.
         next: AtomicUsize,
     },
@@ -80,6 +98,7 @@ impl Target {
         read: Level,
         write: Level,
         linearizable: bool,
+        concurrency: usize,
     ) -> Result<Self> {
         if endpoints.is_empty() {
             bail!("no endpoints given; pass --endpoints host:port[,host:port...]");
@@ -99,6 +118,25 @@ impl Target {
                     channels.push(ch);
                 }
                 Target::Etcd { channels, serializable: !linearizable, next: AtomicUsize::new(0) }
+            }
+            TargetKind::Http => {
+                let http = reqwest::Client::builder()
+                    .pool_max_idle_per_host(concurrency)
+                    .tcp_nodelay(true)
+                    .build()
+                    .context("cannot build the HTTP client")?;
+                let bases: Vec<String> = endpoints.iter().map(|e| format!("{}/v1/kv/", uri(e).trim_end_matches('/'))).collect();
+                let probe = format!("{}/v1/cluster", uri(&endpoints[0]).trim_end_matches('/'));
+                let up = http
+                    .get(&probe)
+                    .send()
+                    .await
+                    .with_context(|| format!("cannot reach the gateway at {probe}; is `ringkv gateway` running?"))?;
+                if !up.status().is_success() {
+                    bail!("the gateway at {probe} answered {}: it cannot see the cluster", up.status());
+                }
+                let level = |l: Level| format!("?consistency={}", l.as_str_name().trim_start_matches("CONSISTENCY_").to_lowercase());
+                Target::Http { http, bases, read: level(read), write: level(write), next: AtomicUsize::new(0) }
             }
             TargetKind::Redis => {
                 let mut conns = Vec::new();
@@ -123,6 +161,7 @@ impl Target {
         match self {
             Target::Ringkv { .. } => "ringkv",
             Target::Etcd { .. } => "etcd",
+            Target::Http { .. } => "http",
             Target::Redis { .. } => "redis",
         }
     }
@@ -140,6 +179,10 @@ impl Target {
                     .await
                     .map(|_| None)
                     .map_err(|s| format!("{:?}", s.code()).to_lowercase())
+            }
+            Target::Http { http, bases, read, next, .. } => {
+                let url = format!("{}{}{read}", pick(bases, next), String::from_utf8_lossy(key));
+                http_outcome(http.get(url).send().await).await
             }
             Target::Redis { conns, next } => {
                 let mut c = pick(conns, next);
@@ -164,6 +207,10 @@ impl Target {
                     .map(|_| None)
                     .map_err(|s| format!("{:?}", s.code()).to_lowercase())
             }
+            Target::Http { http, bases, write, next, .. } => {
+                let url = format!("{}{}{write}", pick(bases, next), String::from_utf8_lossy(key));
+                http_outcome(http.put(url).body(value.to_vec()).send().await).await
+            }
             Target::Redis { conns, next } => {
                 let mut c = pick(conns, next);
                 c.set::<_, _, ()>(key, value).await.map(|_| None).map_err(|e| format!("{:?}", e.kind()).to_lowercase())
@@ -176,11 +223,27 @@ impl Target {
     pub async fn ping(&self) -> Outcome {
         match self {
             Target::Ringkv { client, .. } => client.ping().await.map(|_| None).map_err(|e| e.kind().to_string()),
-            Target::Etcd { .. } => Err("unsupported".into()),
+            Target::Etcd { .. } | Target::Http { .. } => Err("unsupported".into()),
             Target::Redis { conns, next } => {
                 let mut c = pick(conns, next);
                 redis::cmd("PING").query_async::<String>(&mut c).await.map(|_| None).map_err(|e| format!("{:?}", e.kind()).to_lowercase())
             }
         }
     }
+}
+
+/// A gateway answer as an outcome: 200 and 404 (a key not yet written)
+/// are served, with the coordinator from its header; anything else is an
+/// error named by the body's `error` field (the client's error kinds).
+async fn http_outcome(sent: reqwest::Result<reqwest::Response>) -> Outcome {
+    let resp = sent.map_err(|e| if e.is_connect() { "connect".to_string() } else { "http".to_string() })?;
+    let status = resp.status();
+    let coordinator = resp.headers().get("x-ringkv-coordinator").and_then(|v| v.to_str().ok()).map(String::from);
+    if status.is_success() || status == reqwest::StatusCode::NOT_FOUND {
+        // Read the body so the connection goes back to the pool.
+        resp.bytes().await.map_err(|_| "http".to_string())?;
+        return Ok(coordinator);
+    }
+    let kind = resp.json::<serde_json::Value>().await.ok().and_then(|v| v["error"].as_str().map(String::from));
+    Err(kind.unwrap_or_else(|| format!("http_{}", status.as_u16())))
 }

@@ -293,7 +293,13 @@ pub async fn run(cmd: Command, endpoints: &[String], policy: &PolicyName, creden
             tokio::time::sleep(Duration::from_secs(3)).await;
             repair(&client, None, None, json_mode).await?;
         }
-        Command::Serve(_) | Command::Cluster(_) | Command::Demo(_) | Command::Bench(_) | Command::Cert { .. } | Command::Token { .. } => {
+        Command::Serve(_)
+        | Command::Cluster(_)
+        | Command::Demo(_)
+        | Command::Bench(_)
+        | Command::Cert { .. }
+        | Command::Token { .. }
+        | Command::Gateway(_) => {
             unreachable!("dispatched in main")
         }
     }

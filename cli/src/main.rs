@@ -9,6 +9,7 @@ mod bench_target;
 mod cas;
 mod commands;
 mod demo;
+mod gateway;
 mod output;
 mod secure;
 mod serve;
@@ -37,6 +38,7 @@ fn main() {
             Command::Demo(a) => demo::run(a, cli.json).await,
             Command::Cert { action } => secure::cert(action, cli.json),
             Command::Token { action } => secure::token(action, cli.json),
+            Command::Gateway(a) => gateway::run(a, &cli.endpoints, &cli.policy, &cli.auth.credentials()?).await,
             Command::Bench(a) => bench::run(a, &cli.endpoints, &cli.policy, &cli.auth.credentials()?, cli.json).await,
             other => commands::run(other, &cli.endpoints, &cli.policy, &cli.auth.credentials()?, cli.json).await,
         }

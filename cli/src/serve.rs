@@ -38,7 +38,7 @@ pub fn tls_files(auth: &AuthArgs) -> Result<Option<(PathBuf, PathBuf, PathBuf)>>
 }
 
 /// Cancels `token` on Ctrl-C or SIGTERM.
-fn cancel_on_signal(token: CancellationToken) {
+pub(crate) fn cancel_on_signal(token: CancellationToken) {
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {

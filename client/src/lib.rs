@@ -131,6 +131,18 @@ pub struct Client {
     endpoints: Vec<(String, Channel)>,
     router: Option<Arc<routing::Router>>,
     credentials: Arc<Credentials>,
+    /// Whose token the requests present ([`Client::with_token`]).
+    presents: Presents,
+}
+
+/// The token a client's requests present.
+#[derive(Clone, Debug, Default)]
+enum Presents {
+    /// The one in its [`Credentials`], if any.
+    #[default]
+    Credentials,
+    /// This one instead, or none at all.
+    Token(Option<Arc<str>>),
 }
 
 /// Builds a [`Client`].
@@ -235,7 +247,7 @@ impl Client {
         if out.is_empty() {
             return Err(Error::InvalidArgument { message: "no endpoints given; pass --endpoints host:port[,host:port...]".into() });
         }
-        Ok(Self { endpoints: out, router: None, credentials: Arc::new(credentials) })
+        Ok(Self { endpoints: out, router: None, credentials: Arc::new(credentials), presents: Presents::Credentials })
     }
 
     /// A builder for a client with a load-balancing policy.
@@ -260,7 +272,38 @@ impl Client {
     /// A client over channels built elsewhere, e.g. through a simulated
     /// network. Each pair is an endpoint name and its channel.
     pub fn from_channels(endpoints: Vec<(String, Channel)>) -> Self {
-        Self { endpoints, router: None, credentials: Arc::default() }
+        Self { endpoints, router: None, credentials: Arc::default(), presents: Presents::Credentials }
+    }
+
+    /// The same client (its connections, routing and health checks shared)
+    /// whose requests present `token` instead of the credentials' token;
+    /// `None` presents none. For a gateway that passes each caller's own
+    /// bearer token through to the nodes. Discovery and health checks keep
+    /// the credentials' token.
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() {
+    /// let client = ringkv_client::Client::connect(["127.0.0.1:7101"]).await.unwrap();
+    /// assert!(client.with_token(Some("caller-token")).is_ok());
+    /// let err = client.with_token(Some("bad\ntoken")).err().expect("a newline cannot be sent");
+    /// assert_eq!(err.kind(), "invalid_argument");
+    /// # }
+    /// ```
+    pub fn with_token(&self, token: Option<&str>) -> Result<Client, Error> {
+        if let (Some((_, ch)), Some(_)) = (self.endpoints.first(), token) {
+            // Checked once here, so that sending cannot fail on it later.
+            Channel::new(ch.inner().clone(), token).map_err(|message| Error::InvalidArgument { message })?;
+        }
+        Ok(Client { presents: Presents::Token(token.map(Arc::from)), ..self.clone() })
+    }
+
+    /// `ch` as this client's requests present it: with [`Client::with_token`]'s
+    /// token in place of the credentials' one.
+    fn presenting(&self, ch: Channel) -> Channel {
+        match &self.presents {
+            Presents::Credentials => ch,
+            Presents::Token(token) => Channel::new(ch.inner().clone(), token.as_deref()).expect("the token was checked by with_token"),
+        }
     }
 
     /// The endpoints, in the order they are tried.
@@ -320,7 +363,7 @@ impl Client {
                 n.outstanding.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             let started = std::time::Instant::now();
-            let result = f(ch).await;
+            let result = f(self.presenting(ch)).await;
             if let Some(n) = &node {
                 n.outstanding.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 let transport = result.as_ref().err().is_some_and(Error::is_transport);
