@@ -58,6 +58,8 @@ impl ApiError {
             ApiError::RateLimited { .. } | ApiError::Client(E::RateLimited { .. }) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Client(E::Unavailable { .. } | E::Connect { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Client(E::Indeterminate { .. } | E::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
+            // A watch position too old to resume: scan, then watch from now.
+            ApiError::Client(E::ResyncRequired(_)) => StatusCode::GONE,
             ApiError::Client(E::Other { .. }) => StatusCode::BAD_GATEWAY,
         }
     }
@@ -126,6 +128,7 @@ mod tests {
             (E::RateLimited { retry_after: Duration::from_millis(10), message: m() }, 429),
             (E::Unauthenticated { message: m() }, 401),
             (E::PermissionDenied { message: m() }, 403),
+            (E::ResyncRequired(m()), 410),
             (E::Other { kind: "x".into(), message: m() }, 502),
         ];
         for (e, code) in cases {

@@ -73,6 +73,7 @@ impl Gateway {
             http::Method::PUT => "put",
             http::Method::DELETE => "delete",
             _ if req.uri().path().starts_with("/v1/scan") => "scan",
+            _ if req.uri().path().starts_with("/v1/watch") => "watch",
             _ => "get",
         };
         let key = req.uri().path().strip_prefix("/v1/kv/").unwrap_or("");

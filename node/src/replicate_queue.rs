@@ -5,7 +5,7 @@
 //! its queue grow for as long as writes arrive, and a caller that timed out
 //! leaves its message behind to be sent anyway. So:
 //! - a message that would take the queue past [`MAX_QUEUED`] messages or
-//!   [`MAX_QUEUED_BYTES`] bytes is refused at once ([`Full`]); the
+//!   [`MAX_QUEUED_BYTES`] bytes is refused at once ([`Refused::Full`]); the
 //!   coordinator counts the replica as failed and hints it, as for any
 //!   message that was never sent;
 //! - a message whose caller has given up (its reply receiver is gone) is

@@ -7,7 +7,10 @@
 //!   round trip and sibling listing, over a 3-node cluster;
 //! - 503 when no node is up, and 429 with `Retry-After` per client;
 //! - 401 and 403 from a secured cluster, the caller's token passed through;
-//! - the page shows every node and lists a write as it happens.
+//! - the page shows every node and lists a write as it happens;
+//! - `/v1/watch` as Server-Sent Events and over a WebSocket: events for
+//!   puts and deletes under the prefix and none outside it, resuming from a
+//!   position, and 410 (or a final `error` event) for one too old.
 //!
 //! The browser test needs Debian's `chromium` and `chromium-driver`
 //! (`.ci/run` installs them). Without them it fails when `CI` is set and
@@ -445,4 +448,131 @@ async fn the_cluster_page_shows_every_node_and_lists_a_write_as_it_happens() {
     assert_eq!(row["status"], "200");
     assert_eq!(row["replicas"], 3, "ALL: three replicas in the receipt: {row}");
     assert!(row["text"].as_str().unwrap().contains("coordinator n"), "{row}");
+}
+
+/// A Server-Sent Events response read event by event.
+struct Sse {
+    resp: reqwest::Response,
+    buf: String,
+}
+
+impl Sse {
+    /// The next event's (type, data), within `within`.
+    async fn next(&mut self, within: Duration) -> (String, Value) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let field = |name: &str| block.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim_start().to_string());
+                // Keep-alive comments carry no data.
+                let Some(data) = field("data:") else { continue };
+                let kind = field("event:").unwrap_or_else(|| "message".into());
+                let value: Value = serde_json::from_str(&data).unwrap_or_else(|e| panic!("event data is not JSON ({e}): {data}"));
+                if let Some(id) = field("id:") {
+                    assert_eq!(Value::String(id), value["position"], "the SSE id is the event's resume position");
+                }
+                return (kind, value);
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.resp.chunk())
+                .await
+                .unwrap_or_else(|_| panic!("no event within {within:?}; so far: {:?}", self.buf))
+                .expect("the stream")
+                .expect("the stream ended");
+            self.buf.push_str(std::str::from_utf8(&chunk).expect("UTF-8 events"));
+        }
+    }
+
+    /// Events until one for `key` arrives; fails on an event for a key
+    /// not under `prefix`.
+    async fn until_key(&mut self, key: &str, prefix: &str) -> Value {
+        loop {
+            let (kind, e) = self.next(Duration::from_secs(30)).await;
+            assert_eq!(kind, "change", "{e}");
+            let got = e["key"].as_str().expect("a key").to_string();
+            assert!(got.starts_with(prefix), "an event outside the prefix {prefix:?}: {e}");
+            if got == key {
+                return e;
+            }
+        }
+    }
+}
+
+async fn sse(http: &reqwest::Client, url: String) -> Result<Sse, reqwest::Response> {
+    let resp = http.get(url).header("accept", "text/event-stream").send().await.expect("watch request");
+    if resp.status() != StatusCode::OK {
+        return Err(resp);
+    }
+    assert_eq!(header(&resp, "content-type"), "text/event-stream");
+    Ok(Sse { resp, buf: String::new() })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_streams_changes_as_server_sent_events_and_over_a_websocket() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = three_nodes(dir.path()).await;
+    let http = reqwest::Client::new();
+    let mut gw = GatewayProc::start(dir.path(), &cluster.endpoints(), &[], &[]);
+    gw.wait(&http, "/v1/cluster", StatusCode::OK).await;
+    let kv = |key: &str| gw.url(&format!("/v1/kv/{key}?consistency=all"));
+
+    // SSE: a put outside the prefix, then one inside; only the second shows.
+    let mut events = sse(&http, gw.url("/v1/watch?prefix=w/")).await.expect("a stream");
+    assert_eq!(http.put(kv("x/1")).body("outside").send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(http.put(kv("w/1")).body("one").send().await.unwrap().status(), StatusCode::OK);
+    let put = events.until_key("w/1", "w/").await;
+    assert_eq!(put["deleted"], false);
+    assert_eq!(put["siblings"][0]["value"], "one", "{put}");
+    assert!(!put["context"].as_str().unwrap().is_empty());
+    let after_put = put["position"].as_str().expect("a position").to_string();
+    assert_eq!(http.delete(kv("w/1")).send().await.unwrap().status(), StatusCode::OK);
+    let deleted = events.until_key("w/1", "w/").await;
+    assert_eq!(deleted["deleted"], true, "a delete shows as a delete: {deleted}");
+    drop(events);
+
+    // Resume after the put: what happened since comes, w/2 included.
+    assert_eq!(http.put(kv("w/2")).body("two").send().await.unwrap().status(), StatusCode::OK);
+    let mut resumed = sse(&http, gw.url(&format!("/v1/watch?prefix=w/&resume={after_put}"))).await.expect("a resumed stream");
+    let two = resumed.until_key("w/2", "w/").await;
+    assert_eq!(two["siblings"][0]["value"], "two");
+    drop(resumed);
+
+    // A position from another incarnation of every node: resync.
+    let mut stale = ringkv_client::WatchPosition::default();
+    for n in ["n1", "n2", "n3"] {
+        stale.set(&ringkv_client::pb::WatchPosition { node: n.into(), epoch: 1, seq: 1 });
+    }
+    match sse(&http, gw.url(&format!("/v1/watch?prefix=w/&resume={}", stale.to_token()))).await {
+        Err(resp) => {
+            assert_eq!(resp.status(), StatusCode::GONE);
+            assert_eq!(json_of(resp).await["error"], "resync_required");
+        }
+        Ok(mut stream) => {
+            let (kind, e) = stream.next(Duration::from_secs(30)).await;
+            assert_eq!((kind.as_str(), &e["error"]), ("error", &json!("resync_required")), "{e}");
+        }
+    }
+    // A malformed position is bad input.
+    let r = http.get(gw.url("/v1/watch?resume=nonsense")).header("accept", "text/event-stream").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+
+    // WebSocket: one text message per event.
+    let ws_url = gw.url("/v1/watch?prefix=w/").replacen("http://", "ws://", 1);
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url.as_str()).await.expect("a WebSocket");
+    // The stream is open once the gateway has subscribed to every node;
+    // keep writing until the socket reports the key (a write before the
+    // subscription is not promised).
+    let got = eventually("the WebSocket reports w/3", Duration::from_secs(60), async || {
+        assert_eq!(http.put(kv("w/3")).body("three").send().await.unwrap().status(), StatusCode::OK);
+        let msg = tokio::time::timeout(Duration::from_secs(2), ws.next()).await.ok()??.expect("a message");
+        let Message::Text(text) = msg else { return None };
+        let e: Value = serde_json::from_str(&text).expect("JSON");
+        assert!(e["key"].as_str().unwrap().starts_with("w/"), "{e}");
+        (e["key"] == "w/3").then_some(e)
+    })
+    .await;
+    assert_eq!(got["siblings"][0]["value"], "three");
+    ws.send(Message::Close(None)).await.expect("close");
 }

@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `GET/PUT/DELETE /v1/kv/{key}` | `kv.rs` |
 //! | `GET /v1/scan` | `scan.rs` |
+//! | `GET /v1/watch` (WebSocket or Server-Sent Events) | `watch.rs` |
 //! | `GET /v1/cluster` (ring, nodes, liveness) | `cluster.rs` |
 //! | `GET /v1/recent`, `/v1/latency`, `/metrics` | `observe.rs` |
 //! | `GET /`, `/app.js` (the cluster page) | `page.rs` |
@@ -18,6 +19,7 @@ mod kv;
 mod observe;
 mod page;
 mod scan;
+mod watch;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -57,6 +59,7 @@ fn data(gw: Arc<Gateway>) -> Router<Arc<Gateway>> {
     Router::new()
         .route("/v1/kv/{*key}", get(kv::get).put(kv::put).delete(kv::delete))
         .route("/v1/scan", get(scan::scan))
+        .route("/v1/watch", get(watch::watch))
         .route_layer(axum::middleware::from_fn_with_state(gw, crate::limit::middleware))
 }
 
