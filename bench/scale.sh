@@ -30,7 +30,7 @@ R=target/release/ringkv
 EP="127.0.0.1:7461,127.0.0.1:7462,127.0.0.1:7463"
 
 ready() {
-    "$R" --endpoints "$EP" status --json 2>/dev/null | python3 -c 'import json,sys; n=json.load(sys.stdin)["nodes"]; sys.exit(not (len(n) == 3 and all(x["state"] == "normal" and x["liveness"] == "up" for x in n)))'
+    "$R" --endpoints "$EP" status --json 2>/dev/null | python3 -c 'import json,sys; n=json.load(sys.stdin)["nodes"]; sys.exit(not (len(n) == 3 and all(x["state"] == "normal" and x["liveness"] == "up" for x in n)))' 2>/dev/null
 }
 # Resident memory of the cluster's three node processes, in MiB each.
 rss() {
