@@ -265,19 +265,14 @@ async fn stream_range(s: &Handles, source: &str, start: Token, end: Token, rate:
         rate.consume(bytes as u64).await;
         // One engine batch and one durability wait per page. A version that
         // fails admission is skipped (and logged), not a reason to stall the join.
-        let (admit, from, more) = (s.admit.clone(), source.to_string(), page.more);
         merged += page.entries.len() as u64;
-        let (last_ticket, entries) = s
-            .store
-            .offload(move |store| {
-                let (_, last) = store.merge_page(&admit.pulled_page(&page.entries, &from))?;
-                Ok((last, page.entries))
-            })
-            .await?;
+        let next = page.entries.last().filter(|_| page.more).map(|e| e.key.clone());
+        let (admit, from) = (s.admit.clone(), source.to_string());
+        let last_ticket = s.store.offload(move |store| Ok(store.merge_page(&admit.pulled_page(&page.entries, &from))?.1)).await?;
         s.store.durable(last_ticket).await?;
-        match (more, entries.last()) {
-            (true, Some(last)) => after = last.key.clone(),
-            _ => return Ok(merged),
+        match next {
+            Some(key) => after = key,
+            None => return Ok(merged),
         }
     }
 }
