@@ -805,6 +805,10 @@ pub struct BenchArgs {
     /// Write the keys first (not counted).
     #[arg(long)]
     pub load: bool,
+    /// ringkv only: send every request as its own call, never coalesced
+    /// with others to the same node into one Kv.Batch call.
+    #[arg(long)]
+    pub no_coalesce: bool,
 }
 
 #[cfg(test)]

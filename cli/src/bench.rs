@@ -70,14 +70,15 @@ pub async fn run(
     }
     let value = vec![b'x'; a.value_size];
     let (client, members) = if a.target == TargetKind::Ringkv {
-        let client = crate::commands::connect(endpoints, policy, credentials).await?;
+        let client = crate::commands::connect(endpoints, policy, credentials).await?.coalescing(!a.no_coalesce);
         // Every node, so that skew counts the ones no request reached.
         let members: Vec<String> = client.status().await?.nodes.into_iter().filter(|n| n.state == "normal").map(|n| n.id).collect();
         (Some(client), members)
     } else {
         (None, Vec::new())
     };
-    let policy_name = client.as_ref().map_or(String::new(), |c| c.policy_name());
+    let coalesced = if a.no_coalesce { ", every request its own call" } else { "" };
+    let policy_name = client.as_ref().map_or(String::new(), |c| format!("{}{coalesced}", c.policy_name()));
     let target = Arc::new(
         Target::connect(a.target, endpoints, client, a.read_level.into(), a.write_level.into(), a.etcd_linearizable, a.concurrency).await?,
     );

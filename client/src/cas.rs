@@ -60,9 +60,9 @@ impl Client {
             options: Some(opts.to_proto()),
         };
         let resp = self
-            .route(policy::OpKind::Write, key, false, |ch| {
+            .route(policy::OpKind::Write, key, false, |hop| {
                 let req = req.clone();
-                async move { Self::kv(&ch).cas(req).await }
+                async move { Self::kv(&hop.ch).cas(req).await }
             })
             .await?;
         Ok(CasResult { applied: resp.applied, current: resp.current, context: resp.context, receipt: resp.receipt })

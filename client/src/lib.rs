@@ -46,6 +46,7 @@
 #![warn(missing_docs)]
 
 mod cas;
+mod coalesce;
 mod connect;
 mod duration;
 mod error;
@@ -63,7 +64,7 @@ pub use ringkv_proto::channel::Channel;
 pub use ringkv_proto::v1 as pb;
 pub use watch::{WatchEvent, WatchPosition, WatchStream};
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use pb::admin_client::AdminClient;
@@ -133,6 +134,11 @@ pub struct Client {
     credentials: Arc<Credentials>,
     /// Whose token the requests present ([`Client::with_token`]).
     presents: Presents,
+    /// Per endpoint, the link that coalesces its concurrent requests
+    /// (`coalesce.rs`); made on first use.
+    links: Arc<[OnceLock<Arc<coalesce::Link>>]>,
+    /// Whether concurrent requests to one node share `Kv.Batch` calls.
+    coalesce: bool,
 }
 
 /// The token a client's requests present.
@@ -165,6 +171,7 @@ pub struct ClientBuilder {
     health_interval: Duration,
     refresh_interval: Duration,
     credentials: Credentials,
+    coalesce: bool,
 }
 
 impl ClientBuilder {
@@ -210,9 +217,16 @@ impl ClientBuilder {
         self
     }
 
+    /// Whether concurrent requests to one node share `Kv.Batch` calls
+    /// (default: yes); see [`Client::coalescing`].
+    pub fn coalescing(mut self, on: bool) -> Self {
+        self.coalesce = on;
+        self
+    }
+
     /// Connects; with a policy, also discovers the cluster.
     pub async fn build(self) -> Result<Client, Error> {
-        let mut client = Client::connect_with(&self.endpoints, self.credentials).await?;
+        let mut client = Client::connect_with(&self.endpoints, self.credentials).await?.coalescing(self.coalesce);
         if let Some(policy) = self.policy {
             let router = Arc::new(routing::Router::new(policy, self.client_id, self.weights, client.credentials.clone()));
             router.discover(&client.endpoints).await?;
@@ -247,7 +261,24 @@ impl Client {
         if out.is_empty() {
             return Err(Error::InvalidArgument { message: "no endpoints given; pass --endpoints host:port[,host:port...]".into() });
         }
-        Ok(Self { endpoints: out, router: None, credentials: Arc::new(credentials), presents: Presents::Credentials })
+        Ok(Self::over(out, Arc::new(credentials)))
+    }
+
+    fn over(endpoints: Vec<(String, Channel)>, credentials: Arc<Credentials>) -> Self {
+        let links = endpoints.iter().map(|_| OnceLock::new()).collect();
+        Self { endpoints, router: None, credentials, presents: Presents::Credentials, links, coalesce: true }
+    }
+
+    /// The same client with coalescing on or off (default: on).
+    ///
+    /// On, a get, put or delete that finds two calls already out to its
+    /// node (plain or batch) waits for the next one to finish and
+    /// travels with the others then waiting, in one `Kv.Batch` call. Each
+    /// keeps its own answer, receipt and error, and comes back as soon as
+    /// its node has served it. A client with one request at a time sends
+    /// plain calls either way. Off, every request is its own call.
+    pub fn coalescing(self, on: bool) -> Self {
+        Self { coalesce: on, ..self }
     }
 
     /// A builder for a client with a load-balancing policy.
@@ -261,6 +292,7 @@ impl Client {
             health_interval: Duration::from_secs(2),
             refresh_interval: Duration::from_secs(10),
             credentials: Credentials::default(),
+            coalesce: true,
         }
     }
 
@@ -272,7 +304,7 @@ impl Client {
     /// A client over channels built elsewhere, e.g. through a simulated
     /// network. Each pair is an endpoint name and its channel.
     pub fn from_channels(endpoints: Vec<(String, Channel)>) -> Self {
-        Self { endpoints, router: None, credentials: Arc::default(), presents: Presents::Credentials }
+        Self::over(endpoints, Arc::default())
     }
 
     /// The same client (its connections, routing and health checks shared)
@@ -330,7 +362,7 @@ impl Client {
         F: Fn(Channel) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        self.route(policy::OpKind::Read, b"", true, f).await
+        self.route(policy::OpKind::Read, b"", true, |hop| f(hop.ch)).await
     }
 
     /// Runs `f` on the nodes in routing order until one serves it. Moves
@@ -338,13 +370,14 @@ impl Client {
     /// `Unavailable` from a node that could not reach enough replicas).
     async fn route<T, F, Fut>(&self, kind: policy::OpKind, key: &[u8], idempotent: bool, f: F) -> Result<T, Error>
     where
-        F: Fn(Channel) -> Fut,
+        F: Fn(Hop) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let routed = self.router.as_ref().map(|r| r.order(&policy::Request { key, kind, client_id: &r.client_id }));
-        let candidates: Vec<(Channel, Option<Arc<routing::NodeState>>)> = match routed {
-            Some(nodes) => nodes.into_iter().map(|n| (n.channel.clone(), Some(n))).collect(),
-            None => self.endpoints.iter().map(|(_, ch)| (ch.clone(), None)).collect(),
+        type Candidate<'a> = (&'a Channel, &'a OnceLock<Arc<coalesce::Link>>, Option<&'a Arc<routing::NodeState>>);
+        let candidates: Vec<Candidate<'_>> = match &routed {
+            Some(nodes) => nodes.iter().map(|n| (&n.channel, &n.link, Some(n))).collect(),
+            None => self.endpoints.iter().zip(self.links.iter()).map(|((_, ch), link)| (ch, link, None)).collect(),
         };
         let mut last: Option<Error> = None;
         // A write attempt that failed without proof it never arrived makes
@@ -358,12 +391,16 @@ impl Client {
             }
             e => e,
         };
-        for (ch, node) in candidates {
+        for (ch, link, node) in candidates {
             if let Some(n) = &node {
                 n.outstanding.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
+            // A client presenting a caller's token sends plain calls: a
+            // link carries one principal's requests.
+            let link = (self.coalesce && matches!(self.presents, Presents::Credentials))
+                .then(|| link.get_or_init(|| coalesce::Link::new(ch.clone())).clone());
             let started = std::time::Instant::now();
-            let result = f(self.presenting(ch)).await;
+            let result = f(Hop { ch: self.presenting(ch.clone()), link }).await;
             if let Some(n) = &node {
                 n.outstanding.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 let transport = result.as_ref().err().is_some_and(Error::is_transport);
@@ -393,9 +430,9 @@ impl Client {
     /// Reads a key: its live siblings, causal context and receipt.
     pub async fn get(&self, key: &[u8], opts: Options) -> Result<pb::GetResponse, Error> {
         let req = pb::GetRequest { key: key.to_vec(), options: Some(opts.to_proto()) };
-        self.route(policy::OpKind::Read, key, true, |ch| {
+        self.route(policy::OpKind::Read, key, true, |hop| {
             let req = req.clone();
-            async move { Self::kv(&ch).get(req).await }
+            async move { hop.send(coalesce::Call::Get(req)).await?.get().map(tonic::Response::new) }
         })
         .await
     }
@@ -462,9 +499,9 @@ impl Client {
     ) -> Result<pb::PutResponse, Error> {
         let blind = context.is_none();
         let req = pb::PutRequest { key: key.to_vec(), value: value.to_vec(), context, options: Some(opts.to_proto()), ttl_ms };
-        self.route(policy::OpKind::Write, key, blind, |ch| {
+        self.route(policy::OpKind::Write, key, blind, |hop| {
             let req = req.clone();
-            async move { Self::kv(&ch).put(req).await }
+            async move { hop.send(coalesce::Call::Put(req)).await?.put().map(tonic::Response::new) }
         })
         .await
     }
@@ -537,9 +574,9 @@ impl Client {
     pub async fn delete(&self, key: &[u8], context: Option<Vec<u8>>, opts: Options) -> Result<pb::DeleteResponse, Error> {
         let blind = context.is_none();
         let req = pb::DeleteRequest { key: key.to_vec(), context, options: Some(opts.to_proto()) };
-        self.route(policy::OpKind::Write, key, blind, |ch| {
+        self.route(policy::OpKind::Write, key, blind, |hop| {
             let req = req.clone();
-            async move { Self::kv(&ch).delete(req).await }
+            async move { hop.send(coalesce::Call::Delete(req)).await?.delete().map(tonic::Response::new) }
         })
         .await
     }
@@ -554,9 +591,9 @@ impl Client {
     pub async fn scan(&self, prefix: &[u8], start_after: &[u8], limit: u32, opts: Options) -> Result<pb::ScanResponse, Error> {
         let req = pb::ScanRequest { prefix: prefix.to_vec(), start_after: start_after.to_vec(), limit, options: Some(opts.to_proto()) };
         let mut resp: pb::ScanResponse = self
-            .route(policy::OpKind::Scan, b"", true, |ch| {
+            .route(policy::OpKind::Scan, b"", true, |hop| {
                 let req = req.clone();
-                async move { Self::kv(&ch).scan(req).await }
+                async move { Self::kv(&hop.ch).scan(req).await }
             })
             .await?;
         if resp.more && resp.next_start_after.is_empty() {
@@ -591,6 +628,23 @@ impl Client {
             async move { AdminClient::new(ch).max_decoding_message_size(MAX_MESSAGE_BYTES).inspect(req).await }
         })
         .await
+    }
+}
+
+/// One attempt's way to a node: its channel (presenting the client's
+/// token) and, when coalescing, the node's link.
+struct Hop {
+    ch: Channel,
+    link: Option<Arc<coalesce::Link>>,
+}
+
+impl Hop {
+    /// Sends a get, put or delete: through the link, or as its own call.
+    async fn send(self, call: coalesce::Call) -> Result<coalesce::Answer, tonic::Status> {
+        match self.link {
+            Some(link) => link.send(self.ch, call).await,
+            None => coalesce::direct(self.ch, call).await,
+        }
     }
 }
 

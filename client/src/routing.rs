@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -32,6 +32,8 @@ pub(crate) struct NodeState {
     pub addr: String,
     zone: String,
     pub channel: Channel,
+    /// Coalesces this node's concurrent requests (`coalesce.rs`).
+    pub link: OnceLock<Arc<crate::coalesce::Link>>,
     pub outstanding: AtomicU64,
     ewma_us: Mutex<f64>,
     healthy: AtomicBool,
@@ -94,6 +96,7 @@ impl Router {
                     addr: n.address.clone(),
                     zone: n.zone.clone(),
                     channel: self.credentials.channel(&n.address)?,
+                    link: OnceLock::new(),
                     outstanding: AtomicU64::new(0),
                     ewma_us: Mutex::new(0.0),
                     healthy: AtomicBool::new(n.liveness == "up"),

@@ -35,6 +35,9 @@ pub struct Ring {
     tokens: Vec<(Token, String)>,
     /// Each node's zone; empty when zones are not used.
     zones: BTreeMap<String, String>,
+    /// Distinct zones among the nodes with tokens: once a walk has used
+    /// them all, no later node can add a new one.
+    zone_count: usize,
 }
 
 impl Ring {
@@ -53,7 +56,16 @@ impl Ring {
         }
         tokens.sort();
         tokens.dedup();
-        Self { tokens, zones }
+        let mut ring = Self { tokens, zones, zone_count: 0 };
+        ring.count_zones();
+        ring
+    }
+
+    fn count_zones(&mut self) {
+        let mut zones: Vec<&str> = self.tokens.iter().map(|(_, id)| self.zone(id)).collect();
+        zones.sort_unstable();
+        zones.dedup();
+        self.zone_count = zones.len();
     }
 
     /// The zone of `id` ("" when unknown).
@@ -87,36 +99,39 @@ impl Ring {
     /// The first `n` distinct nodes clockwise from `token` (the owner of the
     /// range containing `token` first), spread over distinct zones first.
     pub fn replicas_of(&self, token: Token, n: usize) -> Vec<String> {
-        let mut out: Vec<String> = Vec::with_capacity(n);
-        if self.tokens.is_empty() {
-            return out;
-        }
+        let len = self.tokens.len();
         let start = self.tokens.partition_point(|(t, _)| *t < token);
-        let walk = || (0..self.tokens.len()).map(|i| &self.tokens[(start + i) % self.tokens.len()].1);
-        // First pass: one node per zone not yet used; second: fill in order.
+        let at = |i: usize| &self.tokens[(start + i) % len].1;
+        // Each chosen node with its first place clockwise (where both
+        // passes take it).
+        let mut chosen: Vec<(usize, &String)> = Vec::with_capacity(n);
+        let taken = |chosen: &[(usize, &String)], id: &String| chosen.iter().any(|(_, c)| *c == id);
+        // First pass: one node per zone not yet used, until every zone is;
+        // second: fill in order.
         let mut used_zones: Vec<&str> = Vec::new();
-        for id in walk() {
-            if out.len() == n {
+        for i in 0..len {
+            if chosen.len() == n || used_zones.len() == self.zone_count {
                 break;
             }
+            let id = at(i);
             let zone = self.zone(id);
-            if !out.contains(id) && !used_zones.contains(&zone) {
+            if !used_zones.contains(&zone) && !taken(&chosen, id) {
                 used_zones.push(zone);
-                out.push(id.clone());
+                chosen.push((i, id));
             }
         }
-        for id in walk() {
-            if out.len() == n {
+        for i in 0..len {
+            if chosen.len() == n {
                 break;
             }
-            if !out.contains(id) {
-                out.push(id.clone());
+            let id = at(i);
+            if !taken(&chosen, id) {
+                chosen.push((i, id));
             }
         }
         // Keep clockwise order among the chosen, so the owner stays first.
-        let order: Vec<&String> = walk().collect();
-        out.sort_by_key(|id| order.iter().position(|o| *o == id));
-        out
+        chosen.sort_unstable_by_key(|(i, _)| *i);
+        chosen.into_iter().map(|(_, id)| id.clone()).collect()
     }
 
     /// Each token range `(start, end]` with its owner; the first range wraps.
@@ -172,6 +187,7 @@ impl Ring {
         self.tokens.extend(tokens.iter().map(|t| (*t, id.to_string())));
         self.tokens.sort();
         self.tokens.dedup();
+        self.count_zones();
     }
 }
 
@@ -231,6 +247,50 @@ pub fn choose_tokens(ring: &Ring, count: usize) -> Vec<Token> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `replicas_of` as first written: two full walks and a sort by
+    /// first position; the faster one must agree with it.
+    fn replicas_reference(ring: &Ring, token: Token, n: usize) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        if ring.tokens.is_empty() {
+            return out;
+        }
+        let start = ring.tokens.partition_point(|(t, _)| *t < token);
+        let walk = || (0..ring.tokens.len()).map(|i| &ring.tokens[(start + i) % ring.tokens.len()].1);
+        let mut used_zones: Vec<&str> = Vec::new();
+        for id in walk() {
+            if out.len() < n && !out.contains(id) && !used_zones.contains(&ring.zone(id)) {
+                used_zones.push(ring.zone(id));
+                out.push(id.clone());
+            }
+        }
+        for id in walk() {
+            if out.len() < n && !out.contains(id) {
+                out.push(id.clone());
+            }
+        }
+        let order: Vec<&String> = walk().collect();
+        out.sort_by_key(|id| order.iter().position(|o| *o == id));
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn replicas_match_the_two_walk_reference(
+            nodes in proptest::collection::vec((0u8..3, proptest::collection::vec(proptest::num::u64::ANY, 0..6)), 0..7),
+            extra in proptest::option::of((0u8..4, proptest::collection::vec(proptest::num::u64::ANY, 1..4))),
+            token in proptest::num::u64::ANY,
+            n in 1usize..5,
+        ) {
+            let ids: Vec<String> = (0..nodes.len()).map(|i| format!("n{i}")).collect();
+            let zones = ["", "a", "b", "c"];
+            let mut ring = Ring::with_zones(nodes.iter().zip(&ids).map(|((z, ts), id)| (id.as_str(), zones[*z as usize], ts.as_slice())));
+            if let Some((z, ts)) = &extra {
+                ring.add("joiner", zones[*z as usize], ts);
+            }
+            proptest::prop_assert_eq!(ring.replicas_of(token, n), replicas_reference(&ring, token, n));
+        }
+    }
 
     fn grow(nodes: usize, vnodes: usize) -> Ring {
         let mut all: Vec<(String, Vec<Token>)> = Vec::new();

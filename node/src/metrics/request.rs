@@ -205,6 +205,8 @@ pub struct RequestMetrics {
     speculative: Counter,
     hinted: Counter,
     repairs: Family<ResultLabels, Counter>,
+    batches: Counter,
+    batch_items: Counter,
 }
 
 impl Default for RequestMetrics {
@@ -216,6 +218,8 @@ impl Default for RequestMetrics {
             speculative: Counter::default(),
             hinted: Counter::default(),
             repairs: Family::default(),
+            batches: Counter::default(),
+            batch_items: Counter::default(),
         }
     }
 }
@@ -253,6 +257,18 @@ impl RequestMetrics {
             "Merged versions pushed to stale replicas by read repair (blocking, async and late), by result",
             self.repairs.clone(),
         );
+        registry.register(
+            "ringkv_batches",
+            "Kv.Batch calls received (concurrent client requests coalesced into one call); each item is also counted in ringkv_requests",
+            self.batches.clone(),
+        );
+        registry.register("ringkv_batch_items", "Requests that arrived inside Kv.Batch calls", self.batch_items.clone());
+    }
+
+    /// Records a `Kv.Batch` call of `items` requests.
+    pub fn batch(&self, items: usize) {
+        self.batches.inc();
+        self.batch_items.inc_by(items as u64);
     }
 
     /// Records a finished request: its count, its latency and its

@@ -6,6 +6,8 @@
 //! the public methods below do only that, around the private ones that
 //! serve.
 
+mod batch;
+
 use std::future::Future;
 use std::sync::Arc;
 
@@ -45,6 +47,7 @@ impl Drop for InFlight<'_> {
 }
 
 /// Serves `ringkv.v1.Kv`.
+#[derive(Clone)]
 pub struct KvService {
     s: Arc<Shared>,
     coordinator: Coordinator,
@@ -91,14 +94,26 @@ impl KvService {
     /// Who the client is (the gate authenticated it) and its rate limit:
     /// refused before any work when it is over.
     fn admit_client<T>(&self, req: &Request<T>) -> Result<Arc<Grants>, Error> {
-        let grants = grants_of(req)?.clone();
-        let client = match &grants.name {
-            Some(name) => Client::Principal(name.clone()),
-            None => Client::Address(remote_ip(req.extensions())),
-        };
-        self.s.rate_limits.check(&client, grants.rate_limit)?;
+        let (grants, client) = caller(req)?;
+        self.charge(&grants, &client)?;
         Ok(grants)
     }
+
+    /// Takes one request from `client`'s rate limit.
+    fn charge(&self, grants: &Grants, client: &Client) -> Result<(), Error> {
+        self.s.rate_limits.check(client, grants.rate_limit)
+    }
+}
+
+/// Who sent `req` (the gate authenticated it), and whose rate limit it
+/// counts against: its principal's, or without tokens its address's.
+fn caller<T>(req: &Request<T>) -> Result<(Arc<Grants>, Client), Error> {
+    let grants = grants_of(req)?.clone();
+    let client = match &grants.name {
+        Some(name) => Client::Principal(name.clone()),
+        None => Client::Address(remote_ip(req.extensions())),
+    };
+    Ok((grants, client))
 }
 
 impl KvService {
@@ -122,6 +137,14 @@ impl KvService {
 #[tonic::async_trait]
 impl pb::kv_server::Kv for KvService {
     type WatchStream = tokio_stream::wrappers::ReceiverStream<watch::stream::Item>;
+    type BatchStream = tokio_stream::wrappers::ReceiverStream<Result<pb::BatchResult, Status>>;
+
+    /// Many gets, puts and deletes in one call (`batch.rs`): each item
+    /// served as its own request, each result sent as it finishes.
+    async fn batch(&self, req: Request<pb::BatchRequest>) -> Result<Response<Self::BatchStream>, Status> {
+        let (grants, client) = caller(&req)?;
+        Ok(Response::new(batch::serve(self.clone(), grants, client, req.into_inner().items)?))
+    }
 
     /// A change stream of this node's replica (`watch/`): gated like a scan
     /// (read on the whole prefix, the client's rate limit once at the
@@ -165,8 +188,12 @@ impl pb::kv_server::Kv for KvService {
 impl KvService {
     async fn serve_get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
         let grants = self.admit_client(&req)?;
+        self.get_item(&grants, req.into_inner()).await
+    }
+
+    /// A get from a caller already admitted.
+    async fn get_item(&self, grants: &Grants, req: pb::GetRequest) -> Result<Response<pb::GetResponse>, Status> {
         let _counted = InFlight::new(&self.s.in_flight);
-        let req = req.into_inner();
         grants.check_read(&req.key)?;
         let options = req.options.as_ref();
         let read = Read {
@@ -187,8 +214,12 @@ impl KvService {
 
     async fn serve_put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
         let grants = self.admit_client(&req)?;
+        self.put_item(&grants, req.into_inner()).await
+    }
+
+    /// A put from a caller already admitted.
+    async fn put_item(&self, grants: &Grants, req: pb::PutRequest) -> Result<Response<pb::PutResponse>, Status> {
         let _counted = InFlight::new(&self.s.in_flight);
-        let req = req.into_inner();
         grants.check_write(&req.key)?;
         let write = self.write(req.key, req.value, req.context, false, req.ttl_ms, req.options.as_ref())?;
         let (ctx, receipt) = self.coordinator.write(write, None).await?;
@@ -197,8 +228,12 @@ impl KvService {
 
     async fn serve_delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
         let grants = self.admit_client(&req)?;
+        self.delete_item(&grants, req.into_inner()).await
+    }
+
+    /// A delete from a caller already admitted.
+    async fn delete_item(&self, grants: &Grants, req: pb::DeleteRequest) -> Result<Response<pb::DeleteResponse>, Status> {
         let _counted = InFlight::new(&self.s.in_flight);
-        let req = req.into_inner();
         grants.check_write(&req.key)?;
         let write = self.write(req.key, Vec::new(), req.context, true, 0, req.options.as_ref())?;
         let (_, receipt) = self.coordinator.write(write, None).await?;
