@@ -10,7 +10,10 @@
 #   BASELINE=/path/to/old/ringkv bench/compare.sh   # adds an older build's write rows
 #
 # Same settings for every target: 100-byte values, 16-byte keys, 10,000 keys
-# (zipfian), 64 requests in flight over 3 connections. ringkv runs with
+# (zipfian), 64 requests in flight over 3 connections. ringkv's client
+# coalesces concurrent requests to one node into Kv.Batch calls (its
+# default); the "no coalescing" rows send every request as its own call, as
+# the etcd and Redis clients here do. ringkv runs with
 # durability "group" (fdatasync group commit), on fjall (the default), on
 # redb behind the commit log, and on redb without it; etcd fsyncs its WAL; Redis is a single server
 # without persistence, the non-replicated ceiling.
@@ -122,6 +125,8 @@ RESULTS="$WORK/results.tsv"
     run "ringkv ping (gRPC floor)" --endpoints "$RINGKV_EP" bench --workload ping "${COMMON[@]}"
     run "ringkv put QUORUM" --endpoints "$RINGKV_EP" --policy token-aware bench --workload write --write-level quorum "${COMMON[@]}"
     run "ringkv put ONE" --endpoints "$RINGKV_EP" --policy token-aware bench --workload write --write-level one "${COMMON[@]}"
+    run "ringkv put QUORUM, no coalescing" --endpoints "$RINGKV_EP" --policy token-aware bench --workload write --write-level quorum --no-coalesce "${COMMON[@]}"
+    run "ringkv put ONE, no coalescing" --endpoints "$RINGKV_EP" --policy token-aware bench --workload write --write-level one --no-coalesce "${COMMON[@]}"
     run "ringkv put QUORUM, redb, no log" --endpoints "$NOLOG_EP" --policy token-aware bench --workload write --write-level quorum "${COMMON[@]}"
     run "ringkv put ONE, redb, no log" --endpoints "$NOLOG_EP" --policy token-aware bench --workload write --write-level one "${COMMON[@]}"
     run "ringkv put QUORUM, redb + log" --endpoints "$REDB_EP" --policy token-aware bench --workload write --write-level quorum "${COMMON[@]}"
@@ -133,10 +138,12 @@ RESULTS="$WORK/results.tsv"
     run "etcd put" --endpoints "$ETCD" bench --target etcd --workload write "${COMMON[@]}"
     run "redis set" --endpoints 127.0.0.1:26390 bench --target redis --workload write "${COMMON[@]}"
     run "ringkv get ONE" --endpoints "$RINGKV_EP" --policy token-aware bench --workload c --read-level one "${COMMON[@]}"
+    run "ringkv get ONE, no coalescing" --endpoints "$RINGKV_EP" --policy token-aware bench --workload c --read-level one --no-coalesce "${COMMON[@]}"
     run "etcd get serializable" --endpoints "$ETCD" bench --target etcd --workload c "${COMMON[@]}"
     run "etcd get linearizable" --endpoints "$ETCD" bench --target etcd --workload c --etcd-linearizable "${COMMON[@]}"
     run "redis get" --endpoints 127.0.0.1:26390 bench --target redis --workload c "${COMMON[@]}"
     run "ringkv A (QUORUM put, ONE get)" --endpoints "$RINGKV_EP" --policy token-aware bench --workload a "${COMMON[@]}"
+    run "ringkv A, no coalescing" --endpoints "$RINGKV_EP" --policy token-aware bench --workload a --no-coalesce "${COMMON[@]}"
     run "etcd A (serializable get)" --endpoints "$ETCD" bench --target etcd --workload a "${COMMON[@]}"
     run "ringkv put QUORUM, 1 in flight" --endpoints "$RINGKV_EP" --policy token-aware bench --workload write --duration "$DURATION" --keys 10000 --concurrency 1
     run "ringkv put ONE, 1 in flight" --endpoints "$RINGKV_EP" --policy token-aware bench --workload write --write-level one --duration "$DURATION" --keys 10000 --concurrency 1

@@ -8,9 +8,8 @@
 //! (`open` never adds one).
 //!
 //! `len` scans the keyspace (fjall keeps no exact count; its estimate goes
-//! wrong after deletes), so with many keys the count gossip sends every
-//! round costs a scan: a reason, besides the measurements in README, that
-//! fjall is not the default.
+//! wrong after deletes). The store calls it once, at open, and keeps its own
+//! count from then on (`Store::keys`).
 
 use std::path::Path;
 
