@@ -9,6 +9,7 @@
 //! Items run concurrently in one task, and each result is sent the moment
 //! its item finishes, so a QUORUM put never holds up a ONE get.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -16,11 +17,11 @@ use ringkv_proto::v1 as pb;
 use ringkv_proto::v1::batch_item::Request as Item;
 use ringkv_proto::v1::batch_result::Outcome;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::Status;
+use tonic::{Response, Status};
 
 use super::KvService;
 use crate::error::Error;
-use crate::metrics::Op;
+use crate::metrics::{Op, Receipted};
 use crate::rate_limit::Client;
 use crate::security::Grants;
 
@@ -61,33 +62,38 @@ pub(super) fn serve(
 impl KvService {
     /// One item, as its own call: charged, observed, served.
     async fn serve_item(&self, grants: &Grants, client: &Client, item: pb::BatchItem) -> Outcome {
-        let consistency = |o: &Option<pb::RequestOptions>| o.as_ref().map_or(0, |o| o.consistency);
-        let charged = || self.charge(grants, client).map_err(Status::from);
+        let level = |o: &Option<pb::RequestOptions>| o.as_ref().map_or(0, |o| o.consistency);
         let result = match item.request {
-            Some(Item::Get(req)) => self
-                .observed(Op::Get, consistency(&req.options), async {
-                    charged()?;
-                    self.get_item(grants, req).await
-                })
-                .await
-                .map(|r| Outcome::Get(r.into_inner())),
-            Some(Item::Put(req)) => self
-                .observed(Op::Put, consistency(&req.options), async {
-                    charged()?;
-                    self.put_item(grants, req).await
-                })
-                .await
-                .map(|r| Outcome::Put(r.into_inner())),
-            Some(Item::Delete(req)) => self
-                .observed(Op::Delete, consistency(&req.options), async {
-                    charged()?;
-                    self.delete_item(grants, req).await
-                })
-                .await
-                .map(|r| Outcome::Delete(r.into_inner())),
+            Some(Item::Get(req)) => {
+                self.as_call(Op::Get, level(&req.options), grants, client, self.get_item(grants, req), Outcome::Get).await
+            }
+            Some(Item::Put(req)) => {
+                self.as_call(Op::Put, level(&req.options), grants, client, self.put_item(grants, req), Outcome::Put).await
+            }
+            Some(Item::Delete(req)) => {
+                self.as_call(Op::Delete, level(&req.options), grants, client, self.delete_item(grants, req), Outcome::Delete).await
+            }
             None => Err(Error::InvalidArgument("a batch item holds no request; set get, put or delete".into()).into()),
         };
         result.unwrap_or_else(|status| Outcome::Error(error_of(&status)))
+    }
+
+    /// Runs `serve` as its own call would run: charged to the caller's rate
+    /// limit, then observed (span, counters, latency).
+    async fn as_call<R: Receipted>(
+        &self,
+        op: Op,
+        consistency: i32,
+        grants: &Grants,
+        client: &Client,
+        serve: impl Future<Output = Result<Response<R>, Status>>,
+        outcome: fn(R) -> Outcome,
+    ) -> Result<Outcome, Status> {
+        let charged = async {
+            self.charge(grants, client)?;
+            serve.await
+        };
+        self.observed(op, consistency, charged).await.map(|r| outcome(r.into_inner()))
     }
 }
 
