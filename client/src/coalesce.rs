@@ -12,12 +12,19 @@
 //! up a fast one. Under load this replaces a stream, its headers and a task
 //! per request on both ends with one per batch.
 //!
+//! A queued request waits at most [`MAX_QUEUE_WAIT`] for a slot: two slow
+//! calls (a level ALL on a hung replica, a long deadline) cannot hold back
+//! a fast one for longer than that. A request whose caller gave up while
+//! it was queued is dropped unsent.
+//!
 //! A node that does not know `Batch` (an older version) answers
-//! `Unimplemented` to the first batch; its items are then sent one by one,
-//! and so is everything after, on that link.
+//! `Unimplemented`; the batch's items are then sent one by one, and so is
+//! everything on that link for [`REPROBE_AFTER`], when a batch is tried
+//! again.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use pb::batch_item::Request as Item;
@@ -36,6 +43,12 @@ pub const CALLS_IN_FLIGHT: usize = 2;
 pub const MAX_ITEMS: usize = 256;
 /// A batch is cut once its keys and values reach this many bytes.
 pub const MAX_BYTES: usize = 4 * 1024 * 1024;
+/// Longest a queued request waits for a free slot before its batch goes
+/// without one.
+pub const MAX_QUEUE_WAIT: Duration = Duration::from_millis(2);
+/// After a node refuses `Batch`, how long its link sends requests alone
+/// before trying a batch again (the node may have been upgraded).
+pub const REPROBE_AFTER: Duration = Duration::from_secs(60);
 
 /// One request that may travel in a batch.
 #[derive(Clone, Debug)]
@@ -59,24 +72,31 @@ type Reply = oneshot::Sender<Result<Answer, Status>>;
 pub(crate) struct Link {
     slots: Arc<Semaphore>,
     queue: mpsc::UnboundedSender<(Call, Reply)>,
-    /// Cleared when the node turns out not to know `Batch`.
-    batches: Arc<AtomicBool>,
+    /// When the node last answered a batch `Unimplemented` (ms since
+    /// `born`), or `NEVER`: for [`REPROBE_AFTER`] after that, requests go
+    /// alone.
+    refused_at: Arc<AtomicU64>,
+    born: Instant,
 }
+
+const NEVER: u64 = u64::MAX;
 
 impl Link {
     /// A link over `ch`, with its task (which ends when the link is dropped).
     pub fn new(ch: Channel) -> Arc<Self> {
         let slots = Arc::new(Semaphore::new(CALLS_IN_FLIGHT));
-        let batches = Arc::new(AtomicBool::new(true));
+        let refused_at = Arc::new(AtomicU64::new(NEVER));
+        let born = Instant::now();
         let (queue, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(ch, slots.clone(), batches.clone(), rx));
-        Arc::new(Self { slots, queue, batches })
+        tokio::spawn(run(ch, slots.clone(), Refusals { at: refused_at.clone(), born }, rx));
+        Arc::new(Self { slots, queue, refused_at, born })
     }
 
     /// Sends `call` over `ch`: on its own when a slot is free, else in the
     /// next batch.
     pub async fn send(&self, ch: Channel, call: Call) -> Result<Answer, Status> {
-        if !self.batches.load(Ordering::Relaxed) {
+        let refused = self.refused_at.load(Ordering::Relaxed);
+        if refused != NEVER && since(self.born) < refused + REPROBE_AFTER.as_millis() as u64 {
             return direct(ch, call).await;
         }
         if let Ok(_slot) = self.slots.try_acquire() {
@@ -87,28 +107,50 @@ impl Link {
             // The task is gone (its runtime shut down): send it alone.
             return direct(ch, call).await;
         }
-        answer.await.unwrap_or_else(|_| Err(Status::unavailable("the batch carrying this request was dropped before it was sent")))
+        // A dropped reply means the batch's task died after taking it: it
+        // may have been sent, so this is a broken call, not a refusal.
+        answer.await.unwrap_or_else(|_| Err(Status::unknown("the batch carrying this request was dropped")))
     }
 }
 
-/// The link's task: whenever requests are queued, waits for a free slot and
-/// sends what is queued as one batch.
-async fn run(ch: Channel, slots: Arc<Semaphore>, batches: Arc<AtomicBool>, mut rx: mpsc::UnboundedReceiver<(Call, Reply)>) {
-    // Until the node has answered one batch, items are kept to resend one by
-    // one should it not know `Batch`.
-    let confirmed = Arc::new(AtomicBool::new(false));
+/// Milliseconds since `born`.
+fn since(born: Instant) -> u64 {
+    born.elapsed().as_millis() as u64
+}
+
+/// Where a link records the node refusing `Batch`.
+#[derive(Clone)]
+struct Refusals {
+    at: Arc<AtomicU64>,
+    born: Instant,
+}
+
+/// The link's task: whenever requests are queued, waits for a free slot
+/// (at most [`MAX_QUEUE_WAIT`]) and sends what is queued as one batch.
+async fn run(ch: Channel, slots: Arc<Semaphore>, refusals: Refusals, mut rx: mpsc::UnboundedReceiver<(Call, Reply)>) {
     while let Some(first) = rx.recv().await {
-        let Ok(slot) = slots.clone().acquire_owned().await else { return };
-        let mut bytes = first.0.bytes();
-        let mut items = vec![first];
-        while items.len() < MAX_ITEMS && bytes < MAX_BYTES {
-            let Ok(next) = rx.try_recv() else { break };
-            bytes += next.0.bytes();
-            items.push(next);
+        // Two slow calls (a level ALL on a hung replica) must not hold the
+        // rest back for their whole deadline: past the wait, the batch goes
+        // without a slot.
+        let slot = tokio::time::timeout(MAX_QUEUE_WAIT, slots.clone().acquire_owned()).await.ok().and_then(Result::ok);
+        let mut items = Vec::new();
+        let mut bytes = 0;
+        let mut next = Some(first);
+        while let Some((call, reply)) = next {
+            // A caller that gave up (its future dropped, a timeout around
+            // it) is not sent: a plain call would not have been either.
+            if !reply.is_closed() {
+                bytes += call.bytes();
+                items.push((call, reply));
+            }
+            next = if items.len() < MAX_ITEMS && bytes < MAX_BYTES { rx.try_recv().ok() } else { None };
         }
-        let (ch, batches, confirmed) = (ch.clone(), batches.clone(), confirmed.clone());
+        if items.is_empty() {
+            continue;
+        }
+        let (ch, refusals) = (ch.clone(), refusals.clone());
         tokio::spawn(async move {
-            send_batch(ch, items, &batches, &confirmed).await;
+            send_batch(ch, items, &refusals).await;
             drop(slot);
         });
     }
@@ -116,20 +158,23 @@ async fn run(ch: Channel, slots: Arc<Semaphore>, batches: Arc<AtomicBool>, mut r
 
 /// Sends `items` as one `Kv.Batch` (or alone, if only one) and hands each
 /// result to its caller.
-async fn send_batch(ch: Channel, mut items: Vec<(Call, Reply)>, batches: &AtomicBool, confirmed: &AtomicBool) {
+async fn send_batch(ch: Channel, mut items: Vec<(Call, Reply)>, refusals: &Refusals) {
     if items.len() == 1 {
         let (call, reply) = items.pop().expect("one item");
         let _ = reply.send(direct(ch, call).await);
         return;
     }
     let (calls, replies): (Vec<Call>, Vec<Reply>) = items.into_iter().unzip();
-    let spare = (!confirmed.load(Ordering::Relaxed)).then(|| calls.clone());
+    // Kept to resend alone should the node not know `Batch` (an older
+    // version, or a proxy in front of one): `Unimplemented` proves nothing
+    // ran.
+    let spare = calls.clone();
     let mut replies: Vec<Option<Reply>> = replies.into_iter().map(Some).collect();
     let req = pb::BatchRequest { items: calls.into_iter().map(Call::into_item).collect() };
     let status = match kv(&ch).batch(req).await {
-        Err(s) if s.code() == Code::Unimplemented && spare.is_some() => {
-            batches.store(false, Ordering::Relaxed);
-            let alone = spare.into_iter().flatten().zip(replies.into_iter().flatten()).map(|(call, reply)| {
+        Err(s) if s.code() == Code::Unimplemented => {
+            refusals.at.store(since(refusals.born), Ordering::Relaxed);
+            let alone = spare.into_iter().zip(replies.into_iter().flatten()).map(|(call, reply)| {
                 let ch = ch.clone();
                 async move {
                     let _ = reply.send(direct(ch, call).await);
@@ -140,7 +185,6 @@ async fn send_batch(ch: Channel, mut items: Vec<(Call, Reply)>, batches: &Atomic
         }
         Err(s) => s,
         Ok(response) => {
-            confirmed.store(true, Ordering::Relaxed);
             let mut results = response.into_inner();
             loop {
                 match results.message().await {
@@ -150,7 +194,9 @@ async fn send_batch(ch: Channel, mut items: Vec<(Call, Reply)>, batches: &Atomic
                             let _ = reply.send(answer_of(result.outcome));
                         }
                     }
-                    Ok(None) => break Status::internal("the node ended the batch without answering this request"),
+                    // Like a connection that broke mid-call: the item may
+                    // have been applied.
+                    Ok(None) => break Status::unknown("the node ended the batch without answering this request"),
                     Err(s) => break s,
                 }
             }

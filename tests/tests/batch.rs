@@ -151,7 +151,11 @@ fn each_batch_item_is_answered_once_by_index_and_fails_alone_and_is_rate_limited
         assert!(e.message.contains("holds no request"), "{e:?}");
         assert!(matches!(&out[&3], Outcome::Delete(_)), "a delete of a missing key is still a delete: {:?}", out[&3]);
 
-        // The whole call is refused past 1024 items, with what to do.
+        // An empty call is refused whole, and so is one past 1024 items,
+        // each saying what to do.
+        let empty = raw_batch(&node.addr, Vec::new()).await.unwrap_err();
+        assert_eq!(empty.code(), tonic::Code::InvalidArgument);
+        assert!(empty.message().contains("no items"), "{}", empty.message());
         let too_many = (0..1025).map(|i| put_item(&format!("k{i}"), "v", Level::One)).collect();
         let refused = raw_batch(&node.addr, too_many).await.unwrap_err();
         assert_eq!(refused.code(), tonic::Code::InvalidArgument);

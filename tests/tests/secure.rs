@@ -180,6 +180,20 @@ async fn tls_refuses_clients_without_the_cluster_ca_and_tokens_grant_only_their_
         other => panic!("a prefix token read outside its prefix: {other:?}"),
     }
     assert!(matches!(web.delete(b"other/1", None, one()).await, Err(Error::PermissionDenied { .. })));
+    // Forty requests at once travel in Kv.Batch calls (two calls out, the
+    // rest queued): each item is still authorized on its own key, so the
+    // ones outside the grant fail alone.
+    let keys: Vec<String> = (0..40).map(|i| if i % 2 == 0 { format!("app/c{i}") } else { format!("other/c{i}") }).collect();
+    let puts = futures::future::join_all(keys.iter().map(|k| web.put(k.as_bytes(), b"v", None, one()))).await;
+    for (k, r) in keys.iter().zip(&puts) {
+        match (k.starts_with("app/"), r) {
+            (true, Ok(_)) => {}
+            (false, Err(Error::PermissionDenied { message })) => assert!(message.contains(k.as_str()), "{message}"),
+            other => panic!("{k}: {other:?}"),
+        }
+    }
+    let refused = futures::future::join_all((0..10).map(|_| anonymous.get(b"app/c0", one()))).await;
+    assert!(refused.iter().all(|r| matches!(r, Err(Error::Unauthenticated { .. }))), "{refused:?}");
     assert!(matches!(web.scan(b"", b"", 10, one()).await, Err(Error::PermissionDenied { .. })), "a scan wider than the grant");
     // A watch is gated like a scan: read on its whole prefix.
     match web.watch(b"", None).await.err() {

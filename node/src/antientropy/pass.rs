@@ -48,12 +48,19 @@ pub struct Stats {
     bytes_received: AtomicU64,
     tombstones_purged: AtomicU64,
     keys_cleaned: AtomicU64,
+    trees_healed: AtomicU64,
 }
 
 impl Stats {
     /// Counts keys dropped by a cleanup (`cleanup.rs`).
     pub fn cleaned(&self, keys: u64) {
         self.keys_cleaned.fetch_add(keys, Ordering::Relaxed);
+    }
+
+    /// Merkle trees rebuilt because they disagreed with the stored data
+    /// ([`Store::heal_tree`](crate::store::Store::heal_tree)).
+    pub fn trees_healed(&self) -> u64 {
+        self.trees_healed.load(Ordering::Relaxed)
     }
 
     fn add(&self, r: &pb::RepairReport) {
@@ -169,6 +176,9 @@ pub async fn run_pass(r: &Repair, only: Option<(Token, Token)>) -> pb::RepairRep
                 }
                 match sync_with_retry(s, start, end, peer, &mut rate).await {
                     Ok(o) => {
+                        if !o.suspect_leaves.is_empty() {
+                            heal(r, start, end, o.suspect_leaves.clone()).await;
+                        }
                         report.bytes_sent += o.bytes_sent;
                         report.bytes_received += o.bytes_received;
                         report.keys_repaired += o.keys_repaired;
@@ -217,6 +227,18 @@ async fn sync_with_retry(s: &Handles, start: Token, end: Token, peer: &str, rate
             }
             other => return other,
         }
+    }
+}
+
+/// Leaves that differed from a peer's while every key matched: if this
+/// node's tree is the wrong one, it is rebuilt from the data (the peer
+/// checks its own in its own pass).
+async fn heal(r: &Repair, start: Token, end: Token, leaves: Vec<u32>) {
+    match r.h.store.offload(move |store| store.heal_tree(start, end, &leaves)).await {
+        Ok(rebuilt) => {
+            r.stats.trees_healed.fetch_add(u64::from(rebuilt), Ordering::Relaxed);
+        }
+        Err(e) => tracing::warn!(range = %format!("({start}, {end}]"), error = %e, "checking a Merkle tree against its data failed"),
     }
 }
 

@@ -178,6 +178,13 @@ impl NodeCollector {
         family(enc, "ringkv_antientropy_bytes", "Bytes anti-entropy exchanged with replicas", MetricType::Counter, &bytes)?;
         counter(enc, "ringkv_antientropy_tombstones_purged", "Tombstones purged after their grace", s.tombstones_purged)?;
         counter(enc, "ringkv_cleanup_keys_dropped", "Keys of ranges no longer replicated here, dropped by cleanup", s.keys_cleaned)?;
+        let healed = self.anti_entropy.trees_healed();
+        counter(
+            enc,
+            "ringkv_merkle_trees_healed",
+            "Range trees rebuilt because anti-entropy found them disagreeing with the stored data",
+            healed,
+        )?;
         gauge(enc, "ringkv_merkle_trees_ready", "Merkle trees built (anti-entropy waits for the rest)", f64::from(s.trees_ready))?;
         gauge(enc, "ringkv_merkle_trees", "Merkle trees this node keeps (one per range it replicates)", f64::from(s.trees_total))
     }

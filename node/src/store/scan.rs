@@ -11,8 +11,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::Store;
-use crate::antientropy::merkle::item_hash;
-use crate::antientropy::Trees;
+use crate::antientropy::merkle::{item_hash, RangeTree, DEPTH};
+use crate::antientropy::{Slot, Trees};
 use crate::error::Result;
 use crate::paging::{Page, PAGE_BYTES};
 use crate::ring::{token_of, Token};
@@ -142,18 +142,61 @@ impl Store {
         }
         *self.trees.write().expect("trees lock") = trees.clone();
         for slot in trees.slots() {
-            let mut walk = RangeCursor::new(slot.start, slot.end);
-            while !walk.done() {
-                let mut state = slot.lock();
-                let (rows, _) = self.next_page(&mut walk, Page::new(REBUILD_CHUNK, PAGE_BYTES))?;
-                for (key, raw) in rows {
-                    let token = token_of(&key);
-                    state.add_scanned(token, &key, &item_hash(&key, &raw));
-                }
-            }
-            slot.lock().finish_build();
+            self.build_slot(slot)?;
         }
         Ok(())
+    }
+
+    /// Builds `slot`'s tree (its rebuild already begun) from storage, a
+    /// chunk at a time.
+    fn build_slot(&self, slot: &Slot) -> Result<()> {
+        let mut walk = RangeCursor::new(slot.start, slot.end);
+        while !walk.done() {
+            let mut state = slot.lock();
+            let (rows, _) = self.next_page(&mut walk, Page::new(REBUILD_CHUNK, PAGE_BYTES))?;
+            for (key, raw) in rows {
+                let token = token_of(&key);
+                state.add_scanned(token, &key, &item_hash(&key, &raw));
+            }
+        }
+        slot.lock().finish_build();
+        Ok(())
+    }
+
+    /// Checks `leaves` of range `(start, end]`'s tree against the records
+    /// stored there, and rebuilds the range's tree if one disagrees.
+    /// Returns whether it rebuilt.
+    ///
+    /// Anti-entropy calls this for leaves whose hashes differed from a
+    /// peer's while every key's version matched: then a tree, not the data,
+    /// is wrong, and no amount of key repair would make the roots agree.
+    /// Each leaf is checked under the range's mutex, so a write cannot slip
+    /// between reading the tree and reading the data.
+    pub fn heal_tree(&self, start: Token, end: Token, leaves: &[u32]) -> Result<bool> {
+        let trees = self.trees();
+        let Some(slot) = trees.get(start, end) else { return Ok(false) };
+        let mut wrong = None;
+        for &leaf in leaves {
+            let state = slot.lock();
+            let Some(tree) = state.built() else { return Ok(false) };
+            let (lo, hi) = tree.leaf_bounds(leaf as usize);
+            let mut fresh = RangeTree::new(start, end);
+            if lo != hi {
+                self.for_each_in_range(lo, hi, |key, raw| {
+                    fresh.apply(token_of(key), &item_hash(key, raw));
+                    Ok(())
+                })?;
+            }
+            if fresh.nodes(DEPTH, &[leaf]) != tree.nodes(DEPTH, &[leaf]) {
+                wrong = Some(leaf);
+                break;
+            }
+        }
+        let Some(leaf) = wrong else { return Ok(false) };
+        tracing::warn!(range = %format!("({start}, {end}]"), leaf, "Merkle tree disagreed with the stored data; rebuilding the range's tree");
+        slot.lock().begin_build(start, end);
+        self.build_slot(slot)?;
+        Ok(true)
     }
 
     /// Up to `limit` stored records in key order from `start`.

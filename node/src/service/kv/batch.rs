@@ -13,6 +13,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
 use ringkv_proto::v1 as pb;
 use ringkv_proto::v1::batch_item::Request as Item;
 use ringkv_proto::v1::batch_result::Outcome;
@@ -36,6 +37,9 @@ pub(super) fn serve(
     client: Client,
     items: Vec<pb::BatchItem>,
 ) -> Result<ReceiverStream<Result<pb::BatchResult, Status>>, Error> {
+    if items.is_empty() {
+        return Err(Error::InvalidArgument("a batch holds no items; send at least one".into()));
+    }
     if items.len() > MAX_ITEMS {
         return Err(Error::InvalidArgument(format!("a batch holds at most {MAX_ITEMS} items, not {}; split it", items.len())));
     }
@@ -46,7 +50,7 @@ pub(super) fn serve(
         let mut running: FuturesUnordered<_> = items
             .into_iter()
             .enumerate()
-            .map(|(index, item)| async move { (index as u32, kv.serve_item(grants, client, item).await) })
+            .map(|(index, item)| async move { (index as u32, kv.guarded(grants, client, item).await) })
             .collect();
         while let Some((index, outcome)) = running.next().await {
             // The caller hung up: the items still running are dropped, as
@@ -60,6 +64,15 @@ pub(super) fn serve(
 }
 
 impl KvService {
+    /// [`serve_item`](Self::serve_item), with a panic (a bug) failing this
+    /// item alone, as it would fail only its own call's stream.
+    async fn guarded(&self, grants: &Grants, client: &Client, item: pb::BatchItem) -> Outcome {
+        std::panic::AssertUnwindSafe(self.serve_item(grants, client, item))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| Outcome::Error(error_of(&Status::internal("serving this item panicked; see the node's log"))))
+    }
+
     /// One item, as its own call: charged, observed, served.
     async fn serve_item(&self, grants: &Grants, client: &Client, item: pb::BatchItem) -> Outcome {
         let level = |o: &Option<pb::RequestOptions>| o.as_ref().map_or(0, |o| o.consistency);
@@ -73,7 +86,12 @@ impl KvService {
             Some(Item::Delete(req)) => {
                 self.as_call(Op::Delete, level(&req.options), grants, client, self.delete_item(grants, req), Outcome::Delete).await
             }
-            None => Err(Error::InvalidArgument("a batch item holds no request; set get, put or delete".into()).into()),
+            // Charged like any call, so empty items cost their sender too.
+            None => {
+                let refused = self.charge(grants, client).err();
+                let empty = || Error::InvalidArgument("a batch item holds no request; set get, put or delete".into());
+                Err(refused.unwrap_or_else(empty).into())
+            }
         };
         result.unwrap_or_else(|status| Outcome::Error(error_of(&status)))
     }
