@@ -62,7 +62,7 @@ impl Client {
         let resp = self
             .route(policy::OpKind::Write, key, false, |hop| {
                 let req = req.clone();
-                async move { Self::kv(&hop.ch).cas(req).await }
+                async move { crate::coalesce::kv(&hop.ch).cas(req).await }
             })
             .await?;
         Ok(CasResult { applied: resp.applied, current: resp.current, context: resp.context, receipt: resp.receipt })

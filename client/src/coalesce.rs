@@ -72,11 +72,7 @@ type Reply = oneshot::Sender<Result<Answer, Status>>;
 pub(crate) struct Link {
     slots: Arc<Semaphore>,
     queue: mpsc::UnboundedSender<(Call, Reply)>,
-    /// When the node last answered a batch `Unimplemented` (ms since
-    /// `born`), or `NEVER`: for [`REPROBE_AFTER`] after that, requests go
-    /// alone.
-    refused_at: Arc<AtomicU64>,
-    born: Instant,
+    refusals: Refusals,
 }
 
 const NEVER: u64 = u64::MAX;
@@ -85,18 +81,16 @@ impl Link {
     /// A link over `ch`, with its task (which ends when the link is dropped).
     pub fn new(ch: Channel) -> Arc<Self> {
         let slots = Arc::new(Semaphore::new(CALLS_IN_FLIGHT));
-        let refused_at = Arc::new(AtomicU64::new(NEVER));
-        let born = Instant::now();
+        let refusals = Refusals { at: Arc::new(AtomicU64::new(NEVER)), born: Instant::now() };
         let (queue, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(ch, slots.clone(), Refusals { at: refused_at.clone(), born }, rx));
-        Arc::new(Self { slots, queue, refused_at, born })
+        tokio::spawn(run(ch, slots.clone(), refusals.clone(), rx));
+        Arc::new(Self { slots, queue, refusals })
     }
 
     /// Sends `call` over `ch`: on its own when a slot is free, else in the
     /// next batch.
     pub async fn send(&self, ch: Channel, call: Call) -> Result<Answer, Status> {
-        let refused = self.refused_at.load(Ordering::Relaxed);
-        if refused != NEVER && since(self.born) < refused + REPROBE_AFTER.as_millis() as u64 {
+        if self.refusals.recent() {
             return direct(ch, call).await;
         }
         if let Ok(_slot) = self.slots.try_acquire() {
@@ -113,16 +107,29 @@ impl Link {
     }
 }
 
-/// Milliseconds since `born`.
-fn since(born: Instant) -> u64 {
-    born.elapsed().as_millis() as u64
-}
-
-/// Where a link records the node refusing `Batch`.
+/// When a link's node last refused `Batch`, shared by the link and its task.
 #[derive(Clone)]
 struct Refusals {
+    /// Milliseconds since `born`, or `NEVER`.
     at: Arc<AtomicU64>,
     born: Instant,
+}
+
+impl Refusals {
+    fn now(&self) -> u64 {
+        self.born.elapsed().as_millis() as u64
+    }
+
+    /// The node answered a batch `Unimplemented`.
+    fn record(&self) {
+        self.at.store(self.now(), Ordering::Relaxed);
+    }
+
+    /// Whether that was less than [`REPROBE_AFTER`] ago: requests go alone.
+    fn recent(&self) -> bool {
+        let at = self.at.load(Ordering::Relaxed);
+        at != NEVER && self.now() < at + REPROBE_AFTER.as_millis() as u64
+    }
 }
 
 /// The link's task: whenever requests are queued, waits for a free slot
@@ -173,7 +180,7 @@ async fn send_batch(ch: Channel, mut items: Vec<(Call, Reply)>, refusals: &Refus
     let req = pb::BatchRequest { items: calls.into_iter().map(Call::into_item).collect() };
     let status = match kv(&ch).batch(req).await {
         Err(s) if s.code() == Code::Unimplemented => {
-            refusals.at.store(since(refusals.born), Ordering::Relaxed);
+            refusals.record();
             let alone = spare.into_iter().zip(replies.into_iter().flatten()).map(|(call, reply)| {
                 let ch = ch.clone();
                 async move {
@@ -217,7 +224,8 @@ pub(crate) async fn direct(ch: Channel, call: Call) -> Result<Answer, Status> {
     })
 }
 
-fn kv(ch: &Channel) -> KvClient<Channel> {
+/// A `Kv` client over `ch`, with the project's message limits.
+pub(crate) fn kv(ch: &Channel) -> KvClient<Channel> {
     KvClient::new(ch.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 

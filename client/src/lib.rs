@@ -68,7 +68,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use pb::admin_client::AdminClient;
-use pb::kv_client::KvClient;
 use ringkv_proto::delivery::{Delivery, Failover};
 use ringkv_proto::wire::MAX_MESSAGE_BYTES;
 
@@ -343,10 +342,6 @@ impl Client {
         self.endpoints.iter().map(|(a, _)| a.as_str()).collect()
     }
 
-    fn kv(ch: &Channel) -> KvClient<Channel> {
-        KvClient::new(ch.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES)
-    }
-
     /// An admin client for one endpoint.
     pub fn admin(&self, endpoint: &str) -> Result<AdminClient<Channel>, Error> {
         let ch = match self.endpoints.iter().find(|(a, _)| a == endpoint) {
@@ -593,7 +588,7 @@ impl Client {
         let mut resp: pb::ScanResponse = self
             .route(policy::OpKind::Scan, b"", true, |hop| {
                 let req = req.clone();
-                async move { Self::kv(&hop.ch).scan(req).await }
+                async move { coalesce::kv(&hop.ch).scan(req).await }
             })
             .await?;
         if resp.more && resp.next_start_after.is_empty() {

@@ -210,7 +210,7 @@ impl Follow {
         backoff: &mut Duration,
     ) -> Result<(), Error> {
         let req = pb::WatchRequest { prefix: self.prefix.clone(), resume: self.position.clone() };
-        let mut stream = Client::kv(&self.channel).watch(req).await?.into_inner();
+        let mut stream = crate::coalesce::kv(&self.channel).watch(req).await?.into_inner();
         while let Some(resp) = stream.message().await? {
             *backoff = BACKOFF_MIN;
             if let Some(p) = &resp.position {

@@ -175,9 +175,9 @@ pub async fn run_pass(r: &Repair, only: Option<(Token, Token)>) -> pb::RepairRep
                     continue;
                 }
                 match sync_with_retry(s, start, end, peer, &mut rate).await {
-                    Ok(o) => {
+                    Ok(mut o) => {
                         if !o.suspect_leaves.is_empty() {
-                            heal(r, start, end, o.suspect_leaves.clone()).await;
+                            heal(r, start, end, std::mem::take(&mut o.suspect_leaves)).await;
                         }
                         report.bytes_sent += o.bytes_sent;
                         report.bytes_received += o.bytes_received;

@@ -77,11 +77,16 @@ impl KvService {
             context: context.as_deref().map(decode_context).transpose()?,
             tombstone,
             ttl_ms,
-            level: Level::from_proto(options.map_or(0, |o| o.consistency))?,
+            level: Level::from_proto(consistency(options))?,
             timeout: timeout(options, &self.s.config),
             sloppy: options.is_some_and(|o| o.sloppy),
         })
     }
+}
+
+/// The request's raw consistency level (0, the default, when unset).
+fn consistency(options: Option<&pb::RequestOptions>) -> i32 {
+    options.map_or(0, |o| o.consistency)
 }
 
 fn read_repair(options: Option<&pb::RequestOptions>) -> Result<ReadRepair, Error> {
@@ -160,27 +165,27 @@ impl pb::kv_server::Kv for KvService {
     }
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
-        let consistency = req.get_ref().options.as_ref().map_or(0, |o| o.consistency);
+        let consistency = consistency(req.get_ref().options.as_ref());
         self.observed(Op::Get, consistency, self.serve_get(req)).await
     }
 
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
-        let consistency = req.get_ref().options.as_ref().map_or(0, |o| o.consistency);
+        let consistency = consistency(req.get_ref().options.as_ref());
         self.observed(Op::Put, consistency, self.serve_put(req)).await
     }
 
     async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
-        let consistency = req.get_ref().options.as_ref().map_or(0, |o| o.consistency);
+        let consistency = consistency(req.get_ref().options.as_ref());
         self.observed(Op::Delete, consistency, self.serve_delete(req)).await
     }
 
     async fn scan(&self, req: Request<pb::ScanRequest>) -> Result<Response<pb::ScanResponse>, Status> {
-        let consistency = req.get_ref().options.as_ref().map_or(0, |o| o.consistency);
+        let consistency = consistency(req.get_ref().options.as_ref());
         self.observed(Op::Scan, consistency, self.serve_scan(req)).await
     }
 
     async fn cas(&self, req: Request<pb::CasRequest>) -> Result<Response<pb::CasResponse>, Status> {
-        let consistency = req.get_ref().options.as_ref().map_or(0, |o| o.consistency);
+        let consistency = consistency(req.get_ref().options.as_ref());
         self.observed(Op::Cas, consistency, self.serve_cas(req)).await
     }
 }
@@ -198,7 +203,7 @@ impl KvService {
         let options = req.options.as_ref();
         let read = Read {
             key: req.key,
-            level: Level::from_proto(options.map_or(0, |o| o.consistency))?,
+            level: Level::from_proto(consistency(options))?,
             read_repair: read_repair(options)?,
             timeout: timeout(options, &self.s.config),
         };
@@ -253,7 +258,7 @@ impl KvService {
             }
             n => n,
         };
-        let level = Level::from_proto(options.map_or(0, |o| o.consistency))?;
+        let level = Level::from_proto(consistency(options))?;
         let page = self.coordinator.scan(req.prefix, req.start_after, limit, level, timeout(options, &self.s.config)).await?;
         // The coordinator returns live keys only, and a resume key that
         // moves past deleted (and expired) ones.
@@ -283,7 +288,7 @@ impl KvService {
         grants.check_write(&req.key)?;
         grants.check_read(&req.key)?;
         let options = req.options.as_ref();
-        let level = match options.map_or(0, |o| o.consistency) {
+        let level = match consistency(options) {
             0 => Level::Serial,
             raw => Level::from_proto(raw)?,
         };

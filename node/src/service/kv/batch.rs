@@ -20,7 +20,7 @@ use ringkv_proto::v1::batch_result::Outcome;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Response, Status};
 
-use super::KvService;
+use super::{consistency, KvService};
 use crate::error::Error;
 use crate::metrics::{Op, Receipted};
 use crate::rate_limit::Client;
@@ -75,7 +75,7 @@ impl KvService {
 
     /// One item, as its own call: charged, observed, served.
     async fn serve_item(&self, grants: &Grants, client: &Client, item: pb::BatchItem) -> Outcome {
-        let level = |o: &Option<pb::RequestOptions>| o.as_ref().map_or(0, |o| o.consistency);
+        let level = |o: &Option<pb::RequestOptions>| consistency(o.as_ref());
         let result = match item.request {
             Some(Item::Get(req)) => {
                 self.as_call(Op::Get, level(&req.options), grants, client, self.get_item(grants, req), Outcome::Get).await
